@@ -1,0 +1,131 @@
+"""Hardware image: a :class:`QuantizedModel` tiled onto the macro and the controller memories.
+
+The image is what a chip is programmed with: one C-bit word per bitcell row, one column-
+enable word per column block, one threshold per neuron slot. It is exported as $readmemh
+files and as the ``prog`` command sequence the controller accepts.
+
+Tiling (docs/architecture.md): tiles are numbered layer by layer, column block by column
+block, row block by row block; tile t lives in word-line group t. In a tile, row r is input
+``rb*A + r`` and column ``k*Nt + i`` is plane k of neuron ``cb*Nt + i``. Bit 1 = weight +1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sbnn.config import SbnnConfig
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.interfaces import ProgOp, Sizes
+
+__all__ = ["HardwareImage", "build_image"]
+
+
+@dataclass(frozen=True)
+class HardwareImage:
+    """Physical contents: bitcells (groups*A, C), column enables (CB, C), thresholds (CB, Nt)."""
+
+    config: SbnnConfig
+    bitcells: np.ndarray  # uint8 (tiles * active_rows, macro_cols), 1 = +1
+    col_enables: np.ndarray  # uint8 (total_col_blocks, macro_cols)
+    thresholds: np.ndarray  # int64 (total_col_blocks, neurons_per_tile)
+
+    def program(self, budget: int | None = None) -> list[tuple[ProgOp, int, int]]:
+        """The ``prog`` stream commands that load this image (and optionally a budget)."""
+        cfg, sz = self.config, Sizes(self.config)
+        a = cfg.active_rows
+        ops: list[tuple[ProgOp, int, int]] = []
+        weights = _pack_rows(self.bitcells)
+        for row, word in enumerate(weights):
+            ops.append((ProgOp.WEIGHT_ROW, sz.weight_addr(row // a, row % a), word))
+        tmask = (1 << cfg.threshold_bits) - 1
+        for cb in range(cfg.total_col_blocks):
+            for i in range(cfg.neurons_per_tile):
+                ops.append((ProgOp.THRESHOLD, sz.threshold_addr(cb, i),
+                            int(self.thresholds[cb, i]) & tmask))
+        for cb, word in enumerate(_pack_rows(self.col_enables)):
+            ops.append((ProgOp.COL_MASK, cb, word))
+        if budget is not None:
+            ops.append((ProgOp.BUDGET, 0, budget))
+        return ops
+
+    def write_readmemh(self, folder: str | Path) -> list[Path]:
+        """$readmemh files for the bitcell array, column enables and thresholds."""
+        folder = Path(folder)
+        cfg = self.config
+        tb = cfg.threshold_bits
+        files = {
+            "bitcells.hex": [_hex(w, cfg.macro_cols) for w in _pack_rows(self.bitcells)],
+            "col_enables.hex": [_hex(w, cfg.macro_cols) for w in _pack_rows(self.col_enables)],
+            "thresholds.hex": [
+                "".join(_hex(int(t) & ((1 << tb) - 1), tb) for t in reversed(row))
+                for row in self.thresholds],
+        }
+        out = []
+        for name, lines in files.items():
+            path = folder / name
+            path.write_text("\n".join(lines) + "\n")
+            out.append(path)
+        return out
+
+    def summary(self) -> dict:
+        cfg = self.config
+        return {"tiles": cfg.total_tiles, "bitcell_rows": int(self.bitcells.shape[0]),
+                "col_blocks": cfg.total_col_blocks,
+                "enabled_columns": int(self.col_enables.sum())}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        np.savez_compressed(path, bitcells=np.packbits(self.bitcells, axis=1),
+                            col_enables=self.col_enables, thresholds=self.thresholds,
+                            config_json=np.frombuffer(self.config.to_json().encode(), np.uint8))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HardwareImage:
+        with np.load(path) as d:
+            cfg = SbnnConfig.from_dict(json.loads(bytes(d["config_json"]).decode()))
+            bits = np.unpackbits(d["bitcells"], axis=1, count=cfg.macro_cols)
+            return cls(cfg, bits, d["col_enables"], d["thresholds"])
+
+
+def _pack_rows(bits: np.ndarray) -> list[int]:
+    """Rows of 0/1 into integers, column 0 in bit 0."""
+    weights = 1 << np.arange(bits.shape[1], dtype=object)
+    return [int((row.astype(object) * weights).sum()) for row in bits]
+
+
+def _hex(value: int, width: int) -> str:
+    return f"{value:0{-(-width // 4)}x}"
+
+
+def build_image(model: QuantizedModel) -> HardwareImage:
+    """Tile a quantized model onto the macro and controller memories."""
+    cfg = model.config
+    a, c, nt = cfg.active_rows, cfg.macro_cols, cfg.neurons_per_tile
+    bitcells = np.zeros((cfg.total_tiles * a, c), dtype=np.uint8)
+    col_en = np.zeros((cfg.total_col_blocks, c), dtype=np.uint8)
+    thresholds = np.zeros((cfg.total_col_blocks, nt), dtype=np.int64)
+    tile = cbg = 0
+    for layer in range(cfg.num_layers):
+        n, m = cfg.layers[layer], cfg.layers[layer + 1]
+        bits = model.planes[layer] > 0  # (K+1, m, n)
+        for cb in range(cfg.col_blocks(layer)):
+            neurons = range(cb * nt, min(m, (cb + 1) * nt))
+            for i, j in enumerate(neurons):
+                thresholds[cbg, i] = model.thresholds[layer][j]
+                col_en[cbg, i] = 1
+                for k in range(1, cfg.planes):
+                    col_en[cbg, k * nt + i] = model.support_mask[layer][j, k - 1]
+            for rb in range(cfg.row_blocks(layer)):
+                inputs = slice(rb * a, min(n, (rb + 1) * a))
+                rows = bitcells[tile * a: tile * a + (inputs.stop - inputs.start)]
+                for i, j in enumerate(neurons):
+                    for k in range(cfg.planes):
+                        rows[:, k * nt + i] = bits[k, j, inputs]
+                tile += 1
+            cbg += 1
+    return HardwareImage(cfg, bitcells, col_en, thresholds)

@@ -1,0 +1,82 @@
+"""Top levels: the full behavioral simulation top and the tapeout top with a black-box macro."""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from sbnn.config import SbnnConfig
+
+from .controller import Controller
+from .interfaces import controller_members, macro_signature, trace_layout
+from .macro import BehavioralMacro
+
+__all__ = ["SimTop", "TapeoutTop", "MACRO_MODULE", "macro_port_list", "probe_signature"]
+
+#: Module name of the analog macro black box in the tapeout Verilog.
+MACRO_MODULE = "sbnn_macro"
+
+
+def macro_port_list(config: SbnnConfig) -> list[tuple[str, str, int]]:
+    """(name, direction seen from the macro, width) for every macro port, clock first."""
+    ports = [("clk", "input", 1), ("rst", "input", 1)]
+    for name, member in macro_signature(config).members.items():
+        direction = "input" if member.flow == Out else "output"
+        ports.append((name, direction, Shape.cast(member.shape).width))
+    return ports
+
+
+def probe_signature(config: SbnnConfig) -> wiring.Signature:
+    """Every macro bus member as an output, for monitors."""
+    return wiring.Signature({name: Out(member.shape)
+                             for name, member in macro_signature(config).members.items()})
+
+
+class SimTop(wiring.Component):
+    """Controller plus behavioral macro, with the macro bus mirrored on ``probe`` ports.
+
+    The probe lets a testbench monitor every macro transaction without reaching into the
+    hierarchy (Verilator then needs no public-signal flags, which would slow it down).
+    """
+
+    def __init__(self, config: SbnnConfig):
+        self._cfg = config
+        members = controller_members(config)
+        members["probe"] = Out(probe_signature(config))
+        members["probe_trace"] = Out(trace_layout(config))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ctrl = ctrl = Controller(self._cfg)
+        m.submodules.macro = macro = BehavioralMacro(self._cfg)
+        wiring.connect(m, ctrl.macro, macro.bus)
+        wiring.connect(m, wiring.flipped(self.prog), ctrl.prog)
+        wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)
+        wiring.connect(m, ctrl.result, wiring.flipped(self.result))
+        for name in macro_signature(self._cfg).members:
+            m.d.comb += getattr(self.probe, name).eq(getattr(ctrl.macro, name))
+        m.d.comb += self.probe_trace.eq(ctrl.trace)
+        return m
+
+
+class TapeoutTop(wiring.Component):
+    """Controller with the analog macro as a black-box ``sbnn_macro`` instance."""
+
+    def __init__(self, config: SbnnConfig):
+        self._cfg = config
+        super().__init__(controller_members(config))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ctrl = ctrl = Controller(self._cfg)
+        wiring.connect(m, wiring.flipped(self.prog), ctrl.prog)
+        wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)
+        wiring.connect(m, ctrl.result, wiring.flipped(self.result))
+        kwargs = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+        for name, member in macro_signature(self._cfg).members.items():
+            prefix = "i_" if member.flow == Out else "o_"
+            kwargs[prefix + name] = getattr(ctrl.macro, name)
+        m.submodules.macro = Instance(MACRO_MODULE, **kwargs)
+        return m

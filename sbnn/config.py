@@ -1,0 +1,307 @@
+"""The one configuration object that drives the golden model, the RTL, the tiler and the cosim.
+
+Every generated artifact gets a JSON snapshot of the :class:`SbnnConfig` it was made from, so a
+Verilog file, a hardware image and a cosim run can always be traced back to the exact design.
+
+Mapping rules that follow from the fields (documented in docs/architecture.md):
+
+* Each layer of ``n`` inputs and ``m`` neurons is cut into row blocks of ``active_rows`` inputs
+  and column blocks of ``neurons_per_tile`` neurons. A (row block, column block) pair is a
+  *tile*; tiles are numbered layer by layer, column block by column block, row block by row
+  block, and tile ``t`` is stored in word-line group ``t`` (rows ``t*active_rows`` ..) of the
+  macro.
+* Inside a tile, column ``k * neurons_per_tile + i`` holds plane ``k`` (0 = base, 1..K =
+  supports) of neuron ``i`` of the column block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "SbnnConfig", "load_config"]
+
+PIXEL_BITS = 8  # MNIST pixels arrive as 8-bit unsigned values on the input stream
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and what is allowed."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field_name = field_name
+        super().__init__(f"config field '{field_name}': {message}")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SbnnConfig:
+    """A Supported-BinaryNet design: network shape, analog macro and controller parameters.
+
+    All fields are validated at construction; an invalid value raises :class:`ConfigError`
+    naming the field.
+    """
+
+    #: Layer widths, inputs first: ``(784, 128, 10)`` is 784 pixels -> 128 hidden -> 10 classes.
+    layers: tuple[int, ...] = (784, 128, 10)
+    #: Number of support planes K per weight (0 = plain BNN).
+    num_supports: int = 1
+    #: Total bitcell rows of the macro (word-line groups x ``active_rows``).
+    macro_rows: int = 16384
+    #: Rows driven together in one evaluation (one word-line group).
+    active_rows: int = 64
+    #: Bitcell columns of the macro; each has its own ADC.
+    macro_cols: int = 32
+    #: Resolution of the first layer's row DAC input code: pixel >> (8 - dac_bits).
+    dac_bits: int = 4
+    #: Width of the row DAC gain code.
+    gain_bits: int = 3
+    #: DAC gain code per plane (base first); support scale a_k = gain[k] / gain[0].
+    #: Omitted: powers of two, 2**K .. 1, so a_k = 2**-k.
+    plane_gains: tuple[int, ...] | None = None
+    #: ADC resolution (signed two's complement codes).
+    adc_bits: int = 8
+    #: ADC step per weight layer, a power of two: code = clamp(floor(sum / step)).
+    #: Omitted: the smallest step whose range covers a quarter of the first layer's full
+    #: scale and half of a hidden layer's (see docs/architecture.md).
+    adc_steps: tuple[int, ...] | None = None
+    #: Cycles from an evaluation's start to its ADC codes.
+    macro_latency: int = 4
+    #: Controller clock in MHz (for the SDC file and time-per-inference figures).
+    clock_mhz: float = 100.0
+    #: Pixels per beat on the input stream.
+    input_lanes: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "plane_gains", "adc_steps"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self._validate_shape()
+        if self.plane_gains is None:
+            object.__setattr__(self, "plane_gains",
+                               tuple(1 << (self.num_supports - k) for k in range(self.planes)))
+        if self.adc_steps is None:
+            object.__setattr__(self, "adc_steps", self._default_adc_steps())
+        self._validate()
+
+    def _default_adc_steps(self) -> tuple[int, ...]:
+        g0 = self.plane_gains[0]
+        x_max = (1 << self.dac_bits) - 1
+        spans = [self.active_rows * g0 * x_max / 4] + \
+                [self.active_rows * g0 / 2] * (self.num_layers - 1)
+        adc_max = (1 << (self.adc_bits - 1)) - 1
+        return tuple(1 << max(0, math.ceil(math.log2(span / adc_max))) for span in spans)
+
+    # ---------------------------------------------------------------- validation
+
+    def _validate_shape(self) -> None:
+        """The fields the defaults of the others are derived from."""
+        self._validate(shape_only=True)
+
+    def _validate(self, shape_only: bool = False) -> None:
+        def int_in(name: str, lo: int, hi: int) -> int:
+            value = getattr(self, name)
+            if not _is_int(value) or not lo <= value <= hi:
+                raise ConfigError(name, f"must be an integer in {lo}..{hi}, got {value!r}")
+            return value
+
+        def int_tuple(name: str, length: int, lo: int, hi: int, what: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != length:
+                raise ConfigError(name, f"must be a list of {length} integers ({what}), "
+                                        f"got {value!r}")
+            for i, v in enumerate(value):
+                if not _is_int(v) or not lo <= v <= hi:
+                    raise ConfigError(name, f"entry {i} must be an integer in {lo}..{hi}, "
+                                            f"got {v!r}")
+
+        layers = self.layers
+        if not isinstance(layers, tuple) or len(layers) < 2:
+            raise ConfigError("layers", f"must list at least 2 widths (inputs, outputs), "
+                                        f"got {layers!r}")
+        for i, width in enumerate(layers):
+            if not _is_int(width) or not 1 <= width <= 65536:
+                raise ConfigError("layers", f"entry {i} must be an integer in 1..65536, "
+                                            f"got {width!r}")
+        if layers[-1] < 2:
+            raise ConfigError("layers", "the output layer needs at least 2 classes")
+        int_in("num_supports", 0, 7)
+        int_in("active_rows", 1, 1024)
+        int_in("macro_cols", 1, 1024)
+        int_in("macro_rows", 1, 1 << 20)
+        if self.macro_rows % self.active_rows:
+            raise ConfigError("macro_rows", f"must be a multiple of active_rows "
+                                            f"({self.active_rows}), got {self.macro_rows}")
+        if self.macro_cols < self.planes:
+            raise ConfigError("num_supports", f"K={self.num_supports} needs {self.planes} "
+                                              f"columns per neuron but macro_cols is "
+                                              f"{self.macro_cols}; lower K or add columns")
+        int_in("dac_bits", 1, PIXEL_BITS)
+        int_in("gain_bits", 1, 8)
+        int_in("adc_bits", 2, 16)
+        if self.num_supports >= self.gain_bits and self.plane_gains is None:
+            raise ConfigError("gain_bits", f"default gains 2**K..1 need gain_bits > K="
+                                           f"{self.num_supports}; raise gain_bits or set "
+                                           f"plane_gains")
+        if shape_only:
+            return
+        int_tuple("plane_gains", self.planes, 1, (1 << self.gain_bits) - 1,
+                  f"one DAC gain code per plane, K+1 = {self.planes}")
+        int_tuple("adc_steps", self.num_layers, 1, 1 << 16,
+                  f"one ADC step per weight layer, {self.num_layers}")
+        for i, step in enumerate(self.adc_steps):
+            if step & (step - 1):
+                raise ConfigError("adc_steps", f"entry {i} must be a power of two "
+                                               f"(the ADC step is a shift), got {step}")
+        int_in("macro_latency", 2, 64)
+        if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
+                or not 0 < self.clock_mhz <= 5000:
+            raise ConfigError("clock_mhz", f"must be a number in (0, 5000], "
+                                           f"got {self.clock_mhz!r}")
+        int_in("input_lanes", 1, 256)
+        if self.total_tiles > self.wordline_groups:
+            raise ConfigError("macro_rows", f"the layers need {self.total_tiles} tiles of "
+                                            f"{self.active_rows} rows = "
+                                            f"{self.total_tiles * self.active_rows} rows, "
+                                            f"but macro_rows is {self.macro_rows}; raise "
+                                            f"macro_rows or shrink the layers")
+        if self.acc_bits > 30:
+            raise ConfigError("adc_bits", f"accumulators would need {self.acc_bits} bits "
+                                          f"(> 30); lower adc_bits or active_rows")
+
+    # ---------------------------------------------------------------- derived sizes
+
+    @property
+    def planes(self) -> int:
+        """Weight planes per neuron: the base plane plus K supports."""
+        return self.num_supports + 1
+
+    @property
+    def num_layers(self) -> int:
+        """Number of weight layers."""
+        return len(self.layers) - 1
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1]
+
+    @property
+    def neurons_per_tile(self) -> int:
+        """Neurons of one column block: each takes one column per plane."""
+        return self.macro_cols // self.planes
+
+    @property
+    def wordline_groups(self) -> int:
+        return self.macro_rows // self.active_rows
+
+    @property
+    def x_bits(self) -> int:
+        """Signed width of a row DAC input code (pixel codes and +-1 activations)."""
+        return self.dac_bits + 1
+
+    @property
+    def adc_min(self) -> int:
+        return -(1 << (self.adc_bits - 1))
+
+    @property
+    def adc_max(self) -> int:
+        return (1 << (self.adc_bits - 1)) - 1
+
+    def row_blocks(self, layer: int) -> int:
+        return _ceil_div(self.layers[layer], self.active_rows)
+
+    def col_blocks(self, layer: int) -> int:
+        return _ceil_div(self.layers[layer + 1], self.neurons_per_tile)
+
+    @property
+    def total_tiles(self) -> int:
+        return sum(self.row_blocks(i) * self.col_blocks(i) for i in range(self.num_layers))
+
+    @property
+    def total_col_blocks(self) -> int:
+        return sum(self.col_blocks(i) for i in range(self.num_layers))
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator width: the sum of every ADC code a neuron can receive."""
+        most = max(self.row_blocks(i) for i in range(self.num_layers)) * self.planes
+        return self.adc_bits + max(1, math.ceil(math.log2(most))) + 1
+
+    @property
+    def threshold_bits(self) -> int:
+        """Signed width of thresholds and logits (one more than the accumulator)."""
+        return self.acc_bits + 1
+
+    @property
+    def input_beats(self) -> int:
+        return _ceil_div(self.layers[0], self.input_lanes)
+
+    # ---------------------------------------------------------------- I/O
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def write_snapshot(self, path: str | Path) -> Path:
+        """Write the JSON snapshot that accompanies a generated artifact."""
+        path = Path(path)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SbnnConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(key, f"unknown field; allowed fields are "
+                                       f"{', '.join(sorted(known))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> SbnnConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | Path | None) -> SbnnConfig:
+    """Load a config from a TOML or JSON file (field names as in :class:`SbnnConfig`).
+
+    ``None`` gives the default design. A file may hold the fields at top level or under a
+    ``[sbnn]`` table.
+    """
+    if path is None:
+        return SbnnConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("--config", f"file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError("--config", f"cannot parse {str(path)!r}: {msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{str(path)!r} must hold a table/object of fields")
+    if "sbnn" in data and isinstance(data["sbnn"], dict):
+        data = data["sbnn"]
+    return SbnnConfig.from_dict(data)
+

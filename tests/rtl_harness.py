@@ -1,0 +1,76 @@
+"""Amaranth-simulator harness for SimTop: drives prog/pixels, records probe transactions."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from sbnn.cosim.codec import Codec
+from sbnn.rtl.interfaces import ProgOp
+from sbnn.rtl.top import SimTop
+
+
+def run_pysim(cfg, program, images, budgets, max_cycles=200_000):
+    """Program the design, then run each (image, budget); returns [(trace, result)]."""
+    dut = SimTop(cfg)
+    codec = Codec(cfg)
+    out: list[tuple[list[dict], dict]] = []
+
+    async def bench(ctx):
+        async def send(stream, words):
+            for w in words:
+                ctx.set(stream.payload.as_value(), w)
+                ctx.set(stream.valid, 1)
+                while not ctx.get(stream.ready):
+                    await ctx.tick()
+                await ctx.tick()
+            ctx.set(stream.valid, 0)
+
+        await send(dut.prog, [codec.prog(*p) for p in program])
+        for image, budget in zip(images, budgets):
+            await send(dut.prog, [codec.prog(ProgOp.BUDGET, 0, budget)])
+            beats = codec.pixel_beats(image)
+            trace: list[dict] = []
+            for i, w in enumerate(beats):
+                ctx.set(dut.pixels.payload.as_value(), w)
+                ctx.set(dut.pixels.valid, 1)
+                while not ctx.get(dut.pixels.ready):
+                    await ctx.tick()
+                await ctx.tick()
+            ctx.set(dut.pixels.valid, 0)
+            cycle = 0  # compute start: the cycle after the last beat's handshake
+            ctx.set(dut.result.ready, 1)
+            pending = []
+            for _ in range(max_cycles):
+                p = dut.probe
+                if ctx.get(p.start):
+                    pending.append({
+                        "cycle": cycle, "layer": ctx.get(dut.probe_trace.layer),
+                        "tile": ctx.get(p.group), "plane": ctx.get(dut.probe_trace.plane),
+                        "gain": ctx.get(p.gain), "col_en": ctx.get(p.col_en),
+                        "row_x": codec.row_x(ctx.get(p.row_x.as_value())),
+                    })
+                if ctx.get(p.done):
+                    tx = pending.pop(0)
+                    tx["adc"] = codec.adc(ctx.get(p.adc.as_value()))
+                    trace.append(tx)
+                if ctx.get(dut.result.valid):
+                    result = codec.result(ctx.get(dut.result.payload.as_value()))
+                    await ctx.tick()
+                    break
+                await ctx.tick()
+                cycle += 1
+            else:
+                raise AssertionError("no result within max_cycles")
+            ctx.set(dut.result.ready, 0)
+            out.append((trace, result))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def random_images(cfg, rng, count):
+    return [rng.integers(0, 256, cfg.layers[0], dtype=np.uint8) for _ in range(count)]
