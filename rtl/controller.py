@@ -127,7 +127,7 @@ class Controller(wiring.Component):
             m.d.comb += active[k].eq(((mword & plane_cols(k)) != 0) & (k <= budget))
         # Lowest active plane above ik, if any.
         later = Signal(planes)
-        m.d.comb += [later[k].eq(active[k] & (ik < k)) for k in range(planes)]
+        m.d.comb += [later[k].eq(active[k] & (ik < k)) for k in range(1, planes)]
         next_k = Signal(range(max(planes, 2)))
         for k in reversed(range(planes)):
             with m.If(later[k]):

@@ -52,8 +52,8 @@ class SbnnConfig:
     naming the field.
     """
 
-    #: Layer widths, inputs first: ``(784, 128, 10)`` is 784 pixels -> 128 hidden -> 10 classes.
-    layers: tuple[int, ...] = (784, 128, 10)
+    #: Layer widths, inputs first: ``(784, 256, 10)`` is 784 pixels -> 256 hidden -> 10 classes.
+    layers: tuple[int, ...] = (784, 256, 10)
     #: Number of support planes K per weight (0 = plain BNN).
     num_supports: int = 1
     #: Total bitcell rows of the macro (word-line groups x ``active_rows``).

@@ -1,0 +1,85 @@
+"""Build the generated Verilog with Verilator and run the cocotb regression (cocotb 2 runner)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sbnn.config import SbnnConfig
+from sbnn.gen.lint import waiver_flags
+from sbnn.gen.verilog import SIM_TOP, emit_all
+from sbnn.toolchain import setup_toolchain
+
+__all__ = ["CosimJob", "build_sim", "run_cosim"]
+
+TB_MODULE = "sbnn.cosim.tb_inference"
+
+
+@dataclass(frozen=True)
+class CosimJob:
+    config: SbnnConfig
+    model: Path  # QuantizedModel .npz
+    images: Path  # .npz with 'images' (N, 28, 28) uint8 and 'labels' (N,)
+    count: int = 200
+    budgets: tuple[int, ...] = (1,)
+    stop_on_mismatch: bool = True
+
+
+def _config_dir(root: Path, cfg: SbnnConfig) -> Path:
+    return root / hashlib.sha256(cfg.to_json().encode()).hexdigest()[:12]
+
+
+def build_sim(cfg: SbnnConfig, build_root: str | Path, waves: bool = False) -> Path:
+    """Emit Verilog (cached) and build it with Verilator (incremental); return build dir."""
+    setup_toolchain()
+    from cocotb_tools.runner import get_runner
+
+    base = _config_dir(Path(build_root), cfg)
+    files = emit_all(cfg, base / "rtl")
+    build_dir = base / ("sim_build_waves" if waves else "sim_build")
+    runner = get_runner("verilator")
+    runner.build(
+        sources=[files["sim_top"]], hdl_toplevel=SIM_TOP, build_dir=build_dir,
+        build_args=[*waiver_flags(), "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                    *(["--trace-fst"] if waves else [])],
+        waves=waves, always=False, log_file=build_dir / "build.log",
+    )
+    return build_dir
+
+
+def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False) -> dict:
+    """Run the regression; returns the testbench's report (raises if it could not run)."""
+    build_dir = build_sim(job.config, build_root, waves=waves)
+    from cocotb_tools.runner import get_runner
+
+    run_dir = build_dir.parent / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report = run_dir / "report.json"
+    report.unlink(missing_ok=True)
+    job_file = run_dir / "job.json"
+    job.config.write_snapshot(run_dir / "config.json")
+    job_file.write_text(json.dumps({
+        "config": str(run_dir / "config.json"), "model": str(Path(job.model).resolve()),
+        "images": str(Path(job.images).resolve()), "count": job.count,
+        "budgets": list(job.budgets), "report": str(report),
+        "stop_on_mismatch": job.stop_on_mismatch,
+    }, indent=2))
+    env = {
+        "SBNN_COSIM_JOB": str(job_file),
+        # Rewriting asserts in every imported module (numpy, amaranth) costs seconds.
+        "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    runner = get_runner("verilator")
+    runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOP, hdl_toplevel_lang="verilog",
+                build_dir=build_dir,
+                test_dir=run_dir, extra_env=env, waves=waves,
+                results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
+    if not report.exists():
+        log = (run_dir / "sim.log")
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        raise RuntimeError(f"cosim produced no report; see {log}\n{tail}")
+    return json.loads(report.read_text())
