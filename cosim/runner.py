@@ -26,6 +26,8 @@ class CosimJob:
     count: int = 200
     budgets: tuple[int, ...] = (1,)
     stop_on_mismatch: bool = True
+    #: Expected values from another model than the one programmed (to prove the check bites).
+    golden_model: Path | None = None
 
 
 def _config_dir(root: Path, cfg: SbnnConfig) -> Path:
@@ -66,6 +68,7 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False) -> dic
         "images": str(Path(job.images).resolve()), "count": job.count,
         "budgets": list(job.budgets), "report": str(report),
         "stop_on_mismatch": job.stop_on_mismatch,
+        "golden_model": str(Path(job.golden_model).resolve()) if job.golden_model else None,
     }, indent=2))
     env = {
         "SBNN_COSIM_JOB": str(job_file),

@@ -127,6 +127,8 @@ async def inference_regression(dut):
     job = json.loads(Path(os.environ["SBNN_COSIM_JOB"]).read_text())
     cfg = SbnnConfig.from_dict(json.loads(Path(job["config"]).read_text()))
     model = QuantizedModel.load(job["model"], cfg)
+    golden_model = QuantizedModel.load(job["golden_model"], cfg) if job.get("golden_model") \
+        else model
     with np.load(job["images"]) as data:
         images = data["images"][: job["count"]]
         labels = data["labels"][: job["count"]]
@@ -140,14 +142,15 @@ async def inference_regression(dut):
     runs = []
     for budget in job["budgets"]:
         await bench.program([(ProgOp.BUDGET, 0, budget)])
-        sched = hwpath.schedule(model, budget)
-        golden = hwpath.run_hw(model, images.reshape(len(images), -1), budget, keep_adc=True)
+        sched = hwpath.schedule(golden_model, budget)
+        golden = hwpath.run_hw(golden_model, images.reshape(len(images), -1), budget,
+                               keep_adc=True)
         correct = agree = 0
         cycles0 = bench.cycle
         for i, image in enumerate(images):
             trace, result, _ = await bench.infer(bench.codec.pixel_beats(image),
                                                  sched.total_cycles + cfg.input_beats + 64)
-            ok = sb.check_image(i, hwpath.expected_trace(model, sched, golden, i), trace,
+            ok = sb.check_image(i, hwpath.expected_trace(golden_model, sched, golden, i), trace,
                                 hwpath.expected_result(sched, golden, i), result)
             agree += ok
             correct += result["cls"] == labels[i]

@@ -29,8 +29,8 @@ __all__ = ["TrainSettings", "train_case_i", "evaluate_float", "evaluate_hw"]
 
 @dataclass(frozen=True)
 class TrainSettings:
-    base_epochs: int = 8
-    support_epochs: int = 4
+    base_epochs: int = 20
+    support_epochs: int = 10
     batch_size: int = 100
     lr: float = 3e-3
     lr_final: float = 3e-4

