@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Shape
+from sbnn.rtl.interfaces import ProgOp, prog_layout, result_layout
 
 from sbnn.config import PIXEL_BITS, SbnnConfig
-from sbnn.rtl.interfaces import ProgOp, prog_layout, result_layout
 
 __all__ = ["Codec"]
 

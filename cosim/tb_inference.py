@@ -21,14 +21,14 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
-
-from sbnn.config import SbnnConfig
 from sbnn.cosim.codec import Codec
 from sbnn.cosim.scoreboard import Scoreboard
 from sbnn.gen.image import build_image
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp, Sizes
+
+from sbnn.config import SbnnConfig
 
 
 class Bench:
@@ -114,10 +114,11 @@ class Bench:
             if compute_cycle is not None:
                 compute_cycle += 1
         if result is None:
-            last = trace[-1] if trace else None
+            last = {k: trace[-1][k] for k in ("cycle", "layer", "tile", "plane")} \
+                if trace else None
             raise AssertionError(f"no result within {max_cycles} cycles: {len(trace)} macro "
-                                 f"transactions seen, last {last and {k: last[k] for k in ('cycle', 'layer', 'tile', 'plane')}}, "
-                                 f"{len(pending)} started without done")
+                                 f"transactions seen, last {last}, {len(pending)} started "
+                                 f"without done")
         return trace, result, compute_cycle
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import Shape
-
-from sbnn import __version__
-from sbnn.config import SbnnConfig
 from sbnn.rtl import controller, interfaces, macro, top
 from sbnn.rtl.interfaces import Sizes
 from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list
+
+from sbnn import __version__
+from sbnn.config import SbnnConfig
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub"]
 

@@ -9,6 +9,7 @@ turns into macro words (gen/image.py).
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,7 @@ class QuantizedModel:
                     masks.append(data[f"mask{i}"].astype(bool))
         except ConfigError as exc:
             raise ModelFileError(f"{path}: embedded config is invalid: {exc}") from None
-        except (KeyError, ValueError, OSError, EOFError) as exc:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelFileError(f"{path}: not a valid sbnn model file ({exc})") from None
         if config is not None and config != stored:
             diff = [k for k, v in config.to_dict().items() if stored.to_dict()[k] != v]

@@ -38,7 +38,8 @@ class TrainSettings:
     threads: int = 2
 
 
-def _progress(prefix: str, done: int, total: int, stream=sys.stderr) -> None:
+def _progress(prefix: str, done: int, total: int) -> None:
+    stream = sys.stderr  # looked up per call: the stream may be replaced (pytest, redirects)
     if not stream.isatty():
         return
     width = 30

@@ -57,7 +57,6 @@ class Controller(wiring.Component):
         m = Module()
         a, nt, xb, lanes = cfg.active_rows, cfg.neurons_per_tile, cfg.x_bits, cfg.input_lanes
         nl, planes = cfg.num_layers, cfg.planes
-        lat = cfg.macro_latency
 
         # ---- per-layer constant tables
         nrb = [cfg.row_blocks(i) for i in range(nl)]

@@ -16,6 +16,7 @@ import numpy as np
 
 from sbnn.config import ConfigError, SbnnConfig, load_config
 
+
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.sim import Simulator
-
 from sbnn.cosim.codec import Codec
 from sbnn.rtl.interfaces import ProgOp
 from sbnn.rtl.top import SimTop
@@ -31,7 +30,7 @@ def run_pysim(cfg, program, images, budgets, max_cycles=200_000):
             await send(dut.prog, [codec.prog(ProgOp.BUDGET, 0, budget)])
             beats = codec.pixel_beats(image)
             trace: list[dict] = []
-            for i, w in enumerate(beats):
+            for w in beats:
                 ctx.set(dut.pixels.payload.as_value(), w)
                 ctx.set(dut.pixels.valid, 1)
                 while not ctx.get(dut.pixels.ready):

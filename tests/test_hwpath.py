@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
-
-from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
+
+from sbnn.config import SbnnConfig
 
 SMALL = [
     SbnnConfig(layers=(10, 7, 3), active_rows=4, macro_cols=6, macro_rows=128,
@@ -47,7 +47,7 @@ def brute_force(model: QuantizedModel, pixels: np.ndarray, budget: int) -> np.nd
 @pytest.mark.parametrize("cfg", SMALL, ids=["K2", "3layer", "K0"])
 def test_integer_path_matches_brute_force(cfg):
     rng = np.random.default_rng(7)
-    for trial in range(6):
+    for _ in range(6):
         model = QuantizedModel.random(cfg, rng, mask_keep=0.6)
         pixels = rng.integers(0, 256, (5, cfg.layers[0]), dtype=np.uint8)
         for budget in range(cfg.num_supports + 1):

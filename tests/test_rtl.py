@@ -1,0 +1,124 @@
+"""Amaranth-simulator tests of the behavioral macro and of controller + macro vs golden."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from rtl_harness import random_images, run_pysim
+from sbnn.cosim.codec import Codec
+from sbnn.cosim.scoreboard import Scoreboard
+from sbnn.gen.image import build_image
+from sbnn.golden import hwpath
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.controller import Controller
+from sbnn.rtl.interfaces import Sizes, macro_signature
+from sbnn.rtl.macro import BehavioralMacro
+
+from sbnn.config import SbnnConfig
+
+TINY = SbnnConfig(layers=(12, 7, 5, 6), active_rows=4, macro_cols=4, macro_rows=128,
+                  num_supports=1, input_lanes=5, adc_bits=5, macro_latency=3,
+                  adc_steps=(8, 1, 2))
+TINY_K2 = SbnnConfig(layers=(9, 6, 3), active_rows=3, macro_cols=6, macro_rows=60,
+                     num_supports=2, gain_bits=3, input_lanes=4, adc_bits=6,
+                     macro_latency=2, dac_bits=3)
+
+
+def test_ports_follow_config():
+    ctrl = Controller(TINY)
+    ctrl._MustUse__silence = True  # only the signature is inspected
+    assert ctrl.config is TINY
+    assert set(ctrl.signature.members) == {"prog", "pixels", "result", "macro", "trace"}
+    sig = macro_signature(TINY)
+    assert sig.members["row_x"].shape.length == TINY.active_rows
+    assert sig.members["adc"].shape.length == TINY.macro_cols
+    assert Sizes(TINY).group_bits >= (TINY.wordline_groups - 1).bit_length()
+
+
+def test_macro_product_sum_adc_and_latency():
+    cfg = SbnnConfig(layers=(4, 2), active_rows=4, macro_cols=3, macro_rows=8,
+                     num_supports=0, adc_bits=4, adc_steps=(2,), macro_latency=3, dac_bits=4)
+    dut = BehavioralMacro(cfg)
+    codec = Codec(cfg)
+    bits = [[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]]  # row r, column c; 1 = +1
+    x = [3, -2, 5, 1]
+    gain = 3
+
+    def expect(col):
+        s = gain * sum(x[r] * (1 if bits[r][col] else -1) for r in range(4))
+        return max(cfg.adc_min, min(cfg.adc_max, s // 2))
+
+    seen = {}
+
+    async def bench(ctx):
+        bus = dut.bus
+        for r in range(4):  # program word-line group 1
+            ctx.set(bus.wr_en, 1)
+            ctx.set(bus.wr_group, 1)
+            ctx.set(bus.wr_row, r)
+            ctx.set(bus.wr_data, sum(b << c for c, b in enumerate(bits[r])))
+            await ctx.tick()
+        ctx.set(bus.wr_en, 0)
+        ctx.set(bus.start, 1)
+        ctx.set(bus.group, 1)
+        ctx.set(bus.row_x.as_value(), sum((v & 31) << (5 * i) for i, v in enumerate(x)))
+        ctx.set(bus.gain, gain)
+        ctx.set(bus.col_en, 0b011)
+        ctx.set(bus.adc_shift, 1)
+        for cycle in range(6):
+            if ctx.get(bus.done):
+                seen[cycle] = codec.adc(ctx.get(bus.adc.as_value()))
+            await ctx.tick()
+            ctx.set(bus.start, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert list(seen) == [cfg.macro_latency]  # done exactly L cycles after start
+    assert seen[cfg.macro_latency] == (expect(0), expect(1), 0)  # column 2 disabled
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_K2], ids=["3layer-K1", "K2-lat2"])
+def test_controller_and_macro_match_golden_cycle_by_cycle(cfg):
+    rng = np.random.default_rng(11)
+    model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
+    images = random_images(cfg, rng, 4)
+    budgets = [cfg.num_supports, 0, cfg.num_supports, min(1, cfg.num_supports)]
+    out = run_pysim(cfg, build_image(model).program(), images, budgets)
+    sb = Scoreboard()
+    classes = set()
+    for i, (image, budget) in enumerate(zip(images, budgets)):
+        sched = hwpath.schedule(model, budget)
+        gold = hwpath.run_hw(model, image[None], budget, keep_adc=True)
+        ok = sb.check_image(i, hwpath.expected_trace(model, sched, gold, 0), out[i][0],
+                            hwpath.expected_result(sched, gold, 0), out[i][1])
+        assert ok, str(sb.first)
+        classes.add(out[i][1]["cls"])
+    assert sb.transactions > 0 and sb.results == len(images)
+
+
+def test_scoreboard_reports_first_mismatch_with_cycle_and_field():
+    rng = np.random.default_rng(2)
+    model = QuantizedModel.random(TINY, rng)
+    image = random_images(TINY, rng, 1)
+    out = run_pysim(TINY, build_image(model).program(), image, [1])
+    wrong = QuantizedModel(TINY, model.planes,
+                           (model.thresholds[0] + 200,) + model.thresholds[1:],
+                           model.support_mask)  # every layer-0 neuron now outputs -1
+    sched = hwpath.schedule(wrong, 1)
+    gold = hwpath.run_hw(wrong, image[0][None], 1, keep_adc=True)
+    sb = Scoreboard()
+    assert not sb.check_image(0, hwpath.expected_trace(wrong, sched, gold, 0), out[0][0],
+                              hwpath.expected_result(sched, gold, 0), out[0][1])
+    msg = str(sb.first)
+    assert "row_x" in msg and "at cycle" in msg and "expected" in msg
+
+
+def test_budget_register_clamps_to_k():
+    rng = np.random.default_rng(4)
+    model = QuantizedModel.random(TINY_K2, rng, mask_keep=1.0)
+    image = random_images(TINY_K2, rng, 1)
+    # 4 = 0b100 would read as 0 if truncated to the 2-bit register; it must clamp to K=2.
+    out = run_pysim(TINY_K2, build_image(model).program(), image, [4])
+    assert len(out[0][0]) == len(hwpath.schedule(model, TINY_K2.num_supports))
+    assert len(out[0][0]) > len(hwpath.schedule(model, 0))
