@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Shape
-from sbnn.rtl.interfaces import ProgOp, prog_layout, result_layout
+from sbnn.rtl.interfaces import ProgOp, pixel_layout, prog_layout, result_layout
 
-from sbnn.config import PIXEL_BITS, SbnnConfig
+from sbnn.config import SbnnConfig
 
 __all__ = ["Codec"]
 
@@ -30,14 +30,16 @@ class Codec:
         self.cfg = config
         self._prog = prog_layout(config)
         self._result = result_layout(config)
+        self._pixel = pixel_layout(config)
 
     def prog(self, op: ProgOp, addr: int, data: int) -> int:
         lay = self._prog
         return (op.value << lay["op"].offset | addr << lay["addr"].offset
                 | data << lay["data"].offset)
 
-    def pixel_beats(self, pixels: np.ndarray) -> list[int]:
-        """Beats of ``input_lanes`` pixels, lane 0 in the low bits, last beat zero-padded."""
+    def pixel_beats(self, pixels: np.ndarray, budget: int | None = None) -> list[int]:
+        """Beats of ``input_lanes`` pixels, lane 0 in the low bits, last beat zero-padded;
+        ``budget`` (on the first beat) overrides the budget register for this image."""
         cfg = self.cfg
         flat = np.asarray(pixels, dtype=np.uint8).reshape(-1)
         if flat.size != cfg.layers[0]:
@@ -47,7 +49,11 @@ class Codec:
         beats = []
         for b in range(cfg.input_beats):
             lanes = padded[b * cfg.input_lanes:(b + 1) * cfg.input_lanes]
-            beats.append(int.from_bytes(lanes.tobytes(), "little") if PIXEL_BITS == 8 else 0)
+            beats.append(int.from_bytes(lanes.tobytes(), "little")
+                         << self._pixel["pixels"].offset)
+        if budget is not None:
+            beats[0] |= (budget << self._pixel["budget"].offset
+                         | 1 << self._pixel["use_budget"].offset)
         return beats
 
     def row_x(self, value: int) -> tuple[int, ...]:
@@ -58,10 +64,10 @@ class Codec:
 
     def result(self, value: int) -> dict:
         lay = self._result
-        cls_f, log_f, cyc_f = lay["cls"], lay["logits"], lay["cycles"]
-        tb = self.cfg.threshold_bits
-        return {
-            "cls": (value >> cls_f.offset) & ((1 << Shape.cast(cls_f.shape).width) - 1),
-            "logits": _split(value >> log_f.offset, tb, self.cfg.num_classes, signed=True),
-            "cycles": (value >> cyc_f.offset) & 0xFFFFFFFF,
-        }
+        out = {}
+        for name, fld in lay:
+            raw = (value >> fld.offset) & ((1 << Shape.cast(fld.shape).width) - 1)
+            out[name] = raw
+        out["logits"] = _split(out["logits"], self.cfg.threshold_bits, self.cfg.num_classes,
+                               signed=True)
+        return out

@@ -29,6 +29,10 @@ class CosimJob:
     stop_on_mismatch: bool = True
     #: Expected values from another model than the one programmed (to prove the check bites).
     golden_model: Path | None = None
+    #: Confidence-exit margin programmed before the budget runs (None: never exit early).
+    exit_margin: int | None = None
+    #: Also run the images with random per-inference budgets, margins and masks.
+    random_seed: int | None = None
 
 
 def _config_dir(root: Path, cfg: SbnnConfig) -> Path:
@@ -70,6 +74,7 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False) -> dic
         "budgets": list(job.budgets), "report": str(report),
         "stop_on_mismatch": job.stop_on_mismatch,
         "golden_model": str(Path(job.golden_model).resolve()) if job.golden_model else None,
+        "exit_margin": job.exit_margin, "random_seed": job.random_seed,
     }, indent=2))
     env = {
         "SBNN_COSIM_JOB": str(job_file),

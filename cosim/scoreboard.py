@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["Mismatch", "Scoreboard"]
 
-TRACE_FIELDS = ("cycle", "layer", "tile", "plane", "gain", "col_en", "row_x", "adc")
+TRACE_FIELDS = ("cycle", "pass", "layer", "tile", "plane", "gain", "col_en", "row_x", "adc")
+RESULT_FIELDS = ("cls", "logits", "cycles", "exit_plane", "macro_evals", "column_evals",
+                 "dac_conversions", "adc_conversions")
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Scoreboard:
                                                 act[f]))
                 break
         self.results += 1
-        for f in ("cls", "logits", "cycles"):
+        for f in RESULT_FIELDS:
             if expected_result[f] != actual_result[f]:
                 self.mismatches.append(Mismatch(image, "result", actual_result.get("cycles"),
                                                 f + _first_diff(expected_result[f],

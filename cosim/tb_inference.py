@@ -97,6 +97,7 @@ class Bench:
                         "cycle": compute_cycle,
                         "layer": ctx & ((1 << layer_bits) - 1),
                         "plane": (ctx >> layer_bits) & ((1 << plane_bits) - 1),
+                        "pass": (ctx >> (layer_bits + plane_bits)) & ((1 << plane_bits) - 1),
                         "tile": int(p["group"].value), "gain": int(p["gain"].value),
                         "col_en": int(p["col_en"].value),
                         "row_x": codec.row_x(int(p["row_x"].value)),
@@ -122,9 +123,22 @@ class Bench:
         return trace, result, compute_cycle
 
 
+def _run_summary(name, budget, results, labels, cycles0, bench, sb_before, sb):
+    n = len(results)
+    correct = sum(int(r["cls"] == labels[i]) for i, r in enumerate(results))
+    return {"run": name, "budget": budget, "images": n,
+            "agree": n - (len(sb.mismatches) - sb_before),
+            "rtl_correct": correct, "rtl_accuracy_pct": 100.0 * correct / max(1, n),
+            "cycles_per_inference": sum(r["cycles"] for r in results) / max(1, n),
+            "exit_planes": [int(r["exit_plane"]) for r in results],
+            "macro_evals": sum(r["macro_evals"] for r in results),
+            "sim_cycles": bench.cycle - cycles0}
+
+
 @cocotb.test()
 async def inference_regression(dut):
-    """Program the trained image, run N MNIST images per latency budget, compare all."""
+    """Program the trained image; run N MNIST images per latency budget, then (optionally)
+    images with random per-inference budgets, exit margins and support masks; compare all."""
     job = json.loads(Path(os.environ["SBNN_COSIM_JOB"]).read_text())
     cfg = SbnnConfig.from_dict(json.loads(Path(job["config"]).read_text()))
     model = QuantizedModel.load(job["model"], cfg)
@@ -133,37 +147,67 @@ async def inference_regression(dut):
     with np.load(job["images"]) as data:
         images = data["images"][: job["count"]]
         labels = data["labels"][: job["count"]]
+    flat = images.reshape(len(images), -1)
+    stop = job.get("stop_on_mismatch", True)
     bench = Bench(dut, cfg)
     clock_ns = 1000.0 / cfg.clock_mhz
     cocotb.start_soon(Clock(dut.clk, round(clock_ns, 3), unit="ns").start())
     await bench.reset()
     t0 = time.time()
     await bench.program(build_image(model).program())
+    margin = job.get("exit_margin")
+    if margin is not None:
+        await bench.program([(ProgOp.EXIT_MARGIN, 0, margin)])
     sb = Scoreboard()
     runs = []
+
+    async def one(i, gold_model, sched, golden, k, beats):
+        limit = sched.total_cycles(sched.passes[-1]) + cfg.input_beats + 64
+        trace, result, _ = await bench.infer(beats, limit)
+        expected = hwpath.expected_trace(gold_model, sched, golden, k)
+        sb.check_image(i, expected, trace,
+                       hwpath.expected_result(sched, golden, k, expected), result)
+        return result
+
     for budget in job["budgets"]:
         await bench.program([(ProgOp.BUDGET, 0, budget)])
         sched = hwpath.schedule(golden_model, budget)
-        golden = hwpath.run_hw(golden_model, images.reshape(len(images), -1), budget,
-                               keep_adc=True)
-        correct = agree = 0
-        cycles0 = bench.cycle
+        golden = hwpath.run_hw(golden_model, flat, budget, margin, keep_adc=True)
+        before, cycles0, results = len(sb.mismatches), bench.cycle, []
         for i, image in enumerate(images):
-            trace, result, _ = await bench.infer(bench.codec.pixel_beats(image),
-                                                 sched.total_cycles + cfg.input_beats + 64)
-            ok = sb.check_image(i, hwpath.expected_trace(golden_model, sched, golden, i), trace,
-                                hwpath.expected_result(sched, golden, i), result)
-            agree += ok
-            correct += result["cls"] == labels[i]
-            if not ok and job.get("stop_on_mismatch", True):
+            results.append(await one(i, golden_model, sched, golden, i,
+                                     bench.codec.pixel_beats(image)))
+            if sb.mismatches and stop:
                 break
-        runs.append({"budget": budget, "images": i + 1, "agree": agree,
-                     "rtl_correct": int(correct),
-                     "rtl_accuracy_pct": 100.0 * correct / (i + 1),
-                     "cycles_per_inference": sched.total_cycles,
-                     "sim_cycles": bench.cycle - cycles0})
-        if sb.mismatches and job.get("stop_on_mismatch", True):
+        runs.append(_run_summary("budget", budget, results, labels, cycles0, bench, before,
+                                 sb))
+        if sb.mismatches and stop:
             break
+
+    if job.get("random_seed") is not None and not (sb.mismatches and stop):
+        # Runtime controls changed between inferences, no regeneration: per-image budget on
+        # the pixel stream, exit margin and support mask through prog.
+        rng = np.random.default_rng(job["random_seed"])
+        before, cycles0, results = len(sb.mismatches), bench.cycle, []
+        current = golden_model
+        for i, image in enumerate(images):
+            if i % 4 == 0:
+                keep = rng.random()
+                current = golden_model.with_mask(tuple(
+                    rng.random(mk.shape) < keep for mk in golden_model.support_mask))
+                words = build_image(current).program()
+                await bench.program([op for op in words if op[0] == ProgOp.COL_MASK])
+                margin = int(rng.integers(0, 40))
+                await bench.program([(ProgOp.EXIT_MARGIN, 0, margin)])
+            budget = int(rng.integers(0, cfg.num_supports + 1))
+            sched = hwpath.schedule(current, budget)
+            golden = hwpath.run_hw(current, flat[i:i + 1], budget, margin, keep_adc=True)
+            results.append(await one(i, current, sched, golden, 0,
+                                     bench.codec.pixel_beats(image, budget)))
+            if sb.mismatches and stop:
+                break
+        runs.append(_run_summary("random", None, results, labels, cycles0, bench, before, sb))
+
     report = {"runs": runs, "transactions_checked": sb.transactions,
               "results_checked": sb.results, "mismatches": len(sb.mismatches),
               "first_mismatch": str(sb.first) if sb.first else None,

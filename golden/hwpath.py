@@ -9,8 +9,10 @@ Written from the spec (docs/architecture.md), independently of the RTL:
 * a neuron's accumulator is the sum of its ADC codes over row blocks and evaluated planes;
 * hidden activation = +1 iff acc >= theta, else -1; logits = acc - theta; class = first argmax.
 
-The evaluation order and the cycle of each evaluation follow the controller's timing
-contract (:func:`schedule`).
+Inference runs in *passes* p = 0 .. budget. Pass p uses planes 0..p everywhere: the first
+layer only adds plane p to the accumulators it kept (its inputs are fixed), later layers are
+recomputed. After each pass the output's top-two logit margin is compared with the exit
+margin; the answer is that of the first pass that is confident, or of the last pass.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from sbnn.config import PIXEL_BITS, SbnnConfig
 from .qmodel import QuantizedModel
 
 __all__ = ["Evaluation", "Schedule", "HwResult", "schedule", "run_hw", "input_codes",
-           "expected_trace", "expected_result"]
+           "expected_trace", "expected_result", "NEVER_EXIT"]
+
+#: An exit margin no logit pair can reach: always run to the budget.
+NEVER_EXIT = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Evaluation:
 
     index: int
     cycle: int  # cycle of the start pulse, counted from compute start (cycle 0)
+    pass_: int
     layer: int
     col_block: int
     row_block: int
@@ -45,11 +51,25 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Schedule:
+    """Every evaluation of every pass up to a budget; an image exiting after pass e runs the
+    prefix ``upto(e)``."""
+
+    config: SbnnConfig
     evals: tuple[Evaluation, ...]
-    total_cycles: int  # cycle at which the result is valid (= reported cycle count)
+    passes: tuple[int, ...]  # the passes that run (a single-layer net skips empty ones)
 
     def __len__(self) -> int:
         return len(self.evals)
+
+    def upto(self, last_pass: int) -> tuple[Evaluation, ...]:
+        return tuple(e for e in self.evals if e.pass_ <= last_pass)
+
+    def total_cycles(self, last_pass: int) -> int:
+        """Cycle at which the result is valid (= the reported cycle count)."""
+        return self.upto(last_pass)[-1].cycle + self.config.macro_latency + 3
+
+    def column_evals(self, last_pass: int) -> int:
+        return sum(bin(e.col_en).count("1") for e in self.upto(last_pass))
 
 
 def _tile_base(cfg: SbnnConfig, layer: int) -> int:
@@ -68,41 +88,63 @@ def column_enables(cfg: SbnnConfig, model: QuantizedModel, layer: int, col_block
     return bits
 
 
-def schedule(model: QuantizedModel, budget: int) -> Schedule:
-    """Evaluation order and start cycles under the controller's timing contract.
-
-    Order: layer, column block, row block, plane. A support plane whose columns in the column
-    block are all masked, or that lies beyond ``budget``, is skipped; plane 0 never is.
-    Cycles: the first evaluation starts at cycle 0; the next one in the same layer starts
-    ``macro_latency`` cycles later (back to back); the first of a new layer waits 2 more
-    cycles (ADC codes accumulate, then thresholds produce the activations it reads). The
-    result is valid 2 cycles after the last evaluation's ADC codes.
-    """
-    cfg = model.config
+def _check_budget(cfg: SbnnConfig, budget: int) -> None:
     if not 0 <= budget <= cfg.num_supports:
         raise ValueError(f"budget must be in 0..{cfg.num_supports} (planes after the base), "
                          f"got {budget}")
+
+
+def _layer_plan(model: QuantizedModel, pass_: int, layer: int) -> list[tuple[int, int, int]]:
+    """(col_block, row_block, plane) evaluations of one layer in one pass, in order.
+
+    First layer after pass 0: plane ``pass_`` only, column blocks where it has an enabled
+    column. Otherwise planes 0..pass_, skipping support planes with no enabled column.
+    """
+    cfg = model.config
+    plan = []
+    for cb in range(cfg.col_blocks(layer)):
+        if layer == 0 and pass_ > 0:
+            planes = [pass_] if column_enables(cfg, model, 0, cb, pass_) else []
+        else:
+            planes = [k for k in range(pass_ + 1)
+                      if k == 0 or column_enables(cfg, model, layer, cb, k)]
+        for rb in range(cfg.row_blocks(layer)) if planes else ():
+            plan.extend((cb, rb, k) for k in planes)
+    return plan
+
+
+def schedule(model: QuantizedModel, budget: int) -> Schedule:
+    """Evaluation order and start cycles under the controller's timing contract.
+
+    Consecutive evaluations are ``macro_latency`` cycles apart in the same layer and pass,
+    ``macro_latency + 2`` apart across a layer change (ADC codes accumulate, then thresholds
+    produce the activations the next layer reads) and ``macro_latency + 3`` apart across a
+    pass (plus the exit decision). The first starts at cycle 0.
+    """
+    cfg = model.config
+    _check_budget(cfg, budget)
     evals: list[Evaluation] = []
-    cycle = 0
-    for layer in range(cfg.num_layers):
-        if layer:
-            cycle += 2
-        nrb = cfg.row_blocks(layer)
-        shift = cfg.adc_steps[layer].bit_length() - 1
-        for cb in range(cfg.col_blocks(layer)):
-            enables = [column_enables(cfg, model, layer, cb, k) for k in range(budget + 1)]
-            planes = [k for k in range(budget + 1) if k == 0 or enables[k]]
-            for rb in range(nrb):
-                for k in planes:
-                    if evals:
-                        cycle += cfg.macro_latency
-                    evals.append(Evaluation(
-                        index=len(evals), cycle=cycle, layer=layer,
-                        col_block=cb, row_block=rb, plane=k,
-                        tile=_tile_base(cfg, layer) + cb * nrb + rb,
-                        gain=cfg.plane_gains[k], col_en=enables[k], adc_shift=shift))
-    total = evals[-1].cycle + cfg.macro_latency + 2
-    return Schedule(tuple(evals), total)
+    passes = []
+    for p in range(budget + 1):
+        plans = [(layer, _layer_plan(model, p, layer)) for layer in range(cfg.num_layers)]
+        if not any(plan for _, plan in plans):
+            continue  # only a single-layer network can have an empty pass
+        passes.append(p)
+        for layer, plan in plans:
+            nrb = cfg.row_blocks(layer)
+            for cb, rb, k in plan:
+                if evals:
+                    prev = evals[-1]
+                    gap = 3 if prev.pass_ != p else 2 if prev.layer != layer else 0
+                    cycle = prev.cycle + cfg.macro_latency + gap
+                else:
+                    cycle = 0
+                evals.append(Evaluation(
+                    index=len(evals), cycle=cycle, pass_=p, layer=layer, col_block=cb,
+                    row_block=rb, plane=k, tile=_tile_base(cfg, layer) + cb * nrb + rb,
+                    gain=cfg.plane_gains[k], col_en=column_enables(cfg, model, layer, cb, k),
+                    adc_shift=cfg.adc_steps[layer].bit_length() - 1))
+    return Schedule(cfg, tuple(evals), tuple(passes))
 
 
 def input_codes(cfg: SbnnConfig, pixels: np.ndarray) -> np.ndarray:
@@ -121,46 +163,83 @@ def input_codes(cfg: SbnnConfig, pixels: np.ndarray) -> np.ndarray:
 class HwResult:
     """Outputs of the integer path for a batch."""
 
-    classes: np.ndarray  # (B,)
-    logits: np.ndarray  # (B, classes) int64
-    layer_inputs: list[np.ndarray]  # per layer (B, n) int64 row codes
-    adc: list[dict[tuple[int, int], np.ndarray]] | None  # per layer {(rb, plane): (B, m)}
+    classes: np.ndarray  # (B,) at the exit pass
+    logits: np.ndarray  # (B, classes) int64 at the exit pass
+    exit_pass: np.ndarray  # (B,)
+    pass_logits: dict[int, np.ndarray]  # pass -> (B, classes)
+    inputs: dict[tuple[int, int], np.ndarray]  # (pass, layer) -> (B, n) row codes
+    adc: dict[tuple[int, int, int, int], np.ndarray] | None  # (pass, layer, rb, k) -> (B, m)
+
+
+def _adc_layer(model, layer, x, planes, keep, adc, pass_):
+    """Per-plane masked ADC code sums of one layer; records codes when ``keep``."""
+    cfg = model.config
+    a, n = cfg.active_rows, cfg.layers[layer]
+    shift = cfg.adc_steps[layer].bit_length() - 1
+    xf = x.astype(np.float64)  # BLAS matmul; exact, sums stay far below 2**53
+    out = {}
+    for k in planes:
+        total = 0
+        for rb in range(cfg.row_blocks(layer)):
+            rows = slice(rb * a, min(n, (rb + 1) * a))
+            w = model.planes[layer][k][:, rows].astype(np.float64)
+            s = np.rint(xf[:, rows] @ w.T).astype(np.int64) * cfg.plane_gains[k]
+            q = np.clip(s >> shift, cfg.adc_min, cfg.adc_max)
+            if k:
+                q = q * model.support_mask[layer][:, k - 1]
+            total = total + q
+            if keep:
+                adc[(pass_, layer, rb, k)] = q.astype(np.int32)
+        out[k] = total
+    return out
+
+
+def margins(logits: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 logit per row."""
+    part = np.sort(logits, axis=1)
+    return part[:, -1] - part[:, -2]
 
 
 def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
-           keep_adc: bool = False) -> HwResult:
+           exit_margin: int | None = NEVER_EXIT, keep_adc: bool = False) -> HwResult:
     """Run a batch of images through the hardware-exact integer path."""
     cfg = model.config
     budget = cfg.num_supports if budget is None else budget
-    if not 0 <= budget <= cfg.num_supports:
-        raise ValueError(f"budget must be in 0..{cfg.num_supports}, got {budget}")
-    x = input_codes(cfg, pixels)
-    a = cfg.active_rows
-    inputs, adc_all = [], []
-    for layer in range(cfg.num_layers):
-        inputs.append(x)
-        n, m = cfg.layers[layer], cfg.layers[layer + 1]
-        shift = cfg.adc_steps[layer].bit_length() - 1
-        acc = np.zeros((x.shape[0], m), dtype=np.int64)
-        adc: dict[tuple[int, int], np.ndarray] = {}
-        xf = x.astype(np.float64)  # BLAS matmul; exact, sums stay far below 2**53
-        for rb in range(cfg.row_blocks(layer)):
-            rows = slice(rb * a, min(n, (rb + 1) * a))
-            for k in range(budget + 1):
-                w = model.planes[layer][k][:, rows].astype(np.float64)
-                s = np.rint(xf[:, rows] @ w.T).astype(np.int64) * cfg.plane_gains[k]
-                q = np.clip(s >> shift, cfg.adc_min, cfg.adc_max)
-                if k:
-                    q = q * model.support_mask[layer][:, k - 1]
-                acc += q
-                if keep_adc:
-                    adc[(rb, k)] = q.astype(np.int32)
-        v = acc - model.thresholds[layer]
-        adc_all.append(adc)
-        if layer + 1 < cfg.num_layers:
-            x = np.where(v >= 0, 1, -1).astype(np.int64)
-    return HwResult(classes=np.argmax(v, axis=1), logits=v, layer_inputs=inputs,
-                    adc=adc_all if keep_adc else None)
+    _check_budget(cfg, budget)
+    passes = schedule(model, budget).passes
+    x0 = input_codes(cfg, pixels)
+    adc: dict = {}
+    first = _adc_layer(model, 0, x0, range(budget + 1), keep_adc, adc, 0)
+    inputs = {}
+    pass_logits = {}
+    for p in passes:
+        acc = sum(first[k] for k in range(p + 1))
+        inputs[(p, 0)] = x0
+        for layer in range(cfg.num_layers):
+            if layer:
+                acc = sum(_adc_layer(model, layer, x, range(p + 1), keep_adc, adc,
+                                     p).values())
+            v = acc - model.thresholds[layer]
+            if layer + 1 < cfg.num_layers:
+                x = np.where(v >= 0, 1, -1).astype(np.int64)
+                inputs[(p, layer + 1)] = x
+        pass_logits[p] = v
+    if keep_adc:  # first-layer codes do not depend on the pass: index them under each pass
+        for (p0, layer, rb, k), q in list(adc.items()):
+            if layer == 0 and p0 == 0:
+                for p in passes:
+                    adc[(p, 0, rb, k)] = q
+    exit_pass = np.full(len(x0), passes[-1])
+    if exit_margin is not None:
+        decided = np.zeros(len(x0), dtype=bool)
+        for p in passes[:-1]:
+            hit = ~decided & (margins(pass_logits[p]) >= exit_margin)
+            exit_pass[hit] = p
+            decided |= hit
+    logits = np.stack([pass_logits[p] for p in passes])[
+        np.searchsorted(passes, exit_pass), np.arange(len(x0))]
+    return HwResult(classes=np.argmax(logits, axis=1), logits=logits, exit_pass=exit_pass,
+                    pass_logits=pass_logits, inputs=inputs, adc=adc if keep_adc else None)
 
 
 def expected_trace(model: QuantizedModel, sched: Schedule, result: HwResult,
@@ -171,27 +250,34 @@ def expected_trace(model: QuantizedModel, sched: Schedule, result: HwResult,
     if result.adc is None:
         raise ValueError("run_hw(..., keep_adc=True) is needed to build a trace")
     trace = []
-    for ev in sched.evals:
+    for ev in sched.upto(int(result.exit_pass[image])):
         n, m = cfg.layers[ev.layer], cfg.layers[ev.layer + 1]
         row_x = np.zeros(a, dtype=np.int64)
         lo, hi = ev.row_block * a, min(n, (ev.row_block + 1) * a)
-        row_x[: hi - lo] = result.layer_inputs[ev.layer][image, lo:hi]
+        row_x[: hi - lo] = result.inputs[(ev.pass_, ev.layer)][image, lo:hi]
         adc = np.zeros(cfg.macro_cols, dtype=np.int64)
-        q = result.adc[ev.layer][(ev.row_block, ev.plane)][image]
+        q = result.adc[(ev.pass_, ev.layer, ev.row_block, ev.plane)][image]
         for i in range(nt):
             j = ev.col_block * nt + i
             c = ev.plane * nt + i
             if j < m and ev.col_en >> c & 1:
                 adc[c] = q[j]
         trace.append({"cycle": ev.cycle, "layer": ev.layer, "tile": ev.tile,
-                      "plane": ev.plane, "gain": ev.gain, "col_en": ev.col_en,
-                      "row_x": tuple(int(v) for v in row_x),
+                      "plane": ev.plane, "pass": ev.pass_, "gain": ev.gain,
+                      "col_en": ev.col_en, "row_x": tuple(int(v) for v in row_x),
                       "adc": tuple(int(v) for v in adc)})
     return trace
 
 
-def expected_result(sched: Schedule, result: HwResult, image: int) -> dict:
-    """What the result stream must return for one image."""
-    return {"cls": int(result.classes[image]),
-            "logits": tuple(int(v) for v in result.logits[image]),
-            "cycles": sched.total_cycles}
+def expected_result(sched: Schedule, result: HwResult, image: int,
+                    trace: list[dict] | None = None) -> dict:
+    """What the result stream must return for one image (counters need its trace)."""
+    e = int(result.exit_pass[image])
+    out = {"cls": int(result.classes[image]),
+           "logits": tuple(int(v) for v in result.logits[image]),
+           "cycles": sched.total_cycles(e), "exit_plane": e,
+           "macro_evals": len(sched.upto(e)), "column_evals": sched.column_evals(e),
+           "adc_conversions": sched.column_evals(e)}
+    if trace is not None:
+        out["dac_conversions"] = sum(sum(1 for x in tx["row_x"] if x) for tx in trace)
+    return out

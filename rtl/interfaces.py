@@ -17,7 +17,7 @@ __all__ = ["ProgOp", "Sizes", "prog_layout", "pixel_layout", "result_layout",
            "macro_signature", "trace_layout"]
 
 
-class ProgOp(enum.Enum, shape=2):
+class ProgOp(enum.Enum, shape=3):
     """Programming commands accepted between inferences."""
 
     #: Write one bitcell row: addr = group << row_bits | row, data = C column bits (1 = +1).
@@ -26,8 +26,11 @@ class ProgOp(enum.Enum, shape=2):
     THRESHOLD = 1
     #: Write a column block's column-enable word: addr = global column block, data = C bits.
     COL_MASK = 2
-    #: Set the latency budget (support planes evaluated after the base plane): data.
+    #: Set the default latency budget (support planes after the base plane): data.
     BUDGET = 3
+    #: Set the confidence-exit margin: stop after a pass whose top-two logit margin >= data.
+    #: All ones (the reset value) never exits early.
+    EXIT_MARGIN = 4
 
 
 class Sizes:
@@ -46,6 +49,8 @@ class Sizes:
         self.layer_bits = max(1, ceil_log2(cfg.num_layers))
         self.plane_bits = max(1, ceil_log2(cfg.planes))
         self.budget_bits = max(1, ceil_log2(cfg.planes))
+        self.margin_bits = cfg.threshold_bits + 1
+        self.count_bits = 32
 
     def weight_addr(self, group: int, row: int) -> int:
         return group << self.row_bits | row
@@ -63,9 +68,14 @@ def prog_layout(cfg: SbnnConfig) -> data.StructLayout:
     })
 
 
-def pixel_layout(cfg: SbnnConfig) -> data.ArrayLayout:
-    """One input beat: ``input_lanes`` raw 8-bit pixels, first pixel in the low bits."""
-    return data.ArrayLayout(unsigned(PIXEL_BITS), cfg.input_lanes)
+def pixel_layout(cfg: SbnnConfig) -> data.StructLayout:
+    """One input beat: ``input_lanes`` raw 8-bit pixels (lane 0 in the low bits), and on the
+    first beat of an image an optional per-inference latency budget."""
+    return data.StructLayout({
+        "pixels": data.ArrayLayout(unsigned(PIXEL_BITS), cfg.input_lanes),
+        "budget": unsigned(Sizes(cfg).budget_bits),
+        "use_budget": unsigned(1),
+    })
 
 
 def result_layout(cfg: SbnnConfig) -> data.StructLayout:
@@ -74,13 +84,19 @@ def result_layout(cfg: SbnnConfig) -> data.StructLayout:
         "cls": unsigned(s.class_bits),
         "logits": data.ArrayLayout(signed(cfg.threshold_bits), cfg.num_classes),
         "cycles": unsigned(32),
+        "exit_plane": unsigned(s.plane_bits),
+        "macro_evals": unsigned(s.count_bits),
+        "column_evals": unsigned(s.count_bits),
+        "dac_conversions": unsigned(s.count_bits),
+        "adc_conversions": unsigned(s.count_bits),
     })
 
 
 def trace_layout(cfg: SbnnConfig) -> data.StructLayout:
     """Controller-side context of an evaluation, valid with ``start`` (for monitors only)."""
     s = Sizes(cfg)
-    return data.StructLayout({"layer": unsigned(s.layer_bits), "plane": unsigned(s.plane_bits)})
+    return data.StructLayout({"layer": unsigned(s.layer_bits), "plane": unsigned(s.plane_bits),
+                              "pass_": unsigned(s.plane_bits)})
 
 
 def macro_signature(cfg: SbnnConfig) -> wiring.Signature:

@@ -9,8 +9,12 @@ from sbnn.rtl.interfaces import ProgOp
 from sbnn.rtl.top import SimTop
 
 
-def run_pysim(cfg, program, images, budgets, max_cycles=200_000):
-    """Program the design, then run each (image, budget); returns [(trace, result)]."""
+def run_pysim(cfg, program, images, budgets, max_cycles=200_000, exit_margin=None,
+              budget_via_stream=False):
+    """Program the design, then run each (image, budget); returns [(trace, result)].
+
+    The budget goes through the ``prog`` BUDGET register, or with ``budget_via_stream`` on
+    the image's first pixel beat."""
     dut = SimTop(cfg)
     codec = Codec(cfg)
     out: list[tuple[list[dict], dict]] = []
@@ -26,9 +30,14 @@ def run_pysim(cfg, program, images, budgets, max_cycles=200_000):
             ctx.set(stream.valid, 0)
 
         await send(dut.prog, [codec.prog(*p) for p in program])
+        if exit_margin is not None:
+            await send(dut.prog, [codec.prog(ProgOp.EXIT_MARGIN, 0, exit_margin)])
         for image, budget in zip(images, budgets):
-            await send(dut.prog, [codec.prog(ProgOp.BUDGET, 0, budget)])
-            beats = codec.pixel_beats(image)
+            if budget_via_stream:
+                beats = codec.pixel_beats(image, budget)
+            else:
+                await send(dut.prog, [codec.prog(ProgOp.BUDGET, 0, budget)])
+                beats = codec.pixel_beats(image)
             trace: list[dict] = []
             for w in beats:
                 ctx.set(dut.pixels.payload.as_value(), w)
@@ -45,6 +54,7 @@ def run_pysim(cfg, program, images, budgets, max_cycles=200_000):
                 if ctx.get(p.start):
                     pending.append({
                         "cycle": cycle, "layer": ctx.get(dut.probe_trace.layer),
+                        "pass": ctx.get(dut.probe_trace.pass_),
                         "tile": ctx.get(p.group), "plane": ctx.get(dut.probe_trace.plane),
                         "gain": ctx.get(p.gain), "col_en": ctx.get(p.col_en),
                         "row_x": codec.row_x(ctx.get(p.row_x.as_value())),

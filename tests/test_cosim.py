@@ -27,6 +27,16 @@ def test_default_model_200_mnist_images_two_budgets(cosim_build_root, verilator)
     assert full["cycles_per_inference"] > base["cycles_per_inference"]
 
 
+def test_default_model_confidence_exit_and_random_controls(cosim_build_root, verilator):
+    model = QuantizedModel.load(_default_model())
+    report = run_cosim(CosimJob(model.config, _default_model(), _default_sample(), count=40,
+                                budgets=(model.config.num_supports,), exit_margin=20,
+                                random_seed=3), cosim_build_root)
+    assert report["mismatches"] == 0, report["first_mismatch"]
+    exits = report["runs"][0]["exit_planes"]
+    assert 0 in exits and model.config.num_supports in exits
+
+
 def test_cosim_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, verilator):
     model = QuantizedModel.load(_default_model())
     thresholds = list(model.thresholds)
@@ -52,6 +62,9 @@ def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
     images = rng.integers(0, 256, (20, 40), dtype=np.uint8)
     np.savez(tmp_path / "img.npz", images=images, labels=np.zeros(20, np.uint8))
     report = run_cosim(CosimJob(cfg, model.save(tmp_path / "m.npz"), tmp_path / "img.npz",
-                                count=20, budgets=(2, 1, 0)), cosim_build_root)
+                                count=20, budgets=(2, 1, 0), random_seed=7),
+                       cosim_build_root)
     assert report["mismatches"] == 0, report["first_mismatch"]
-    assert report["results_checked"] == 60
+    assert report["results_checked"] == 80
+    rand = report["runs"][-1]
+    assert rand["run"] == "random" and len(set(rand["exit_planes"])) > 1

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from sbnn.gen.image import HardwareImage, build_image
 from sbnn.gen.lint import VERILATOR_WAIVERS, lint
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, macro_stub
@@ -88,8 +89,12 @@ def test_stub_declares_every_macro_port():
         assert decl in stub
 
 
-def test_generated_verilog_lints_clean(tmp_path, verilator):
-    files = emit_all(SMALL, tmp_path)
+@pytest.mark.parametrize("cfg", [SMALL, SMALL.replace(num_supports=1, plane_gains=None),
+                                 SbnnConfig(layers=(10, 5), active_rows=4, macro_cols=9,
+                                            macro_rows=32, num_supports=2, input_lanes=3)],
+                         ids=["K2", "K1", "single-layer"])
+def test_generated_verilog_lints_clean(tmp_path, verilator, cfg):
+    files = emit_all(cfg, tmp_path)
     sim = lint([files["sim_top"]], SIM_TOP)
     assert sim.returncode == 0, sim.stderr
     ctl = lint([files["controller"], files["macro_stub"]], CONTROLLER_TOP)

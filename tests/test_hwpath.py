@@ -56,6 +56,9 @@ def test_integer_path_matches_brute_force(cfg):
                 ref = brute_force(model, pixels[b], budget)
                 np.testing.assert_array_equal(res.logits[b], ref.astype(np.int64))
                 assert res.classes[b] == int(np.argmax(ref))
+                # every earlier pass equals a from-scratch run with that many planes
+                for p, logits in res.pass_logits.items():
+                    np.testing.assert_array_equal(logits[b], brute_force(model, pixels[b], p))
 
 
 def test_adc_saturates_and_floors():
@@ -83,11 +86,30 @@ def test_schedule_timing_contract_and_skips():
     assert all(e.plane == 0 for e in sched.evals if e.layer == 0)
     lat = cfg.macro_latency
     for prev, ev in zip(sched.evals, sched.evals[1:]):
-        gap = lat + (2 if ev.layer != prev.layer else 0)
+        gap = lat + (3 if ev.pass_ != prev.pass_ else 2 if ev.layer != prev.layer else 0)
         assert ev.cycle - prev.cycle == gap
-    assert sched.total_cycles == sched.evals[-1].cycle + lat + 2
+    assert sched.total_cycles(cfg.num_supports) == sched.evals[-1].cycle + lat + 3
+    # passes > 0 add only the unmasked first-layer plane (none here), then rerun the rest
+    assert not [e for e in sched.evals if e.pass_ > 0 and e.layer == 0]
+    assert {e.pass_ for e in sched.evals} == set(range(cfg.num_supports + 1))
     tiles = [(e.layer, e.col_block, e.row_block) for e in sched.evals]
     assert [e.tile for e in sched.evals] == [sorted(set(tiles)).index(t) for t in tiles]
+
+
+def test_exit_margin_picks_first_confident_pass():
+    cfg = SMALL[0]
+    rng = np.random.default_rng(9)
+    model = QuantizedModel.random(cfg, rng, mask_keep=0.8)
+    pixels = rng.integers(0, 256, (40, cfg.layers[0]), dtype=np.uint8)
+    full = hwpath.run_hw(model, pixels)
+    assert (full.exit_pass == cfg.num_supports).all()
+    m0 = hwpath.margins(full.pass_logits[0])
+    threshold = int(np.median(m0))
+    res = hwpath.run_hw(model, pixels, exit_margin=threshold)
+    early = m0 >= threshold
+    assert (res.exit_pass[early] == 0).all() and (res.exit_pass[~early] > 0).all()
+    np.testing.assert_array_equal(res.logits[early], full.pass_logits[0][early])
+    assert hwpath.run_hw(model, pixels, exit_margin=0).exit_pass.max() == 0
     # budget 0: exactly one evaluation per tile
     assert len(hwpath.schedule(model, 0)) == cfg.total_tiles
     with pytest.raises(ValueError, match="budget"):

@@ -78,23 +78,52 @@ def test_macro_product_sum_adc_and_latency():
     assert seen[cfg.macro_latency] == (expect(0), expect(1), 0)  # column 2 disabled
 
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_K2], ids=["3layer-K1", "K2-lat2"])
-def test_controller_and_macro_match_golden_cycle_by_cycle(cfg):
+SINGLE = SbnnConfig(layers=(10, 5), active_rows=4, macro_cols=9, macro_rows=32,
+                    num_supports=2, gain_bits=3, input_lanes=3, adc_bits=5, macro_latency=2)
+
+
+def check_against_golden(cfg, model, images, budgets, out, exit_margin=None):
+    sb = Scoreboard()
+    exits = []
+    for i, (image, budget) in enumerate(zip(images, budgets)):
+        sched = hwpath.schedule(model, budget)
+        gold = hwpath.run_hw(model, image[None], budget, exit_margin, keep_adc=True)
+        trace = hwpath.expected_trace(model, sched, gold, 0)
+        ok = sb.check_image(i, trace, out[i][0],
+                            hwpath.expected_result(sched, gold, 0, trace), out[i][1])
+        assert ok, str(sb.first)
+        exits.append(out[i][1]["exit_plane"])
+    assert sb.transactions > 0 and sb.results == len(images)
+    return exits
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_K2, SINGLE], ids=["3layer-K1", "K2-lat2", "1layer"])
+@pytest.mark.parametrize("via_stream", [False, True], ids=["prog-budget", "stream-budget"])
+def test_controller_and_macro_match_golden_cycle_by_cycle(cfg, via_stream):
     rng = np.random.default_rng(11)
     model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
     images = random_images(cfg, rng, 4)
     budgets = [cfg.num_supports, 0, cfg.num_supports, min(1, cfg.num_supports)]
-    out = run_pysim(cfg, build_image(model).program(), images, budgets)
-    sb = Scoreboard()
-    classes = set()
-    for i, (image, budget) in enumerate(zip(images, budgets)):
-        sched = hwpath.schedule(model, budget)
-        gold = hwpath.run_hw(model, image[None], budget, keep_adc=True)
-        ok = sb.check_image(i, hwpath.expected_trace(model, sched, gold, 0), out[i][0],
-                            hwpath.expected_result(sched, gold, 0), out[i][1])
-        assert ok, str(sb.first)
-        classes.add(out[i][1]["cls"])
-    assert sb.transactions > 0 and sb.results == len(images)
+    out = run_pysim(cfg, build_image(model).program(), images, budgets,
+                    budget_via_stream=via_stream)
+    exits = check_against_golden(cfg, model, images, budgets, out)
+    assert exits == budgets  # no exit margin set: every pass up to the budget runs
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_K2], ids=["3layer-K1", "K2-lat2"])
+def test_confidence_exit_matches_golden(cfg):
+    rng = np.random.default_rng(21)
+    model = QuantizedModel.random(cfg, rng, mask_keep=0.7)
+    images = random_images(cfg, rng, 8)
+    budgets = [cfg.num_supports] * len(images)
+    gold = hwpath.run_hw(model, np.stack(images), cfg.num_supports)
+    # The largest first-pass margin: those images exit after pass 0, the others go on.
+    first = hwpath.margins(gold.pass_logits[0])
+    assert first.min() < first.max()
+    margin = int(first.max())
+    out = run_pysim(cfg, build_image(model).program(), images, budgets, exit_margin=margin)
+    exits = check_against_golden(cfg, model, images, budgets, out, exit_margin=margin)
+    assert 0 in exits and max(exits) == cfg.num_supports
 
 
 def test_scoreboard_reports_first_mismatch_with_cycle_and_field():
@@ -108,8 +137,9 @@ def test_scoreboard_reports_first_mismatch_with_cycle_and_field():
     sched = hwpath.schedule(wrong, 1)
     gold = hwpath.run_hw(wrong, image[0][None], 1, keep_adc=True)
     sb = Scoreboard()
-    assert not sb.check_image(0, hwpath.expected_trace(wrong, sched, gold, 0), out[0][0],
-                              hwpath.expected_result(sched, gold, 0), out[0][1])
+    trace = hwpath.expected_trace(wrong, sched, gold, 0)
+    assert not sb.check_image(0, trace, out[0][0],
+                              hwpath.expected_result(sched, gold, 0, trace), out[0][1])
     msg = str(sb.first)
     assert "row_x" in msg and "at cycle" in msg and "expected" in msg
 
