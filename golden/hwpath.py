@@ -64,8 +64,10 @@ class Schedule:
     def upto(self, last_pass: int) -> tuple[Evaluation, ...]:
         return tuple(e for e in self.evals if e.pass_ <= last_pass)
 
-    def total_cycles(self, last_pass: int) -> int:
-        """Cycle at which the result is valid (= the reported cycle count)."""
+    def total_cycles(self, last_pass: int | None = None) -> int:
+        """Cycle at which the result is valid (= the reported cycle count) for an image that
+        stops after ``last_pass`` (default: runs every pass)."""
+        last_pass = self.passes[-1] if last_pass is None else last_pass
         return self.upto(last_pass)[-1].cycle + self.config.macro_latency + 3
 
     def column_evals(self, last_pass: int) -> int:
@@ -214,7 +216,7 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
     pass_logits = {}
     for p in passes:
         acc = sum(first[k] for k in range(p + 1))
-        inputs[(p, 0)] = x0
+        inputs[(p, 0)] = x = x0
         for layer in range(cfg.num_layers):
             if layer:
                 acc = sum(_adc_layer(model, layer, x, range(p + 1), keep_adc, adc,
