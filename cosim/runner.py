@@ -44,7 +44,8 @@ def build_sim(cfg: SbnnConfig, build_root: str | Path, waves: bool = False) -> P
     setup_toolchain()
     from cocotb_tools.runner import get_runner
 
-    base = _config_dir(Path(build_root), cfg)
+    # Absolute: the simulator runs with the run folder as its working directory.
+    base = _config_dir(Path(build_root).resolve(), cfg)
     files = emit_all(cfg, base / "rtl")
     build_dir = base / ("sim_build_waves" if waves else "sim_build")
     runner = get_runner("verilator")
