@@ -48,6 +48,13 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def synth(session: nox.Session) -> None:
+    """Yosys cell and flip-flop counts of the controller over a config sweep (docs/synthesis.md)."""
+    _install(session)
+    session.run("python", "benchmarks/synth_bench.py", *session.posargs)
+
+
+@nox.session
 def train(session: nox.Session) -> None:
     """Train the default design (case i); pass options after --, e.g. -- --out runs/x."""
     _install(session)

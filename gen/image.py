@@ -52,6 +52,11 @@ class HardwareImage:
             ops.append((ProgOp.BUDGET, 0, budget))
         return ops
 
+    def program_text(self, budget: int | None = None) -> str:
+        """:meth:`program` as text, one ``OP addr data`` command per line (hex numbers)."""
+        return "".join(f"{op.name} {addr:#x} {data:#x}\n"
+                       for op, addr, data in self.program(budget))
+
     def write_readmemh(self, folder: str | Path) -> list[Path]:
         """$readmemh files for the bitcell array, column enables and thresholds."""
         folder = Path(folder)

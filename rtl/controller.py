@@ -267,10 +267,15 @@ class Controller(wiring.Component):
                                       signed(cfg.threshold_bits))
         sel = Const(0, range(max(nc, 2)))
         for j in range(1, nc):
+            # Named wires per step: nested expressions would be re-expanded at every step
+            # (conversion time exponential in the number of classes).
             better = logits[j] > top1  # strict: ties keep the lowest index
-            top2 = Mux(better, top1, Mux(logits[j] > top2, logits[j], top2))
-            top1 = Mux(better, logits[j], top1)
-            sel = Mux(better, j, sel)
+            t1 = Signal.like(logits[0], name=f"top1_{j}")
+            t2 = Signal.like(logits[0], name=f"top2_{j}")
+            s_j = Signal(range(max(nc, 2)), name=f"best_{j}")
+            m.d.comb += [t2.eq(Mux(better, top1, Mux(logits[j] > top2, logits[j], top2))),
+                         t1.eq(Mux(better, logits[j], top1)), s_j.eq(Mux(better, j, sel))]
+            top1, top2, sel = t1, t2, s_j
         m.d.comb += best.eq(sel)
         margin = Signal(sz.margin_bits)
         m.d.comb += margin.eq(top1 - top2)

@@ -85,7 +85,7 @@ def cmd_eval(args) -> int:
     rows = []
     for b in range(cfg.num_supports + 1):
         err = evaluate_hw(model, images, labels, budget=b)
-        cyc = schedule(model, b).total_cycles
+        cyc = schedule(model, b).total_cycles()
         rows.append({"budget": b, "error_pct": round(err, 2), "cycles": cyc})
         print(f"  budget {b}: error {err:.2f} %, {cyc} cycles "
               f"({cyc / cfg.clock_mhz:.2f} us at {cfg.clock_mhz:g} MHz)")
@@ -99,16 +99,32 @@ def cmd_gen(args) -> int:
     from sbnn.gen.verilog import emit_all
 
     cfg = _config(args)
-    out = Path(args.out)
-    if args.model:
-        model = _load_model(args.model, cfg)  # checked before anything is written
+    if args.bundle is not None and args.out is not None:
+        raise CliError("give either --out (Verilog folder) or --bundle (tapeout bundle)")
+    # checked before anything is written
+    model = _load_model(args.model, cfg) if args.model else None
+    if args.bundle is not None:
+        from sbnn.gen.bundle import write_bundle
+
+        if args.bundle.exists() and not args.bundle.is_dir():
+            raise CliError(f"--bundle {str(args.bundle)!r} exists and is not a folder")
+        if model is None and cfg == SbnnConfig():
+            model = _load_model(None, cfg)
+            print("no --model: the image is the embedded default model's")
+        elif model is None:
+            print("no --model: the bundle has no hardware image (the embedded model fits "
+                  "the default config only)")
+        files = write_bundle(cfg, args.bundle, model)
+        for key, path in files.items():
+            print(f"{key:12s} {path}")
+        return 0
+    out = Path(args.out or "out/rtl")
     files = emit_all(cfg, out)
-    if args.model:
+    if model is not None:
         image = build_image(model)
         files.update({p.stem: p for p in image.write_readmemh(out)})
         prog = out / "program.txt"
-        prog.write_text("".join(f"{op.name} {addr:#x} {data:#x}\n"
-                                for op, addr, data in image.program()))
+        prog.write_text(image.program_text())
         files["program"] = prog
     for key, path in files.items():
         print(f"{key:12s} {path}")
@@ -154,13 +170,18 @@ def cmd_sim(args) -> int:
           f"model {model_path}", flush=True)
     t0 = time.time()
     report = run_cosim(CosimJob(model.config, model_path, images, args.count,
-                                tuple(args.budgets)), args.build, waves=args.waves)
+                                tuple(args.budgets), exit_margin=args.exit_margin,
+                                random_seed=args.random_seed), args.build, waves=args.waves)
     wall = time.time() - t0
-    print(f"{'budget':>6} {'images':>6} {'RTL acc %':>9} {'agree %':>8} {'cycles/inf':>10}")
+    print(f"{'budget':>6} {'images':>6} {'RTL acc %':>9} {'agree %':>8} {'cycles/inf':>10} "
+          f"{'exit<K %':>8}")
+    k = model.config.num_supports
     for run in report["runs"]:
         agree = 100.0 * run["agree"] / run["images"]
-        print(f"{run['budget']:>6} {run['images']:>6} {run['rtl_accuracy_pct']:>9.2f} "
-              f"{agree:>8.2f} {run['cycles_per_inference']:>10}")
+        early = 100.0 * sum(e < k for e in run["exit_planes"]) / run["images"]
+        label = run["budget"] if run["run"] == "budget" else "random"
+        print(f"{label:>6} {run['images']:>6} {run['rtl_accuracy_pct']:>9.2f} "
+              f"{agree:>8.2f} {run['cycles_per_inference']:>10.1f} {early:>8.1f}")
     print(f"macro transactions checked: {report['transactions_checked']}, results checked: "
           f"{report['results_checked']}, mismatches: {report['mismatches']}")
     print(f"simulated cycles: {report['total_sim_cycles']}, simulation {report['sim_wall_s']} s,"
@@ -172,6 +193,108 @@ def cmd_sim(args) -> int:
         print(f"FIRST MISMATCH: {report['first_mismatch']}")
         return 1
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from sbnn.golden.energy import EnergyModel
+    from sbnn.golden.mnist import load_mnist
+    from sbnn.golden.sweep import latency_table, plot_sweep, sweep
+
+    model = _load_model(args.model, load_config(args.config) if args.config else None)
+    try:
+        energy = EnergyModel.load(args.energy)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    images, labels = load_mnist("test", args.data_dir)
+    pixels = images.reshape(len(images), -1)[: args.count]
+    labels = labels[: args.count]
+    out = Path(args.out)
+    margins = [None, *args.margins]
+    keeps = args.keeps if model.config.num_supports else [1.0]
+    print(f"sweep: {len(labels)} test images, budgets 0..{model.config.num_supports}, "
+          f"exit margins {margins}, support kept {keeps}", flush=True)
+    print(f"{'kept %':>6} {'budget':>6} {'margin':>6} {'error %':>8} {'cycles':>8} "
+          f"{'energy pJ':>9} {'early %':>7}")
+
+    def show(r):
+        print(f"{r['support_kept_pct']:>6} {r['budget']:>6} {str(r['exit_margin']):>6} "
+              f"{r['error_pct']:>8.2f} {r['mean_cycles']:>8.1f} {r['mean_energy_pj']:>9.1f} "
+              f"{r['exit_early_pct']:>7.1f}", flush=True)
+
+    rows = sweep(model, pixels, labels, margins, keeps, energy, progress=show)
+    latency = latency_table(model, pixels, labels)
+    confirmed = []
+    if args.confirm:
+        confirmed = _confirm_on_rtl(args, model, latency)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(
+        {"command": " ".join(["sbnn", *sys.argv[1:]]), "test_images": len(labels),
+         "energy_model": energy.to_dict(), "rows": rows, "rtl_confirmed": confirmed},
+        indent=2) + "\n")
+    (out / "latency.json").write_text(json.dumps(latency, indent=2) + "\n")
+    (out / "sweep.md").write_text(_sweep_markdown(rows, latency, confirmed, energy,
+                                                  len(labels)))
+    plot_sweep(rows, out / "sweep.png")
+    print(f"wrote {out / 'sweep.json'}, {out / 'latency.json'}, {out / 'sweep.png'}")
+    return 0
+
+
+def _sweep_markdown(rows, latency, confirmed, energy, images) -> str:
+    cmd = " ".join(["sbnn", *sys.argv[1:]])
+    lines = ["# Accuracy, latency and energy sweep", "",
+             f"Made by `{cmd}` on {images} MNIST test images (hardware-exact golden path;",
+             "cycles from the timing contract, confirmed on the RTL where noted below).",
+             f"Energy model (pJ per event, illustrative defaults): {energy.to_dict()}.", "",
+             "![error vs cycles and energy](sweep.png)", "",
+             "## Latency per budget", "",
+             "| budget | cycles/inference | minimum (evals x latency) | macro utilization % "
+             "| error % | RTL cycles |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in latency:
+        lines.append(f"| {r['budget']} | {r['cycles_per_inference']} | {r['minimum_cycles']} "
+                     f"| {r['macro_utilization_pct']} | {r['error_pct']} "
+                     f"| {r.get('rtl_cycles_per_inference', 'not run')} |")
+    lines += ["", "## All points", "",
+              "| support kept % | budget | exit margin | error % | mean cycles | "
+              "mean energy pJ | exited early % |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['support_kept_pct']} | {r['budget']} | {r['exit_margin']} | "
+                     f"{r['error_pct']} | {r['mean_cycles']} | {r['mean_energy_pj']} | "
+                     f"{r['exit_early_pct']} |")
+    if confirmed:
+        lines += ["", "## Confirmed on the RTL (cocotb + Verilator, 0 mismatches)", "",
+                  "| budget | exit margin | images | RTL mean cycles | RTL macro evals |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {c['budget']} | {c['exit_margin']} | {c['images']} | "
+                  f"{c['rtl_mean_cycles']} | {c['rtl_macro_evals']} |" for c in confirmed]
+    return "\n".join(lines) + "\n"
+
+
+def _confirm_on_rtl(args, model, latency) -> list[dict]:
+    """Rerun each budget (and the largest exit margin) on the RTL; cycles must match."""
+    from sbnn.cosim.runner import CosimJob, run_cosim
+
+    model_path = Path(args.model) if args.model else _default_model()
+    k = model.config.num_supports
+    confirmed = []
+    for margin in (None, max(args.margins) if args.margins else None):
+        report = run_cosim(CosimJob(model.config, model_path, _default_sample(), args.confirm,
+                                    tuple(range(k + 1)), exit_margin=margin), args.build)
+        if report["mismatches"]:
+            raise CliError(f"RTL disagrees with golden: {report['first_mismatch']}")
+        for run in report["runs"]:
+            entry = {"budget": run["budget"], "exit_margin": margin, "images": run["images"],
+                     "rtl_mean_cycles": run["cycles_per_inference"],
+                     "rtl_macro_evals": run["macro_evals"] / run["images"]}
+            confirmed.append(entry)
+            if margin is None:
+                row = latency[run["budget"]]
+                if row["cycles_per_inference"] != run["cycles_per_inference"]:
+                    raise CliError(f"budget {run['budget']}: RTL took "
+                                   f"{run['cycles_per_inference']} cycles, the timing "
+                                   f"contract says {row['cycles_per_inference']}")
+                row["rtl_cycles_per_inference"] = run["cycles_per_inference"]
+        print(f"RTL confirmed on {args.confirm} images (exit margin {margin}): 0 mismatches")
+    return confirmed
 
 
 def cmd_sample_data(args) -> int:
@@ -217,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("gen", help="emit Verilog, macro stub, manifest (and hardware image)")
     with_config(sp)
     sp.add_argument("--model", type=Path, help="also export this model's hardware image")
-    sp.add_argument("--out", type=Path, default=Path("out/rtl"))
+    sp.add_argument("--out", type=Path, default=None, help="Verilog folder (default out/rtl)")
+    sp.add_argument("--bundle", type=Path, default=None,
+                    help="write a tapeout bundle (Verilog, SDC, macro views, image, "
+                         "LibreLane config) into this folder instead")
     sp.set_defaults(func=cmd_gen)
 
     sp = sub.add_parser("lint", help="verilator --lint-only on the generated Verilog")
@@ -235,9 +361,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budgets", type=_budgets, default=None,
                     help="comma-separated latency budgets (default: K and 0)")
     sp.add_argument("--build", type=Path, default=Path("out/cosim"))
+    sp.add_argument("--exit-margin", type=int, default=None,
+                    help="confidence-exit margin (default: never exit early)")
+    sp.add_argument("--random-seed", type=int, default=None,
+                    help="also run the images with random per-inference budgets, exit "
+                         "margins and support masks drawn from this seed")
     sp.add_argument("--waves", action="store_true", help="dump an FST wave file")
     sp.add_argument("--report", type=Path, help="write the report as JSON")
     sp.set_defaults(func=cmd_sim)
+
+    sp = sub.add_parser("sweep", help="error vs cycles vs energy over budgets, exit margins "
+                                      "and support masks")
+    with_config(sp)
+    with_data(sp)
+    sp.add_argument("--model", type=Path, help="QuantizedModel .npz (default: embedded)")
+    sp.add_argument("--count", type=int, default=10000, help="test images to use")
+    sp.add_argument("--margins", type=_budgets, default=(10, 20, 30, 40, 50, 60, 80),
+                    help="comma-separated exit margins (no exit is always included)")
+    sp.add_argument("--keeps", type=lambda t: [float(v) for v in t.split(",")],
+                    default=[1.0, 0.75, 0.5, 0.25, 0.0],
+                    help="fractions of support columns kept (least useful masked first)")
+    sp.add_argument("--energy", type=Path, help="JSON of per-event energies (pJ)")
+    sp.add_argument("--confirm", type=int, default=0,
+                    help="rerun each budget on N embedded images on the RTL (cosim)")
+    sp.add_argument("--build", type=Path, default=Path("out/cosim"))
+    sp.add_argument("--out", type=Path, default=Path("docs"))
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("sample-data", help="save the first N MNIST test images as .npz")
     with_data(sp)
@@ -262,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelFileError, MnistError, CliError) as exc:
         print(f"sbnn: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a tool failed (Verilator build, simulator): say where
+        print(f"sbnn: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
