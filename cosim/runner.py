@@ -58,8 +58,10 @@ def build_sim(cfg: SbnnConfig, build_root: str | Path, waves: bool = False) -> P
     return build_dir
 
 
-def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False) -> dict:
-    """Run the regression; returns the testbench's report (raises if it could not run)."""
+def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
+              test_module: str = TB_MODULE) -> dict:
+    """Run a testbench (default: the inference regression); returns its report (raises if
+    it could not run)."""
     build_dir = build_sim(job.config, build_root, waves=waves)
     from cocotb_tools.runner import get_runner
 
@@ -85,7 +87,7 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False) -> dic
     }
     runner = get_runner("verilator")
     try:  # under pytest the runner sys.exit()s on a failed test; the report says why
-        runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOP, hdl_toplevel_lang="verilog",
+        runner.test(test_module=test_module, hdl_toplevel=SIM_TOP, hdl_toplevel_lang="verilog",
                     build_dir=build_dir, test_dir=run_dir, extra_env=env, waves=waves,
                     results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
     except SystemExit:

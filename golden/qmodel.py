@@ -99,7 +99,10 @@ class QuantizedModel:
             raise ModelFileError(f"model file {str(path)!r} does not exist")
         try:
             with np.load(path) as data:
-                stored = SbnnConfig.from_dict(json.loads(bytes(data["config_json"]).decode()))
+                fields = json.loads(bytes(data["config_json"]).decode())
+                if not isinstance(fields, dict):
+                    raise ModelFileError(f"{path}: embedded config is not a JSON object")
+                stored = SbnnConfig.from_dict(fields)
                 planes, thresholds, masks = [], [], []
                 for i in range(stored.num_layers):
                     n = stored.layers[i]
@@ -109,7 +112,10 @@ class QuantizedModel:
                     masks.append(data[f"mask{i}"].astype(bool))
         except ConfigError as exc:
             raise ModelFileError(f"{path}: embedded config is invalid: {exc}") from None
-        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except ModelFileError:
+            raise
+        except (KeyError, ValueError, TypeError, OSError, EOFError,
+                zipfile.BadZipFile) as exc:
             raise ModelFileError(f"{path}: not a valid sbnn model file ({exc})") from None
         if config is not None and config != stored:
             diff = [k for k, v in config.to_dict().items() if stored.to_dict()[k] != v]

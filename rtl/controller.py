@@ -102,7 +102,7 @@ class Controller(wiring.Component):
         acc0_rd = acc0_mem.read_port(domain="comb")
         # Which planes have an enabled column, per column block: lets the issue side skip
         # whole planes (and whole first-layer column blocks) without spending a cycle.
-        plane_any = [Signal(planes, init=1, name=f"plane_any{c}")
+        plane_any = [Signal(planes, init=1, reset_less=True, name=f"plane_any{c}")
                      for c in range(cfg.total_col_blocks)]
 
         budget_reg = Signal(range(max(planes, 2)), init=cfg.num_supports)

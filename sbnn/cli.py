@@ -157,10 +157,16 @@ def cmd_sim(args) -> int:
     if not images.is_file():
         raise CliError(f"image file {str(images)!r} does not exist; make one with "
                        f"'sbnn sample-data --out FILE'")
-    with np.load(images) as data:
-        available = len(data["labels"])
+    try:
+        with np.load(images) as data:
+            available = len(data["labels"])
+    except (KeyError, ValueError, TypeError, OSError, EOFError) as exc:
+        raise CliError(f"--images {str(images)!r} is not an .npz with images and labels "
+                       f"({' '.join(str(exc).split())})") from None
     if args.count > available:
         raise CliError(f"--count {args.count} but {images} holds {available} images")
+    if args.count < 1:
+        raise CliError(f"--count must be at least 1, got {args.count}")
     for b in args.budgets:
         if not 0 <= b <= model.config.num_supports:
             raise CliError(f"--budgets: {b} is outside 0..{model.config.num_supports} "
@@ -205,6 +211,8 @@ def cmd_sweep(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     images, labels = load_mnist("test", args.data_dir)
+    if not 1 <= args.count <= len(labels):
+        raise CliError(f"--count must be in 1..{len(labels)}, got {args.count}")
     pixels = images.reshape(len(images), -1)[: args.count]
     labels = labels[: args.count]
     out = Path(args.out)
@@ -409,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, ModelFileError, MnistError, CliError) as exc:
         print(f"sbnn: error: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:  # only a --config file is read as text unchecked
+        where = getattr(args, "config", None)
+        what = f"--config {str(where)!r}" if where else "an input file"
+        print(f"sbnn: error: {what} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+              file=sys.stderr)
         return 2
     except RuntimeError as exc:  # a tool failed (Verilator build, simulator): say where
         print(f"sbnn: error: {str(exc).splitlines()[0]}", file=sys.stderr)

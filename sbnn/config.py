@@ -286,8 +286,8 @@ def load_config(path: str | Path | None) -> SbnnConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--config", f"file {str(path)!r} does not exist")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix.lower() == ".toml":
             try:
                 import tomllib

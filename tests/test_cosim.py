@@ -68,3 +68,4 @@ def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
     assert report["results_checked"] == 80
     rand = report["runs"][-1]
     assert rand["run"] == "random" and len(set(rand["exit_planes"])) > 1
+

@@ -1,0 +1,304 @@
+"""Bad input on the command line: one clear ``error:`` line, no traceback, nothing written.
+
+Each case builds its bad files in a temp folder and returns the argv for ``sbnn.cli.main``;
+the command must end with a non-zero status and a single error line naming the problem,
+and the output it was pointed at (``out/``) must not exist afterwards.
+"""
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_MNIST
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
+
+HAVE_MNIST = SHARED_MNIST.is_dir()
+SMALL = SbnnConfig(layers=(16, 8, 4), active_rows=4, macro_cols=8, macro_rows=64)
+
+
+def _write(path: Path, text) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text if isinstance(text, str) else json.dumps(text))
+    return path
+
+
+# ----------------------------------------------------------------- config files (gen --out)
+
+def _gen_config(name, content):
+    def build(tmp: Path) -> list[str]:
+        cfg = _write(tmp / name, content)
+        return ["gen", "--config", str(cfg), "--out", str(tmp / "out")]
+    return build
+
+
+CONFIG_CASES = [
+    ("toml-syntax", _gen_config("c.toml", "layers = [784, 10\n"), "cannot parse"),
+    ("json-syntax", _gen_config("c.json", '{"layers": [784, 10],}'), "cannot parse"),
+    ("string-for-int", _gen_config("c.json", {"active_rows": "64"}), "'active_rows'"),
+    ("layers-strings", _gen_config("c.json", {"layers": ["784", "10"]}), "'layers'"),
+    ("layers-not-list", _gen_config("c.json", {"layers": 784}), "'layers'"),
+    ("layers-float", _gen_config("c.json", {"layers": [784, 10.5]}), "'layers'"),
+    ("negative-cols", _gen_config("c.json", {"macro_cols": -4}), "'macro_cols'"),
+    ("negative-rows", _gen_config("c.toml", "macro_rows = -64\n"), "'macro_rows'"),
+    ("k-too-large", _gen_config("c.json", {"num_supports": 2, "macro_cols": 2}),
+     "'num_supports'"),
+    ("layers-exceed-rows", _gen_config("c.json", {"macro_rows": 128}), "'macro_rows'"),
+    ("unknown-field", _gen_config("c.json", {"layerz": [1, 2]}), "'layerz'"),
+    ("adc-step-not-pow2", _gen_config("c.toml", "adc_steps = [3, 1]\n"), "'adc_steps'"),
+    ("empty-json", _gen_config("c.json", ""), "cannot parse"),
+    ("json-array", _gen_config("c.json", [{"layers": [784, 10]}]), "table/object"),
+    ("sbnn-not-table", _gen_config("c.toml", 'sbnn = "x"\n'), "'sbnn'"),
+    ("clock-string", _gen_config("c.json", {"clock_mhz": "fast"}), "'clock_mhz'"),
+    ("gains-wrong-len", _gen_config("c.json", {"plane_gains": [1]}), "'plane_gains'"),
+    ("not-utf8", _gen_config("c.json", b"\xff\xfe{}"), "UTF-8"),
+    ("config-missing", lambda tmp: ["gen", "--config", str(tmp / "nope.toml"),
+                                    "--out", str(tmp / "out")], "does not exist"),
+]
+
+
+# ----------------------------------------------------------------- MNIST data (eval --data-dir)
+
+def _idx(magic: int, dims: tuple[int, ...], payload: int | None = None) -> bytes:
+    head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    size = int(np.prod(dims)) if payload is None else payload
+    return head + bytes(size)
+
+
+def _mnist_dir(images: bytes | None, labels: bytes | None, gz: bool = False):
+    def build(tmp: Path) -> list[str]:
+        data = tmp / "mnist"
+        data.mkdir()
+        suffix = ".gz" if gz else ""
+        for name, blob in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", labels)):
+            if blob is not None:
+                (data / (name + suffix)).write_bytes(gzip.compress(blob) if gz else blob)
+        return ["eval", "--data-dir", str(data), "--json", str(tmp / "out" / "e.json")]
+    return build
+
+
+def _truncated_real_gz(tmp: Path) -> list[str]:
+    data = tmp / "mnist"
+    data.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(SHARED_MNIST / name, data / name)
+    blob = (data / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (data / "t10k-images-idx3-ubyte.gz").write_bytes(blob[: len(blob) // 3])
+    return ["eval", "--data-dir", str(data), "--json", str(tmp / "out" / "e.json")]
+
+
+def _data_dir_is_file(tmp: Path) -> list[str]:
+    f = _write(tmp / "mnist", "not a folder")
+    return ["eval", "--data-dir", str(f), "--json", str(tmp / "out" / "e.json")]
+
+
+LABELS5 = _idx(2049, (5,))
+DATA_CASES = [
+    ("idx-wrong-magic", _mnist_dir(_idx(1234, (5, 28, 28)), LABELS5), "bad IDX magic"),
+    ("idx-truncated-payload", _mnist_dir(_idx(2051, (5, 28, 28), 1000), LABELS5),
+     "truncated payload"),
+    ("idx-empty", _mnist_dir(b"", LABELS5), "truncated IDX header"),
+    ("idx-wrong-size", _mnist_dir(_idx(2051, (5, 27, 27)), LABELS5), "expected 28x28"),
+    ("idx-swapped", _mnist_dir(LABELS5, _idx(2051, (5, 28, 28))), "swapped"),
+    ("idx-count-mismatch", _mnist_dir(_idx(2051, (5, 28, 28)), _idx(2049, (4,))),
+     "4 labels for 5 images"),
+    ("idx-label-range", _mnist_dir(_idx(2051, (1, 28, 28)),
+                                   _idx(2049, (1,), 0) + bytes([12])), "outside 0..9"),
+    ("gz-wrong-md5", _mnist_dir(_idx(2051, (5, 28, 28)), LABELS5, gz=True), "md5 mismatch"),
+    ("data-dir-is-file", _data_dir_is_file, "not writable"),
+    pytest.param("gz-truncated-real", _truncated_real_gz, "md5 mismatch",
+                 marks=pytest.mark.skipif(not HAVE_MNIST, reason="no shared MNIST folder")),
+]
+
+
+# ----------------------------------------------------------------- model files
+
+def _model_npz(**overrides):
+    """A .npz of SMALL's model with arrays replaced (None = left out)."""
+    def build(tmp: Path) -> list[str]:
+        model = tmp / "m.npz"
+        from sbnn.golden.qmodel import QuantizedModel
+
+        QuantizedModel.random(SMALL, np.random.default_rng(0)).save(model)
+        with np.load(model) as d:
+            arrays = dict(d)
+        for key, value in overrides.items():
+            if value is None:
+                arrays.pop(key)
+            else:
+                arrays[key] = value
+        np.savez(model, **arrays)
+        cfg = SMALL.write_snapshot(tmp / "c.json")
+        return ["gen", "--config", str(cfg), "--model", str(model), "--out", str(tmp / "out")]
+    return build
+
+
+def _model_other_config(tmp: Path) -> list[str]:
+    from sbnn.golden.qmodel import QuantizedModel
+
+    model = QuantizedModel.random(SMALL, np.random.default_rng(0)).save(tmp / "m.npz")
+    cfg = SMALL.replace(adc_bits=6).write_snapshot(tmp / "c.json")
+    return ["gen", "--config", str(cfg), "--model", str(model), "--out", str(tmp / "out")]
+
+
+def _model_raw(content):
+    def build(tmp: Path) -> list[str]:
+        model = _write(tmp / "m.npz", content)
+        return ["eval", "--model", str(model), "--json", str(tmp / "out" / "e.json")]
+    return build
+
+
+def _cfg_bytes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8)
+
+
+MODEL_CASES = [
+    ("model-other-config", _model_other_config, "different config (fields differ: adc_bits)"),
+    ("model-missing-planes", _model_npz(planes1=None), "planes1"),
+    ("model-missing-config", _model_npz(config_json=None), "config_json"),
+    ("model-planes-shape", _model_npz(planes0=np.zeros((1, 8, 2), np.uint8)),
+     "layer 0: planes have shape"),
+    ("model-planes-dtype", _model_npz(planes0=np.zeros((2, 8, 2), np.float64)),
+     "not a valid sbnn model file"),
+    ("model-thresholds-shape", _model_npz(thresholds1=np.zeros(3, np.int64)),
+     "layer 1: thresholds"),
+    ("model-thresholds-range", _model_npz(thresholds0=np.full(8, 1 << 40, np.int64)),
+     "signed range"),
+    ("model-mask-shape", _model_npz(mask0=np.zeros((8, 3), np.uint8)), "support_mask"),
+    ("model-config-not-json", _model_npz(config_json=_cfg_bytes("{oops")),
+     "not a valid sbnn model file"),
+    ("model-config-array", _model_npz(config_json=_cfg_bytes("[]")), "not a JSON object"),
+    ("model-config-invalid", _model_npz(config_json=_cfg_bytes('{"adc_bits": 99}')),
+     "embedded config is invalid"),
+    ("model-not-zip", _model_raw("just some text\n"), "not a valid sbnn model file"),
+    ("model-corrupt-zip", _model_raw(b"PK\x03\x04 not really a zip"),
+     "not a valid sbnn model file"),
+    ("model-empty", _model_raw(b""), "not a valid sbnn model file"),
+    ("model-missing", lambda tmp: ["eval", "--model", str(tmp / "nope.npz")], "does not exist"),
+]
+
+
+# ----------------------------------------------------------------- command-line values
+
+def _images(tmp: Path, **arrays) -> Path:
+    path = tmp / "imgs.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _sim_images(make):
+    def build(tmp: Path) -> list[str]:
+        return ["sim", "--images", str(make(tmp)), "--budgets", "0", "--count", "1",
+                "--build", str(tmp / "out")]
+    return build
+
+
+def _sim(*extra):
+    return lambda tmp: ["sim", *extra, "--build", str(tmp / "out")]
+
+
+def _mnist_cmd(*argv):
+    return lambda tmp: [a.replace("{tmp}", str(tmp)) for a in argv]
+
+
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="no shared MNIST folder")
+GOOD = np.zeros((3, 28, 28), np.uint8)
+ARG_CASES = [
+    ("sim-count-negative", _sim("--count", "-5", "--budgets", "0"), "--count"),
+    ("sim-count-zero", _sim("--count", "0", "--budgets", "0"), "--count"),
+    ("sim-count-too-large", _sim("--count", "100000"), "holds 300 images"),
+    ("sim-budget-outside", _sim("--budgets", "0,5"), "--budgets: 5 is outside"),
+    ("sim-images-not-npz", _sim_images(lambda tmp: _write(tmp / "i.npz", "text\n")), "--images"),
+    ("sim-images-no-labels", _sim_images(lambda tmp: _images(tmp, images=GOOD)), "labels"),
+    ("sim-images-missing", _sim_images(lambda tmp: tmp / "nope.npz"), "does not exist"),
+    ("gen-out-and-bundle", lambda tmp: ["gen", "--out", str(tmp / "out"), "--bundle",
+                                        str(tmp / "out2")], "either --out"),
+    ("gen-bundle-is-file", lambda tmp: ["gen", "--bundle", str(_write(tmp / "b", "x"))],
+     "is not a folder"),
+    ("sweep-energy-bad", lambda tmp: ["sweep", "--energy", str(_write(tmp / "e.json", "{x")),
+                                      "--out", str(tmp / "out")], "cannot parse energy"),
+    ("sweep-energy-unknown", lambda tmp: ["sweep", "--energy",
+                                          str(_write(tmp / "e.json", {"zap_pj": 1})),
+                                          "--out", str(tmp / "out")], "zap_pj"),
+    pytest.param("sweep-count-negative",
+                 _mnist_cmd("sweep", "--data-dir", str(SHARED_MNIST), "--count", "-1",
+                            "--out", "{tmp}/out"), "--count must be in 1..10000",
+                 marks=needs_mnist),
+    pytest.param("sweep-count-too-large",
+                 _mnist_cmd("sweep", "--data-dir", str(SHARED_MNIST), "--count", "20000",
+                            "--out", "{tmp}/out"), "--count must be in 1..10000",
+                 marks=needs_mnist),
+    pytest.param("sample-data-count-negative",
+                 _mnist_cmd("sample-data", "--data-dir", str(SHARED_MNIST), "--count", "-3",
+                            "--out", "{tmp}/out/s.npz"), "--count must be in 1..10000",
+                 marks=needs_mnist),
+]
+
+ALL = CONFIG_CASES + DATA_CASES + MODEL_CASES + ARG_CASES
+
+
+def _ids(cases):
+    return [c.values[0] if hasattr(c, "values") else c[0] for c in cases]
+
+
+@pytest.fixture
+def quiet_env(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # default outputs (out/rtl, docs, ...) would land here
+    monkeypatch.setenv("SBNN_MNIST_MIRRORS", "http://127.0.0.1:9/")  # never download
+    return work
+
+
+@pytest.mark.parametrize("name, build, words", ALL, ids=_ids(ALL))
+def test_bad_input_one_clear_line(name, build, words, quiet_env, capsys):
+    argv = build(quiet_env)
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status != 0, out
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sbnn: error:"), err
+    assert words in lines[0], err
+    assert not (quiet_env / "out").exists()
+    assert not any(p.name == "out" for p in quiet_env.iterdir())
+    assert not (quiet_env / "docs").exists()
+
+
+# ----------------------------------------------------------------- argparse errors (exit 2)
+
+ARGPARSE_CASES = [
+    ("unknown-subcommand", ["frobnicate"], "invalid choice: 'frobnicate'", "sbnn: error:"),
+    ("no-subcommand", [], "command", "sbnn: error:"),
+    ("unknown-option", ["gen", "--frob"], "unrecognized arguments: --frob", "sbnn: error:"),
+    ("count-not-int", ["sim", "--count", "ten"], "argument --count", "sbnn sim: error:"),
+    ("budgets-not-int", ["sim", "--budgets", "1,x"], "--budgets must be comma-separated",
+     "sbnn sim: error:"),
+    ("budgets-empty", ["sim", "--budgets", ""], "--budgets", "sbnn sim: error:"),
+    ("margins-float", ["sweep", "--margins", "1.5"], "--margins", "sbnn sweep: error:"),
+    ("keeps-not-float", ["sweep", "--keeps", "half"], "argument --keeps", "sbnn sweep: error:"),
+    ("sample-data-no-out", ["sample-data"], "--out", "sbnn sample-data: error:"),
+    ("exit-margin-not-int", ["sim", "--exit-margin", "1e3"], "argument --exit-margin",
+     "sbnn sim: error:"),
+]
+
+
+@pytest.mark.parametrize("name, argv, words, prefix", ARGPARSE_CASES,
+                         ids=[c[0] for c in ARGPARSE_CASES])
+def test_bad_arguments_exit_2_with_usage(name, argv, words, prefix, quiet_env, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(prefix) and words in last, err
+    assert err.strip().splitlines()[0].startswith("usage:")
+    assert not any(quiet_env.iterdir())
