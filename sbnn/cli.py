@@ -418,12 +418,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelFileError, MnistError, CliError) as exc:
         print(f"sbnn: error: {exc}", file=sys.stderr)
         return 2
-    except UnicodeDecodeError as exc:  # only a --config file is read as text unchecked
-        where = getattr(args, "config", None)
-        what = f"--config {str(where)!r}" if where else "an input file"
-        print(f"sbnn: error: {what} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-              file=sys.stderr)
-        return 2
     except RuntimeError as exc:  # a tool failed (Verilator build, simulator): say where
         print(f"sbnn: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1

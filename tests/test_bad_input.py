@@ -57,7 +57,7 @@ CONFIG_CASES = [
     ("sbnn-not-table", _gen_config("c.toml", 'sbnn = "x"\n'), "'sbnn'"),
     ("clock-string", _gen_config("c.json", {"clock_mhz": "fast"}), "'clock_mhz'"),
     ("gains-wrong-len", _gen_config("c.json", {"plane_gains": [1]}), "'plane_gains'"),
-    ("not-utf8", _gen_config("c.json", b"\xff\xfe{}"), "UTF-8"),
+    ("not-utf8", _gen_config("c.json", b"\xff\xfe{}"), "utf-8"),
     ("config-missing", lambda tmp: ["gen", "--config", str(tmp / "nope.toml"),
                                     "--out", str(tmp / "out")], "does not exist"),
 ]
