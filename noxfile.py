@@ -55,6 +55,22 @@ def synth(session: nox.Session) -> None:
 
 
 @nox.session
+def perf(session: nox.Session) -> None:
+    """Cosim throughput: 10,000 MNIST test images through the RTL, fully checked, beside raw
+    Verilator and the golden model alone (docs/performance.md); options after --."""
+    _install(session)
+    session.run("python", "benchmarks/cosim_bench.py", *session.posargs)
+
+
+@nox.session
+def equiv(session: nox.Session) -> None:
+    """Long randomized equivalence run (default 20 configs x 5000 cases = 10^5 inferences),
+    resumable through out/equiv/ledger.jsonl; options after --, e.g. -- --seed 100."""
+    _install(session)
+    session.run("sbnn", "equiv", *session.posargs)
+
+
+@nox.session
 def train(session: nox.Session) -> None:
     """Train the default design (case i); pass options after --, e.g. -- --out runs/x."""
     _install(session)

@@ -12,7 +12,7 @@ from sbnn.gen.lint import waiver_flags
 from sbnn.gen.verilog import SIM_TOP, emit_all
 
 from sbnn.config import SbnnConfig
-from sbnn.toolchain import setup_toolchain
+from sbnn.toolchain import setup_toolchain, trace_flags
 
 __all__ = ["CosimJob", "build_sim", "run_cosim"]
 
@@ -52,7 +52,7 @@ def build_sim(cfg: SbnnConfig, build_root: str | Path, waves: bool = False) -> P
     runner.build(
         sources=[files["sim_top"]], hdl_toplevel=SIM_TOP, build_dir=build_dir,
         build_args=[*waiver_flags(), "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                    *(["--trace-fst"] if waves else [])],
+                    *(trace_flags() if waves else [])],
         waves=waves, always=False, log_file=build_dir / "build.log",
     )
     return build_dir

@@ -173,8 +173,11 @@ class HwResult:
     adc: dict[tuple[int, int, int, int], np.ndarray] | None  # (pass, layer, rb, k) -> (B, m)
 
 
-def _adc_layer(model, layer, x, planes, keep, adc, pass_):
-    """Per-plane masked ADC code sums of one layer; records codes when ``keep``."""
+def _adc_layer(model, layer, x, planes, keep, adc, pass_, variation=None):
+    """Per-plane masked ADC code sums of one layer; records codes when ``keep``.
+
+    ``variation`` (golden/variability.py: IntegerMacro or FloatMacro) replaces the ideal
+    column computation by the varied macro's."""
     cfg = model.config
     a, n = cfg.active_rows, cfg.layers[layer]
     shift = cfg.adc_steps[layer].bit_length() - 1
@@ -184,9 +187,12 @@ def _adc_layer(model, layer, x, planes, keep, adc, pass_):
         total = 0
         for rb in range(cfg.row_blocks(layer)):
             rows = slice(rb * a, min(n, (rb + 1) * a))
-            w = model.planes[layer][k][:, rows].astype(np.float64)
-            s = np.rint(xf[:, rows] @ w.T).astype(np.int64) * cfg.plane_gains[k]
-            q = np.clip(s >> shift, cfg.adc_min, cfg.adc_max)
+            if variation is not None:
+                q = variation.adc_codes(model, layer, k, rows, xf[:, rows])
+            else:
+                w = model.planes[layer][k][:, rows].astype(np.float64)
+                s = np.rint(xf[:, rows] @ w.T).astype(np.int64) * cfg.plane_gains[k]
+                q = np.clip(s >> shift, cfg.adc_min, cfg.adc_max)
             if k:
                 q = q * model.support_mask[layer][:, k - 1]
             total = total + q
@@ -203,15 +209,19 @@ def margins(logits: np.ndarray) -> np.ndarray:
 
 
 def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
-           exit_margin: int | None = NEVER_EXIT, keep_adc: bool = False) -> HwResult:
-    """Run a batch of images through the hardware-exact integer path."""
+           exit_margin: int | None = NEVER_EXIT, keep_adc: bool = False,
+           variation=None) -> HwResult:
+    """Run a batch of images through the hardware-exact integer path.
+
+    ``variation``: a varied macro from golden/variability.py (``IntegerMacro`` is the RTL's
+    arithmetic, ``FloatMacro`` the unrounded physical model); None is the ideal macro."""
     cfg = model.config
     budget = cfg.num_supports if budget is None else budget
     _check_budget(cfg, budget)
     passes = schedule(model, budget).passes
     x0 = input_codes(cfg, pixels)
     adc: dict = {}
-    first = _adc_layer(model, 0, x0, range(budget + 1), keep_adc, adc, 0)
+    first = _adc_layer(model, 0, x0, range(budget + 1), keep_adc, adc, 0, variation)
     inputs = {}
     pass_logits = {}
     for p in passes:
@@ -220,7 +230,7 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
         for layer in range(cfg.num_layers):
             if layer:
                 acc = sum(_adc_layer(model, layer, x, range(p + 1), keep_adc, adc,
-                                     p).values())
+                                     p, variation).values())
             v = acc - model.thresholds[layer]
             if layer + 1 < cfg.num_layers:
                 x = np.where(v >= 0, 1, -1).astype(np.int64)

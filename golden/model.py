@@ -51,18 +51,36 @@ class SupportedLinear(nn.Module):
         self.supports = nn.Parameter(torch.empty(len(scales), m, n).uniform_(-bound, bound))
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32))
         self.register_buffer("mask", torch.ones(m, len(scales)))
+        #: Support-column dropout rate in training: each (neuron, plane) column is switched
+        #: off for a whole minibatch with this probability, so that the network learns to
+        #: work without any one support column (what pruning and the runtime mask rely on).
+        self.support_drop = 0.0
 
     @property
     def num_supports(self) -> int:
         return self.supports.shape[0]
 
+    def column_mask(self) -> torch.Tensor:
+        """(m, K) mask in effect: the deployed mask, times a dropout draw in training.
+
+        No 1/(1-p) rescaling: a dropped column is exactly a pruned (masked) column in
+        hardware, so the network must learn to be right without it, not on average."""
+        if self.training and self.support_drop > 0 and self.num_supports:
+            keep = (torch.rand_like(self.mask) >= self.support_drop).to(self.mask.dtype)
+            return self.mask * keep
+        return self.mask
+
+    def plane_weights(self, budget: int | None = None) -> list[torch.Tensor]:
+        """[B0, a_1 M_1 S_1, ...] up to ``budget`` support planes (each one ADC conversion)."""
+        k_max = self.num_supports if budget is None else budget
+        mask = self.column_mask() if k_max else self.mask
+        return [binarize(self.base)] + [
+            self.scales[k] * mask[:, k:k + 1] * binarize(self.supports[k])
+            for k in range(k_max)]
+
     def effective_weight(self, budget: int | None = None) -> torch.Tensor:
         """B0 + sum_{k <= budget} a_k M_k S_k: one matmul instead of K+1."""
-        w = binarize(self.base)
-        k_max = self.num_supports if budget is None else budget
-        for k in range(k_max):
-            w = w + self.scales[k] * self.mask[:, k:k + 1] * binarize(self.supports[k])
-        return w
+        return torch.stack(self.plane_weights(budget)).sum(0)
 
     def forward(self, x: torch.Tensor, budget: int | None = None) -> torch.Tensor:
         return x @ self.effective_weight(budget).t()
@@ -89,11 +107,32 @@ class SupportedBNN(nn.Module):
         self.log_out_scale = nn.Parameter(torch.tensor(-0.5 * math.log(cfg.layers[-2])))
         self.out_bias = nn.Parameter(torch.zeros(cfg.num_classes))
 
+    #: Model the first layer's per-tile ADC saturation in training (see _first_layer_adc).
+    adc_aware: bool = False
+
+    def _first_layer_adc(self, codes: torch.Tensor, budget: int | None) -> torch.Tensor:
+        """First layer as the macro computes it: every (row block, plane) product-sum is
+        clipped to the ADC range separately, then accumulated. Pixel codes reach 15, so a
+        64-row block can exceed the ADC's range; hidden layers (+-1 inputs) cannot, in
+        practice. The floor of the ADC is left out on purpose: fold.py corrects its mean."""
+        cfg, lin = self.cfg, self.linears[0]
+        a, n, nb = cfg.active_rows, cfg.layers[0], cfg.row_blocks(0)
+        x = nn.functional.pad(codes, (0, nb * a - n)).view(len(codes), nb, a).transpose(0, 1)
+        step, g0 = cfg.adc_steps[0], cfg.plane_gains[0]
+        y = 0
+        for w in lin.plane_weights(budget):
+            wk = nn.functional.pad(w, (0, nb * a - n)).view(len(w), nb, a).permute(1, 2, 0)
+            # plane k's column sum is gain_k * x.S_k; w already carries a_k = gain_k / g0
+            s = torch.bmm(x, wk) * (g0 / step)  # (nb, B, m) in ADC codes
+            y = y + s.clamp(cfg.adc_min, cfg.adc_max).sum(0)
+        return y * (step / g0)
+
     def forward(self, codes: torch.Tensor, budget: int | None = None) -> torch.Tensor:
         """Logits from first-layer row codes (see :func:`pixels_to_codes`)."""
         h = codes
-        for lin, norm in zip(self.linears[:-1], self.norms):
-            h = binarize(norm(lin(h, budget)))
+        for i, (lin, norm) in enumerate(zip(self.linears[:-1], self.norms)):
+            y = self._first_layer_adc(h, budget) if i == 0 and self.adc_aware else lin(h, budget)
+            h = binarize(norm(y))
         y = self.linears[-1](h, budget)
         return y * self.log_out_scale.exp() + self.out_bias
 

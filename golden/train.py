@@ -1,8 +1,13 @@
-"""Training: case (i) — a plain BNN first, then support planes learned on its frozen base.
+"""Training: case (i) — a plain BNN first, then support planes learned on its frozen base —
+and case (ii) — base plane, supports and binarization learned jointly from scratch.
 
 Published BinaryNet MLP practice: sign + straight-through estimator, latent weights clipped
 to [-1, 1], batch norm (folded to thresholds at export), Adam with an exponentially decaying
-learning rate. Every epoch is checkpointed; rerunning the same command resumes.
+learning rate. Options beyond that (all off by default, so the default design trains as it
+always did): random +-``shift`` pixel translations of the training images, structured
+dropout of support columns (``support_drop``), and the first layer's per-tile ADC clipping
+modelled in the forward pass (``adc_aware``). Every epoch is checkpointed; rerunning the same
+command resumes.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +29,107 @@ from .hwpath import run_hw
 from .model import SupportedBNN, pixels_to_codes
 from .qmodel import QuantizedModel
 
-__all__ = ["TrainSettings", "train_case_i", "evaluate_float", "evaluate_hw"]
+__all__ = ["TrainSettings", "TrainSettingsError", "train_case_i", "train_case_ii", "train",
+           "evaluate_float", "evaluate_hw", "shift_images", "recalibrate_norms"]
+
+
+class TrainSettingsError(ValueError):
+    """A training option is invalid; the message names the option and what is allowed."""
+
+    def __init__(self, name: str, message: str):
+        self.field_name = name
+        super().__init__(f"training option '{name}': {message}")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Schedule and recipe of one training run (the design itself is the SbnnConfig)."""
+
+    #: case (i): epochs of the plain BNN, then of the supports on the frozen base
     base_epochs: int = 20
     support_epochs: int = 10
+    #: case (ii): epochs of joint training of base plane and supports
+    joint_epochs: int = 30
     batch_size: int = 100
     lr: float = 3e-3
     lr_final: float = 3e-4
+    #: case (i) stage 2 starts at this learning rate (None: ``lr``); it decays to lr_final
+    support_lr: float | None = None
     seed: int = 0
     threads: int = 2
+    #: random translation of each training image by up to +-shift pixels (0: none)
+    shift: int = 0
+    #: probability that a support column is dropped for one minibatch
+    support_drop: float = 0.0
+    #: model the first layer's per-tile ADC clipping while training
+    adc_aware: bool = False
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, what: str) -> None:
+            if not ok:
+                raise TrainSettingsError(name, f"{what}, got {getattr(self, name)!r}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        for name in ("base_epochs", "support_epochs", "joint_epochs"):
+            v = getattr(self, name)
+            check(name, is_int(v) and 0 <= v <= 10000, "must be an integer in 0..10000")
+        check("batch_size", is_int(self.batch_size) and 1 <= self.batch_size <= 60000,
+              "must be an integer in 1..60000")
+        for name in ("lr", "lr_final"):
+            v = getattr(self, name)
+            check(name, isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+                  "must be a number in (0, 1]")
+        check("support_lr", self.support_lr is None or (
+            isinstance(self.support_lr, (int, float)) and not isinstance(self.support_lr, bool)
+            and 0 < self.support_lr <= 1), "must be a number in (0, 1] or left out")
+        check("seed", is_int(self.seed) and self.seed >= 0, "must be an integer >= 0")
+        check("threads", is_int(self.threads) and 1 <= self.threads <= 256,
+              "must be an integer in 1..256")
+        check("shift", is_int(self.shift) and 0 <= self.shift <= 8,
+              "must be an integer in 0..8 (pixels)")
+        check("support_drop", isinstance(self.support_drop, (int, float))
+              and not isinstance(self.support_drop, bool) and 0 <= self.support_drop < 1,
+              "must be a number in [0, 1)")
+        check("adc_aware", isinstance(self.adc_aware, bool), "must be true or false")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise TrainSettingsError(key, f"unknown option; allowed are "
+                                              f"{', '.join(sorted(known))}")
+        return cls(**data)
 
 
-def _progress(prefix: str, done: int, total: int) -> None:
+def shift_images(images: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Translate each (N, 28, 28) image by its own random (dy, dx) in -shift..shift,
+    filling with 0 (the background), so digits move but are never wrapped around."""
+    if shift == 0:
+        return images
+    n, h, w = images.shape
+    pad = np.pad(images, ((0, 0), (shift, shift), (shift, shift)))
+    dy = rng.integers(-shift, shift + 1, n)
+    dx = rng.integers(-shift, shift + 1, n)
+    out = np.empty_like(images)
+    for sy in range(-shift, shift + 1):  # (2s+1)^2 groups of plain slicing: fast
+        for sx in range(-shift, shift + 1):
+            idx = np.flatnonzero((dy == sy) & (dx == sx))
+            out[idx] = pad[idx, shift - sy:shift - sy + h, shift - sx:shift - sx + w]
+    return out
+
+
+def _progress(prefix: str, done: int, total: int, extra: str = "") -> None:
     stream = sys.stderr  # looked up per call: the stream may be replaced (pytest, redirects)
     if not stream.isatty():
         return
     width = 30
     fill = width * done // max(1, total)
-    stream.write(f"\r{prefix} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+    stream.write(f"\r{prefix} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {extra}")
     if done == total:
-        stream.write("\r" + " " * (len(prefix) + width + 20) + "\r")
+        stream.write("\r" + " " * (len(prefix) + len(extra) + width + 20) + "\r")
     stream.flush()
 
 
@@ -56,23 +139,32 @@ def evaluate_float(model: SupportedBNN, pixels: np.ndarray, labels: np.ndarray,
     """Test error (%) of the float model."""
     model.eval()
     codes = pixels_to_codes(torch.from_numpy(pixels.reshape(len(pixels), -1)), model.cfg)
-    pred = model(codes, budget).argmax(1).numpy()
+    pred = torch.cat([model(c, budget).argmax(1) for c in codes.split(2000)]).numpy()
     return float((pred != labels).mean() * 100)
 
 
 def evaluate_hw(qmodel: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
                 budget: int | None = None) -> float:
     """Test error (%) of the hardware-exact integer path."""
-    pred = run_hw(qmodel, pixels.reshape(len(pixels), -1), budget).classes
+    flat = pixels.reshape(len(pixels), -1)
+    pred = np.concatenate([run_hw(qmodel, flat[i:i + 2000], budget).classes
+                           for i in range(0, len(flat), 2000)])
     return float((pred != labels).mean() * 100)
+
+
+def _set_recipe(model: SupportedBNN, settings: TrainSettings) -> None:
+    model.adc_aware = settings.adc_aware
+    for lin in model.linears:
+        lin.support_drop = settings.support_drop
 
 
 def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epochs: int,
                budget: int | None, train: tuple[np.ndarray, np.ndarray],
                test: tuple[np.ndarray, np.ndarray], settings: TrainSettings, ckpt: Path,
-               log) -> None:
-    opt = torch.optim.Adam(params, lr=settings.lr)
-    gamma = (settings.lr_final / settings.lr) ** (1 / max(1, epochs - 1))
+               log, lr: float | None = None) -> None:
+    lr = settings.lr if lr is None else lr
+    opt = torch.optim.Adam(params, lr=lr)
+    gamma = (settings.lr_final / lr) ** (1 / max(1, epochs - 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     start = 0
     if ckpt.exists():
@@ -82,56 +174,138 @@ def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epoch
         sched.load_state_dict(state["sched"])
         start = state["epoch"]
         log(f"{name}: resumed from {ckpt} after epoch {start}")
-    x_all = pixels_to_codes(torch.from_numpy(train[0].reshape(len(train[0]), -1).copy()), model.cfg)
+    images = train[0].reshape(len(train[0]), 28, 28) if settings.shift else train[0]
     y_all = torch.from_numpy(train[1].astype(np.int64))
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
         model.train()
+        # Per-epoch seeds: a resumed run draws the same order and shifts as an unbroken one.
         gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        torch.manual_seed(settings.seed * 1000 + epoch + 500)  # support-dropout draws
+        rng = np.random.default_rng(settings.seed * 1000 + epoch)
+        x_np = shift_images(images, settings.shift, rng).reshape(len(images), -1)
+        x_all = pixels_to_codes(torch.from_numpy(np.ascontiguousarray(x_np)), model.cfg)
         order = torch.randperm(len(x_all), generator=gen)
         steps = len(order) // settings.batch_size
-        total_loss, t0 = 0.0, time.time()
+        total_loss, correct, t0 = 0.0, 0, time.time()
         for step in range(steps):
             idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
-            loss = loss_fn(model(x_all[idx], budget), y_all[idx])
+            out = model(x_all[idx], budget)
+            loss = loss_fn(out, y_all[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             model.clip_latent()
             total_loss += loss.item()
+            correct += int((out.argmax(1) == y_all[idx]).sum())
             if step % 20 == 0 or step == steps - 1:
-                _progress(f"{name} epoch {epoch + 1}/{epochs}", step + 1, steps)
+                seen = (step + 1) * settings.batch_size
+                _progress(f"{name} epoch {epoch + 1}/{epochs}", step + 1, steps,
+                          f"loss {total_loss / (step + 1):.4f} "
+                          f"train acc {100 * correct / seen:.2f} %")
         sched.step()
         err = evaluate_float(model, *test, budget=budget)
         log(f"{name} epoch {epoch + 1}/{epochs}: loss {total_loss / steps:.4f}, "
-            f"float test error {err:.2f} %, {time.time() - t0:.1f} s")
+            f"train acc {100 * correct / (steps * settings.batch_size):.2f} %, "
+            f"float test error {err:.2f} %, lr {sched.get_last_lr()[0]:.2e}, "
+            f"{time.time() - t0:.1f} s")
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "epoch": epoch + 1}, tmp)
         tmp.replace(ckpt)
 
 
-def train_case_i(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
-                 test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
-                 settings: TrainSettings = TrainSettings(), log=print) -> dict:
-    """Stage 1: plain BNN (supports off). Stage 2: supports, norms and output scale on the
-    frozen base. Writes ``baseline.npz`` and ``model.npz`` (QuantizedModel) and
-    ``train_summary.json`` to ``out_dir``; returns the summary."""
+def _prepare(cfg: SbnnConfig, out_dir: str | Path,
+             settings: TrainSettings) -> tuple[Path, SupportedBNN, float]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     cfg.write_snapshot(out / "config.json")
     model = SupportedBNN(cfg)
-    t0 = time.time()
+    _set_recipe(model, settings)
+    # Time already spent before an interruption counts: train_minutes is the whole run.
+    spent_file = out / "train_seconds.json"
+    spent = json.loads(spent_file.read_text())["seconds"] if spent_file.exists() else 0.0
+    return out, model, time.time() - spent
+
+
+def _record_time(out: Path, t0: float) -> None:
+    (out / "train_seconds.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+
+
+@torch.no_grad()
+def recalibrate_norms(model: SupportedBNN, images: np.ndarray, chunk: int = 1000) -> None:
+    """Re-estimate the batch-norm statistics with every support column on.
+
+    Under support dropout the running statistics average over minibatches with columns
+    missing, but the deployed network (and its folded thresholds) runs with the whole mask:
+    one pass over the (unshifted) training images gives the statistics it actually sees."""
+    for norm in model.norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the pass
+    drops = [lin.support_drop for lin in model.linears]
+    for lin in model.linears:
+        lin.support_drop = 0.0
+    model.train()
+    codes = pixels_to_codes(torch.from_numpy(images.reshape(len(images), -1)), model.cfg)
+    for c in codes.split(chunk):
+        model(c)
+    for lin, p in zip(model.linears, drops):
+        lin.support_drop = p
+    for norm in model.norms:
+        norm.momentum = 0.1
+    model.eval()
+
+
+def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
+            test: tuple[np.ndarray, np.ndarray], t0: float, extra: dict,
+            train_images: np.ndarray | None = None) -> dict:
+    cfg = model.cfg
+    if settings.support_drop > 0 and cfg.num_supports and train_images is not None:
+        recalibrate_norms(model, train_images)
+    qmodel = fold_model(model)
+    qmodel.save(out / "model.npz")
+    torch.save(model.state_dict(), out / "model_float.pt")
+    _record_time(out, t0)
+    minutes = (time.time() - t0) / 60
+    summary = {
+        "case": case,
+        "settings": asdict(settings),
+        "config": cfg.to_dict(),
+        "train_minutes": round(minutes, 2),
+        **extra,
+        "float_error_pct": evaluate_float(model, *test),
+        "hw_error_pct": evaluate_hw(qmodel, *test),
+        "float_error_pct_by_budget": [evaluate_float(model, *test, budget=b)
+                                      for b in range(cfg.num_supports + 1)],
+        "hw_error_pct_by_budget": [evaluate_hw(qmodel, *test, budget=b)
+                                   for b in range(cfg.num_supports + 1)],
+        "test_images": int(len(test[1])),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def train_case_i(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
+                 test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
+                 settings: TrainSettings = TrainSettings(), log=print) -> dict:
+    """Stage 1: plain BNN (supports off). Stage 2: supports, norms and output scale on the
+    frozen base. Writes ``baseline.npz`` and ``model.npz`` (QuantizedModel), their float
+    state dicts (``*_float.pt``) and ``train_summary.json`` to ``out_dir``; returns the
+    summary."""
+    out, model, t0 = _prepare(cfg, out_dir, settings)
 
     stage1 = [p for n, p in model.named_parameters() if not n.endswith("supports")]
     _run_stage("base", model, stage1, settings.base_epochs, 0, train, test, settings,
                out / "ckpt_base.pt", log)
+    _record_time(out, t0)
+    base_minutes = (time.time() - t0) / 60
     base_float_error = evaluate_float(model, *test, budget=0)
     folded = fold_model(model)
     baseline = folded.with_mask(tuple(np.zeros_like(m) for m in folded.support_mask))
     baseline.save(out / "baseline.npz")
+    torch.save(model.state_dict(), out / "baseline_float.pt")
 
     if cfg.num_supports:
         # Start every support plane at the base plane's signs with small latent magnitude:
@@ -144,22 +318,31 @@ def train_case_i(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
             p.requires_grad_(False)
         stage2 = [p for p in model.parameters() if p.requires_grad]
         _run_stage("supports", model, stage2, settings.support_epochs, None, train, test,
-                   settings, out / "ckpt_supports.pt", log)
-    qmodel = fold_model(model)
-    qmodel.save(out / "model.npz")
-    minutes = (time.time() - t0) / 60
-
-    summary = {
-        "settings": asdict(settings),
-        "train_minutes": round(minutes, 2),
+                   settings, out / "ckpt_supports.pt", log, lr=settings.support_lr)
+    return _finish("i", model, out, settings, test, t0, train_images=train[0], extra={
+        "base_train_minutes": round(base_minutes, 2),
         "baseline_float_error_pct": base_float_error,
-        "baseline_hw_error_pct": evaluate_hw(baseline, *test, budget=0),
-        "float_error_pct": evaluate_float(model, *test),
-        "hw_error_pct": evaluate_hw(qmodel, *test),
-        "hw_error_pct_by_budget": [evaluate_hw(qmodel, *test, budget=b)
-                                   for b in range(cfg.num_supports + 1)],
-        "test_images": int(len(test[1])),
-    }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        "baseline_hw_error_pct": evaluate_hw(baseline, *test, budget=0)})
 
+
+def train_case_ii(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
+                  test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
+                  settings: TrainSettings = TrainSettings(), log=print) -> dict:
+    """Base plane, supports, norms and output scale learned together from scratch, with
+    every support plane in the forward pass. Writes ``model.npz``, ``model_float.pt`` and
+    ``train_summary.json`` to ``out_dir``; returns the summary."""
+    out, model, t0 = _prepare(cfg, out_dir, settings)
+    _run_stage("joint", model, list(model.parameters()), settings.joint_epochs, None, train,
+               test, settings, out / "ckpt_joint.pt", log)
+    return _finish("ii", model, out, settings, test, t0, {}, train_images=train[0])
+
+
+def train(case: str, cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
+          test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
+          settings: TrainSettings = TrainSettings(), log=print) -> dict:
+    """Dispatch to :func:`train_case_i` (``case="i"``) or :func:`train_case_ii` (``"ii"``)."""
+    if case == "i":
+        return train_case_i(cfg, train, test, out_dir, settings, log)
+    if case == "ii":
+        return train_case_ii(cfg, train, test, out_dir, settings, log)
+    raise TrainSettingsError("case", f"must be 'i' or 'ii', got {case!r}")

@@ -86,18 +86,20 @@ class Controller(wiring.Component):
         pix = buffer([cfg.layers[0]], "pix")
         hid = [buffer(cfg.layers[1:-1], f"hid{i}") for i in range(2)]
 
-        # ---- memories written by prog, and the first layer's accumulators across passes
+        # ---- memories written by prog, and the first layer's accumulators across passes.
+        # Depth at least 2: a one-entry memory has a zero-width address, which Amaranth
+        # emits as `wire [-1:0]` (Verilator rejects it; found by the random-config run).
         m.submodules.thresholds = th_mem = Memory(
             shape=data.ArrayLayout(signed(cfg.threshold_bits), nt),
-            depth=cfg.total_col_blocks, init=[])
+            depth=max(2, cfg.total_col_blocks), init=[])
         th_wr = th_mem.write_port(granularity=1)
         th_rd = th_mem.read_port(domain="comb")
         m.submodules.colmask = mask_mem = Memory(
-            shape=cfg.macro_cols, depth=cfg.total_col_blocks, init=[])
+            shape=cfg.macro_cols, depth=max(2, cfg.total_col_blocks), init=[])
         mask_wr = mask_mem.write_port()
         mask_rd = mask_mem.read_port(domain="comb")
         m.submodules.acc0 = acc0_mem = Memory(
-            shape=data.ArrayLayout(signed(cfg.acc_bits), nt), depth=ncb0, init=[])
+            shape=data.ArrayLayout(signed(cfg.acc_bits), nt), depth=max(2, ncb0), init=[])
         acc0_wr = acc0_mem.write_port()
         acc0_rd = acc0_mem.read_port(domain="comb")
         # Which planes have an enabled column, per column block: lets the issue side skip
@@ -307,8 +309,12 @@ class Controller(wiring.Component):
                         req = self.pixels.payload.budget
                         if (1 << len(req)) - 1 > cfg.num_supports:  # clamp only if it can exceed
                             req = Mux(req > cfg.num_supports, cfg.num_supports, req)
-                        m.d.sync += budget.eq(Mux(self.pixels.payload.use_budget, req,
-                                                  budget_reg))
+                        # prog is ready here too: a BUDGET op taken in this same cycle
+                        # applies to this image, as every other op taken with it does.
+                        reg = Mux(self.prog.valid & (prog.op == ProgOp.BUDGET),
+                                  Mux(prog.data > cfg.num_supports, cfg.num_supports,
+                                      prog.data), budget_reg)
+                        m.d.sync += budget.eq(Mux(self.pixels.payload.use_budget, req, reg))
                     with m.If(beat == cfg.input_beats - 1):
                         m.d.sync += [
                             beat.eq(0), cnt_cycles.eq(0), cnt_evals.eq(0), cnt_cols.eq(0),

@@ -43,7 +43,9 @@ class Sizes:
         self.nt_bits = max(1, ceil_log2(cfg.neurons_per_tile))
         self.cb_bits = max(1, ceil_log2(cfg.total_col_blocks))
         self.addr_bits = max(self.group_bits + self.row_bits, self.cb_bits + self.nt_bits)
-        self.data_bits = max(cfg.macro_cols, cfg.threshold_bits, 8)
+        # threshold_bits + 1: the EXIT_MARGIN register (margin_bits) must be writable in
+        # full, its all-ones "never exit" value included.
+        self.data_bits = max(cfg.macro_cols, cfg.threshold_bits + 1, 8)
         self.shift_bits = max(1, ceil_log2(max(cfg.adc_steps).bit_length()))
         self.class_bits = max(1, ceil_log2(cfg.num_classes))
         self.layer_bits = max(1, ceil_log2(cfg.num_layers))

@@ -10,7 +10,7 @@ from sbnn.config import SbnnConfig
 
 from .controller import Controller
 from .interfaces import controller_members, macro_signature, trace_layout
-from .macro import BehavioralMacro
+from .macro import BehavioralMacro, MismatchTable
 
 __all__ = ["SimTop", "TapeoutTop", "MACRO_MODULE", "macro_port_list", "probe_signature"]
 
@@ -38,10 +38,13 @@ class SimTop(wiring.Component):
 
     The probe lets a testbench monitor every macro transaction without reaching into the
     hierarchy (Verilator then needs no public-signal flags, which would slow it down).
+    ``mismatch``: one drawn process variation for the behavioral macro (rtl/macro.py);
+    the controller is the same either way.
     """
 
-    def __init__(self, config: SbnnConfig):
+    def __init__(self, config: SbnnConfig, mismatch: MismatchTable | None = None):
         self._cfg = config
+        self._mismatch = mismatch
         members = controller_members(config)
         members["probe"] = Out(probe_signature(config))
         members["probe_trace"] = Out(trace_layout(config))
@@ -50,7 +53,7 @@ class SimTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.ctrl = ctrl = Controller(self._cfg)
-        m.submodules.macro = macro = BehavioralMacro(self._cfg)
+        m.submodules.macro = macro = BehavioralMacro(self._cfg, self._mismatch)
         wiring.connect(m, ctrl.macro, macro.bus)
         wiring.connect(m, wiring.flipped(self.prog), ctrl.prog)
         wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)

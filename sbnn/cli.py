@@ -55,42 +55,167 @@ def _budgets(text: str) -> tuple[int, ...]:
             f"--budgets must be comma-separated integers, got {text!r}") from None
 
 
+#: sbnn train options that override [train] fields of the config file (None = not given)
+_TRAIN_OPTIONS = ("base_epochs", "support_epochs", "joint_epochs", "batch_size", "lr",
+                  "lr_final", "support_lr", "seed", "threads", "shift", "support_drop",
+                  "adc_aware")
+
+
+def _train_table(path: Path | None) -> dict:
+    """The optional [train] table of a TOML/JSON config file (the recipe, not the design)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    text = Path(path).read_text()
+    try:
+        if Path(path).suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception:  # noqa: BLE001 - load_config has already reported parse errors
+        return {}
+    table = data.get("train", {}) if isinstance(data, dict) else {}
+    if not isinstance(table, dict):
+        raise CliError(f"{path}: [train] must be a table of training options")
+    return table
+
+
+def _design_overrides(cfg: SbnnConfig, args) -> SbnnConfig:
+    """Apply --layers/--supports/--dac-bits/--adc-bits to the loaded design."""
+    changes = {}
+    if args.layers is not None:
+        try:
+            changes["layers"] = [int(v) for v in args.layers.split(",")]
+        except ValueError:
+            raise CliError(f"--layers must be comma-separated widths such as "
+                           f"784,1024,1024,10, got {args.layers!r}") from None
+    for opt, name in (("supports", "num_supports"), ("dac_bits", "dac_bits"),
+                      ("adc_bits", "adc_bits")):
+        if getattr(args, opt) is not None:
+            changes[name] = getattr(args, opt)
+    if not changes:
+        return cfg
+    data = cfg.to_dict()
+    data.update(changes)
+    # Derived fields follow the new shape, as if they had been left out of the file.
+    if "num_supports" in changes:
+        data["plane_gains"] = None
+    data["adc_steps"] = None
+    return SbnnConfig.from_dict(data)
+
+
 def cmd_train(args) -> int:
     from sbnn.golden.mnist import load_mnist
-    from sbnn.golden.train import TrainSettings, train_case_i
+    from sbnn.golden.train import TrainSettings, TrainSettingsError, train
 
-    cfg = _config(args)
-    settings = TrainSettings(base_epochs=args.base_epochs, support_epochs=args.support_epochs,
-                             seed=args.seed, lr=args.lr)
-    train = load_mnist("train", args.data_dir)
+    cfg = _design_overrides(_config(args), args)
+    recipe = _train_table(args.config)
+    recipe.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None})
+    try:
+        settings = TrainSettings.from_dict(recipe)
+    except TrainSettingsError as exc:
+        raise CliError(f"{exc} (set it with --{exc.field_name.replace('_', '-')} or in "
+                       f"the config's [train] table)") from None
+    train_data = load_mnist("train", args.data_dir)
     test = load_mnist("test", args.data_dir)
-    print(f"training {list(cfg.layers)} K={cfg.num_supports} into {args.out} "
-          f"(seed {args.seed}); rerun the same command to resume", flush=True)
-    summary = train_case_i(cfg, train, test, args.out, settings,
-                           log=lambda m: print(m, flush=True))
-    print(json.dumps(summary, indent=2))
+    print(f"training case ({args.case}) {list(cfg.layers)} K={cfg.num_supports} into "
+          f"{args.out} (seed {settings.seed}); rerun the same command to resume", flush=True)
+    summary = train(args.case, cfg, train_data, test, args.out, settings,
+                    log=lambda m: print(m, flush=True))
+    summary["command"] = "sbnn " + " ".join(args.argv)
+    (Path(args.out) / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
 
 
-def cmd_eval(args) -> int:
-    from sbnn.golden.hwpath import schedule
-    from sbnn.golden.mnist import load_mnist
-    from sbnn.golden.train import evaluate_hw
+_TABLE_ROLES = ("baseline", "case_i", "case_ii", "pruned")
 
+
+def cmd_eval(args) -> int:
+    from sbnn.golden.evaluate import build_results, evaluate_model, float_model_for
+    from sbnn.golden.mnist import load_mnist
+
+    table = {r: getattr(args, r) for r in _TABLE_ROLES if getattr(args, r) is not None}
+    if table:  # the results table: every named model, results.json and the plots
+        if args.model is not None or args.json is not None:
+            raise CliError("--model/--json evaluate one model; --baseline/--case-i/--case-ii/"
+                           "--pruned build the results table: use one form or the other")
+        for path in table.values():
+            _load_model(path, None)  # clear error for a missing or bad file, before the work
+        images, labels = load_mnist("test", args.data_dir)
+        print(f"results table on {len(labels)} test images, hardware-exact path; writing "
+              f"{args.out}/results.json and plots", flush=True)
+        res = build_results(table, images, labels, args.out,
+                            eval_command="sbnn " + " ".join(args.argv),
+                            log=lambda m: print(m, flush=True))
+        keys = ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct",
+                "support_columns_pruned_pct", "pruned_error_pct", "test_images", "targets_met")
+        print(json.dumps({k: res[k] for k in keys}, indent=2))
+        return 0
+    path = args.model or _default_model()
     model = _load_model(args.model, load_config(args.config) if args.config else None)
     cfg = model.config
     images, labels = load_mnist("test", args.data_dir)
-    print(f"model {args.model or _default_model()}: layers {list(cfg.layers)}, "
-          f"K={cfg.num_supports}, {len(labels)} test images, hardware-exact path")
+    net = float_model_for(Path(path), model)
+    print(f"model {path}: layers {list(cfg.layers)}, "
+          f"K={cfg.num_supports}, {len(labels)} test images, hardware-exact path"
+          + ("" if net is None else " (float path beside it)"))
+    ev = evaluate_model(model, images, labels, net)
     rows = []
-    for b in range(cfg.num_supports + 1):
-        err = evaluate_hw(model, images, labels, budget=b)
-        cyc = schedule(model, b).total_cycles()
-        rows.append({"budget": b, "error_pct": round(err, 2), "cycles": cyc})
-        print(f"  budget {b}: error {err:.2f} %, {cyc} cycles "
+    for row in ev["budgets"]:
+        b, err, cyc = row["budget"], row["hw_error_pct"], row["cycles"]
+        rows.append({"budget": b, "error_pct": round(err, 2), "cycles": cyc,
+                     "float_error_pct": row["float_error_pct"]})
+        fl = "" if net is None else f", float {row['float_error_pct']:.2f} %"
+        print(f"  budget {b}: error {err:.2f} %{fl}, {cyc} cycles "
               f"({cyc / cfg.clock_mhz:.2f} us at {cfg.clock_mhz:g} MHz)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from sbnn.golden.mnist import load_mnist
+    from sbnn.golden.prune import prune
+
+    if not 0 <= args.tolerance <= 100:
+        raise CliError(f"--tolerance must be in 0..100 percentage points, got {args.tolerance}")
+    if not 1 <= args.calib <= 60000:
+        raise CliError(f"--calib must be in 1..60000 training images, got {args.calib}")
+    model = _load_model(args.model, load_config(args.config) if args.config else None)
+    if model.config.num_supports == 0:
+        raise CliError(f"{args.model} has no support planes (K=0): nothing to prune")
+    if args.out.suffix != ".npz":
+        raise CliError(f"--out must name a .npz file, got {str(args.out)!r}")
+    train_images, _ = load_mnist("train", args.data_dir)
+    test = load_mnist("test", args.data_dir)
+    # Calibration images: a fixed random subset of the training set (never test images).
+    rng = np.random.default_rng(args.seed)
+    calib = train_images[rng.choice(len(train_images), args.calib, replace=False)]
+    t0 = time.time()
+    res = prune(model, calib.reshape(len(calib), -1), test, args.tolerance, not args.no_refit,
+                log=lambda m: print(m, flush=True))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    res.model.save(args.out)
+    src_summary = Path(args.model).parent / "train_summary.json"
+    src = json.loads(src_summary.read_text()) if src_summary.is_file() else {}
+    meta = {"command": "sbnn " + " ".join(args.argv), "source_model": str(args.model),
+            "seed": src.get("settings", {}).get("seed"), "calib_seed": args.seed,
+            "train_minutes": src.get("train_minutes"),
+            "prune_minutes": round((time.time() - t0) / 60, 2),
+            "tolerance_pp": args.tolerance, "calib_images": args.calib,
+            "refit_thresholds": not args.no_refit,
+            "base_error_pct": res.base_error_pct, "error_pct": res.error_pct,
+            "support_columns_total": res.total, "support_columns_masked": res.pruned,
+            "support_columns_pruned_pct": round(res.pruned_pct, 2), "trials": res.trials,
+            "test_images": int(len(test[1]))}
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"masked {res.pruned} of {res.total} support columns ({res.pruned_pct:.1f} %): "
+          f"hw-exact test error {res.base_error_pct:.2f} % -> {res.error_pct:.2f} % "
+          f"(limit +{args.tolerance} pp); wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
 
@@ -150,6 +275,7 @@ def cmd_lint(args) -> int:
 
 
 def cmd_sim(args) -> int:
+    from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob, run_cosim
 
     model = _load_model(args.model, load_config(args.config) if args.config else None)
@@ -171,13 +297,25 @@ def cmd_sim(args) -> int:
         if not 0 <= b <= model.config.num_supports:
             raise CliError(f"--budgets: {b} is outside 0..{model.config.num_supports} "
                            f"(planes after the base plane)")
+    if args.image is not None and not 0 <= args.image < args.count:
+        raise CliError(f"--image {args.image} is outside 0..{args.count - 1} (the images run)")
+    if args.image is not None and args.engine != "fast":
+        raise CliError("--image (one image, e.g. with --waves) needs --engine fast")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, got {args.workers}")
     model_path = Path(args.model) if args.model else _default_model()
-    print(f"cosim: {args.count} images x budgets {list(args.budgets)} on Verilator, "
+    print(f"cosim ({args.engine} engine): {args.count} images x budgets {list(args.budgets)}"
+          f"{' + random controls' if args.random_seed is not None else ''} on Verilator, "
           f"model {model_path}", flush=True)
     t0 = time.time()
-    report = run_cosim(CosimJob(model.config, model_path, images, args.count,
-                                tuple(args.budgets), exit_margin=args.exit_margin,
-                                random_seed=args.random_seed), args.build, waves=args.waves)
+    job = CosimJob(model.config, model_path, images, args.count, tuple(args.budgets),
+                   exit_margin=args.exit_margin, random_seed=args.random_seed)
+    if args.engine == "fast":
+        report = run_fast(job, args.build, workers=args.workers, waves=args.waves,
+                          only_image=args.image)
+        report["total_sim_cycles"] = report["sim_cycles"]
+    else:
+        report = run_cosim(job, args.build, waves=args.waves)
     wall = time.time() - t0
     print(f"{'budget':>6} {'images':>6} {'RTL acc %':>9} {'agree %':>8} {'cycles/inf':>10} "
           f"{'mean exit plane':>15}")
@@ -191,6 +329,8 @@ def cmd_sim(args) -> int:
           f"{report['results_checked']}, mismatches: {report['mismatches']}")
     print(f"simulated cycles: {report['total_sim_cycles']}, simulation {report['sim_wall_s']} s,"
           f" total wall (incl. Verilog generation and build) {wall:.1f} s")
+    for path in report.get("waves", []):
+        print(f"waves: {path}")
     if args.report:
         Path(args.report).write_text(json.dumps(report | {"wall_s": round(wall, 1)},
                                                 indent=2) + "\n")
@@ -304,6 +444,35 @@ def _confirm_on_rtl(args, model, latency) -> list[dict]:
     return confirmed
 
 
+def cmd_equiv(args) -> int:
+    from sbnn.cosim.equivalence import parse_case, run_config, run_equivalence
+
+    for name in ("configs", "cases"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, got {args.workers}")
+    if args.case:
+        try:
+            seed, index = parse_case(args.case)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        rep = run_config(seed, args.build, first=index, count=1, workers=1, only=index)
+        print(f"case {seed}:{index}: {rep['transactions_checked']} transactions, "
+              f"{'OK' if rep['mismatches'] == 0 else 'MISMATCH: ' + str(rep['first_mismatch'])}")
+        print(f"config: {json.dumps(rep['config'])}")
+        print(f"run folder (command file, logs, sim.log): {rep['run_dir']}")
+        return 0 if rep["mismatches"] == 0 else 1
+    print(f"random-config equivalence: configs {args.seed}..{args.seed + args.configs - 1}, "
+          f"{args.cases} cases each; ledger {args.ledger}", flush=True)
+    res = run_equivalence(args.configs, args.cases, args.seed, args.build, args.ledger,
+                          args.workers, log=lambda m: print(m, flush=True))
+    print(f"{'OK' if res['ok'] else 'FAILED'}: {res['total_cases']} cases checked in the "
+          f"ledger so far with 0 mismatches" if res["ok"] else
+          f"FAILED after {res['total_cases']} good cases")
+    return 0 if res["ok"] else 1
+
+
 def cmd_sample_data(args) -> int:
     from sbnn.golden.mnist import load_mnist
 
@@ -327,14 +496,35 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", type=Path, default=None,
                         help="folder with the MNIST IDX files (or set SBNN_MNIST_DIR)")
 
-    sp = sub.add_parser("train", help="train case (i): base BNN, then supports")
+    sp = sub.add_parser("train", help="train case (i) (base BNN, then supports) or case "
+                                      "(ii) (joint)")
     with_config(sp)
     with_data(sp)
+    sp.add_argument("--case", choices=("i", "ii"), default="i",
+                    help="i: supports on the frozen pre-trained BNN; ii: joint training")
     sp.add_argument("--out", type=Path, default=Path("runs/default"))
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--base-epochs", type=int, default=20)
-    sp.add_argument("--support-epochs", type=int, default=10)
-    sp.add_argument("--lr", type=float, default=3e-3)
+    sp.add_argument("--layers", help="layer widths, e.g. 784,1024,1024,10 (overrides config)")
+    sp.add_argument("--supports", type=int, help="support planes K (overrides config)")
+    sp.add_argument("--dac-bits", type=int, help="first-layer DAC bits (overrides config)")
+    sp.add_argument("--adc-bits", type=int, help="ADC bits (overrides config)")
+    # Recipe options: default None = take the config's [train] table, else TrainSettings.
+    sp.add_argument("--seed", type=int, help="random seed (default 0)")
+    sp.add_argument("--base-epochs", type=int, help="case (i) plain-BNN epochs (default 20)")
+    sp.add_argument("--support-epochs", type=int, help="case (i) support epochs (default 10)")
+    sp.add_argument("--joint-epochs", type=int, help="case (ii) epochs (default 30)")
+    sp.add_argument("--batch-size", type=int, help="minibatch size (default 100)")
+    sp.add_argument("--lr", type=float, help="initial Adam learning rate (default 3e-3)")
+    sp.add_argument("--lr-final", type=float, help="learning rate of the last epoch, "
+                                                   "exponential decay (default 3e-4)")
+    sp.add_argument("--support-lr", type=float, help="case (i) stage-2 initial learning "
+                                                     "rate (default: --lr)")
+    sp.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
+    sp.add_argument("--shift", type=int, help="augmentation: random +-N pixel shifts "
+                                              "(default 0)")
+    sp.add_argument("--support-drop", type=float,
+                    help="support-column dropout probability in training (default 0)")
+    sp.add_argument("--adc-aware", action=argparse.BooleanOptionalAction, default=None,
+                    help="model the first layer's per-tile ADC clipping in training")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("eval", help="test error per latency budget, hardware-exact path")
@@ -342,7 +532,29 @@ def build_parser() -> argparse.ArgumentParser:
     with_data(sp)
     sp.add_argument("--model", type=Path, help="QuantizedModel .npz (default: embedded)")
     sp.add_argument("--json", type=Path, help="also write the table as JSON")
+    for role in _TABLE_ROLES:
+        sp.add_argument(f"--{role.replace('_', '-')}", dest=role, type=Path,
+                        help=f"results table: the {role.replace('_', ' ')} model .npz")
+    sp.add_argument("--out", type=Path, default=Path("docs"),
+                    help="results table: folder for results.json and the plots (default docs)")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("prune", help="mask support columns while the hw-exact test error "
+                                      "stays within a tolerance")
+    with_config(sp)
+    with_data(sp)
+    sp.add_argument("--model", type=Path, required=True, help="QuantizedModel .npz to prune")
+    sp.add_argument("--out", type=Path, required=True, help="pruned model .npz (a .json "
+                                                            "summary is written beside it)")
+    sp.add_argument("--tolerance", type=float, default=0.05,
+                    help="allowed test-error increase in percentage points (default 0.05)")
+    sp.add_argument("--calib", type=int, default=3000,
+                    help="training images used to rank columns and re-fit thresholds")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+    sp.add_argument("--no-refit", action="store_true",
+                    help="keep the thresholds (only mask); by default neurons that lose a "
+                         "column get their threshold re-fitted on the calibration images")
+    sp.set_defaults(func=cmd_prune)
 
     sp = sub.add_parser("gen", help="emit Verilog, macro stub, manifest (and hardware image)")
     with_config(sp)
@@ -373,7 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--random-seed", type=int, default=None,
                     help="also run the images with random per-inference budgets, exit "
                          "margins and support masks drawn from this seed")
-    sp.add_argument("--waves", action="store_true", help="dump an FST wave file")
+    sp.add_argument("--engine", choices=("fast", "cycle"), default="fast",
+                    help="fast: stimulus and monitor in the simulator, bulk check after, "
+                         "parallel workers; cycle: Python drives and checks every clock "
+                         "(same checks, ~10x slower)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="parallel simulator processes (fast engine; default: CPU cores)")
+    sp.add_argument("--image", type=int, default=None,
+                    help="run only this image (fast engine), e.g. with --waves")
+    sp.add_argument("--waves", action="store_true",
+                    help="dump an FST wave file (with the fast engine, use with --image)")
     sp.add_argument("--report", type=Path, help="write the report as JSON")
     sp.set_defaults(func=cmd_sim)
 
@@ -395,11 +616,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, default=Path("docs"))
     sp.set_defaults(func=cmd_sweep)
 
+    sp = sub.add_parser("equiv", help="randomized RTL vs golden equivalence over random "
+                                      "configs, models, inputs and controls (resumable)")
+    sp.add_argument("--configs", type=int, default=20, help="random configs to run")
+    sp.add_argument("--cases", type=int, default=5000, help="cases (inferences) per config")
+    sp.add_argument("--seed", type=int, default=0, help="first config seed")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="parallel simulator processes (default: CPU cores)")
+    sp.add_argument("--build", type=Path, default=Path("out/equiv"))
+    sp.add_argument("--ledger", type=Path, default=Path("out/equiv/ledger.jsonl"),
+                    help="one line per finished config; reruns skip those (resume)")
+    sp.add_argument("--case", default=None, help="rerun one case, CONFIG_SEED:INDEX")
+    sp.set_defaults(func=cmd_equiv)
+
     sp = sub.add_parser("sample-data", help="save the first N MNIST test images as .npz")
     with_data(sp)
     sp.add_argument("--count", type=int, default=300)
     sp.add_argument("--out", type=Path, required=True)
     sp.set_defaults(func=cmd_sample_data)
+
+    from sbnn.golden.variability_cli import add_variability_parser
+
+    add_variability_parser(sub)  # sbnn variability: process-variability Monte Carlo
     return p
 
 
@@ -409,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in summaries
     try:
         if args.command == "sim" and args.budgets is None:
             cfg = _load_model(args.model, load_config(args.config) if args.config else None)

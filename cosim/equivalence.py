@@ -1,0 +1,180 @@
+"""Randomized equivalence: random configs, models, inputs and controls, RTL vs golden.
+
+A *case* is one inference: a random image with a random latency budget (on the pixel
+stream) under a random exit margin, on a random model (bitcells, thresholds, support mask)
+programmed just before it. Models are redrawn every ``CASES_PER_MODEL`` cases, so the run
+also checks reprogramming between inferences. A *config* (layer widths, rows, active rows,
+columns, K, DAC/ADC bits and steps, gains, latency, lanes) is drawn from its seed and built
+once with Verilator; its cases then run on the fast harness (cosim/fast.py) with the full
+cycle-by-cycle bulk check.
+
+Every case is named ``CONFIG_SEED:INDEX`` and can be rerun alone
+(``sbnn equiv --case CONFIG_SEED:INDEX``). The run keeps a ledger (JSON lines, one per
+config) so that a long run resumes where it stopped and adds up cases over time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from sbnn.gen.image import build_image
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.interfaces import ProgOp, Sizes
+
+from sbnn.config import ConfigError, SbnnConfig
+
+__all__ = ["random_config", "random_model", "plan_config", "run_config", "run_equivalence",
+           "CASES_PER_MODEL"]
+
+CASES_PER_MODEL = 4
+
+
+def _model_seed(config_seed: int, model_index: int) -> int:
+    return int(np.random.SeedSequence([config_seed, model_index, 1]).generate_state(1)[0])
+
+
+def random_config(seed: int) -> SbnnConfig:
+    """A valid configuration drawn from ``seed`` (small enough to build in about a minute)."""
+    rng = np.random.default_rng([seed, 0])
+    while True:
+        k = int(rng.integers(0, 4))
+        planes = k + 1
+        widths = [int(rng.integers(2, 100))] + [int(rng.integers(2, 40))
+                                               for _ in range(int(rng.integers(0, 3)))]
+        widths.append(int(rng.integers(2, 13)))
+        active = int(rng.choice([1, 2, 3, 4, 8, 16, 32]))
+        cols = planes * int(rng.integers(1, 6)) + int(rng.integers(0, planes))
+        gain_bits = int(rng.integers(max(2, k + 1), 6))
+        gains = None
+        if rng.random() < 0.3:  # learned-style gains instead of powers of two
+            gains = tuple(int(g) for g in rng.integers(1, 1 << gain_bits, planes))
+        adc_bits = int(rng.integers(3, 11))
+        steps = None
+        if rng.random() < 0.5:
+            steps = tuple(1 << int(rng.integers(0, 7)) for _ in range(len(widths) - 1))
+        fields = dict(
+            layers=tuple(widths), num_supports=k, active_rows=active, macro_cols=cols,
+            dac_bits=int(rng.integers(1, 9)), gain_bits=gain_bits, plane_gains=gains,
+            adc_bits=adc_bits, adc_steps=steps, macro_latency=int(rng.integers(2, 7)),
+            input_lanes=int(rng.integers(1, 17)), macro_rows=active * (1 << 16))
+        try:
+            probe = SbnnConfig(**fields)
+            extra = int(rng.integers(0, 3))  # spare word-line groups
+            return SbnnConfig(**fields | {"macro_rows": active * (probe.total_tiles + extra)})
+        except ConfigError:
+            continue  # e.g. accumulators too wide: draw again
+
+
+def random_model(cfg: SbnnConfig, model_seed: int) -> QuantizedModel:
+    """Random bitcells, thresholds and support mask (keep fraction drawn too)."""
+    rng = np.random.default_rng(model_seed)
+    keep = float(rng.choice([0.0, 0.3, 0.7, 1.0]))
+    return QuantizedModel.random(cfg, rng, mask_keep=keep)
+
+
+def plan_config(config_seed: int, first: int, count: int, out_dir: Path):
+    """Blocks and images for cases ``first .. first+count-1`` of one config."""
+    from .fast import Block, Plan
+
+    cfg = random_config(config_seed)
+    images = np.zeros((count, cfg.layers[0]), dtype=np.uint8)
+    never = (1 << Sizes(cfg).margin_bits) - 1
+    blocks = []
+    prog: tuple = ()
+    for n in range(count):
+        case = first + n
+        rng = np.random.default_rng([config_seed, case, 2])  # the case alone: rerunnable
+        images[n] = rng.integers(0, 256, cfg.layers[0], dtype=np.uint8)
+        model_index = case // CASES_PER_MODEL
+        mseed = _model_seed(config_seed, model_index)
+        if n == 0 or case % CASES_PER_MODEL == 0:
+            model = random_model(cfg, mseed)
+            prog = tuple((int(op.value), a, d) for op, a, d in build_image(model).program())
+        # Small margins so that exits happen; sometimes the never-exit code.
+        margin = never if rng.random() < 0.25 else int(rng.integers(0, 4 * cfg.adc_max + 2))
+        margin = min(margin, never)
+        budget = int(rng.integers(0, cfg.num_supports + 1))
+        prog = prog + ((ProgOp.EXIT_MARGIN.value, 0, margin),
+                       (ProgOp.BUDGET.value, 0, int(rng.integers(0, cfg.num_supports + 1))))
+        blocks.append(Block((n,), budget, True, margin, None, prog, "equiv", mseed,
+                            group=model_index))
+        prog = ()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "cases.npz"
+    np.savez(path, images=images, labels=np.zeros(count, np.uint8))
+    return cfg, Plan(blocks), path
+
+
+def run_config(config_seed: int, build_root: Path, first: int = 0, count: int = 1000,
+               workers: int | None = None, only: int | None = None) -> dict:
+    """Run cases of one config; ``only`` runs just case ``only`` (to rerun a failure)."""
+    from .fast import execute
+
+    cfg = random_config(config_seed)
+    tag = Path(build_root) / "cases" / f"{config_seed}"
+    cfg, plan, images = plan_config(config_seed, first, count, tag)
+    if only is not None:
+        n = only - first
+        plan.blocks[:] = [plan.blocks[n]]
+    rep = execute(cfg, build_root, plan, images, None, None, workers=workers)
+    first_mm = rep["first_mismatch"]
+    if first_mm:  # name the case: the image index in this plan is the case offset
+        n = int(first_mm.split(",")[0].split()[-1]) if first_mm.startswith("image ") else 0
+        rep["failing_case"] = f"{config_seed}:{first + n}"
+    return rep | {"config": asdict(cfg)}
+
+
+def _ledger(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_equivalence(configs: int, cases: int, seed: int, build_root: Path, ledger: Path,
+                    workers: int | None = None, log=print) -> dict:
+    """Configs ``seed .. seed+configs-1``, ``cases`` cases each; skips those in the ledger.
+    Stops at the first failing config and names its failing case."""
+    done = {(e["config_seed"], e["cases"]) for e in _ledger(ledger) if e["mismatches"] == 0}
+    total = sum(e["cases"] for e in _ledger(ledger) if e["mismatches"] == 0)
+    t_all = time.time()
+    for s in range(seed, seed + configs):
+        if (s, cases) in done:
+            continue
+        cfg = random_config(s)
+        log(f"config seed {s}: layers {list(cfg.layers)}, K={cfg.num_supports}, "
+            f"rows {cfg.active_rows}/{cfg.macro_rows}, cols {cfg.macro_cols}, "
+            f"dac {cfg.dac_bits}, adc {cfg.adc_bits} step {list(cfg.adc_steps)}, gains "
+            f"{list(cfg.plane_gains)}, latency {cfg.macro_latency}, lanes {cfg.input_lanes}; "
+            f"cases {s}:0..{s}:{cases - 1}")
+        t0 = time.time()
+        rep = run_config(s, build_root, 0, cases, workers)
+        entry = {"config_seed": s, "cases": rep["images"], "mismatches": rep["mismatches"],
+                 "transactions": rep["transactions_checked"], "sim_cycles": rep["sim_cycles"],
+                 "wall_s": round(time.time() - t0, 1), "build_s": rep["build_s"],
+                 "first_mismatch": rep["first_mismatch"],
+                 "failing_case": rep.get("failing_case")}
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        with open(ledger, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if rep["mismatches"] or rep["images"] != cases:
+            log(f"  MISMATCH in case {rep.get('failing_case')}: {rep['first_mismatch']}\n"
+                f"  rerun: sbnn equiv --case {rep.get('failing_case')}")
+            return {"ok": False, "entry": entry, "total_cases": total}
+        total += entry["cases"]
+        log(f"  {entry['cases']} cases, {entry['transactions']} transactions, 0 mismatches, "
+            f"{entry['wall_s']} s (build {entry['build_s']} s); total so far {total} cases")
+    return {"ok": True, "total_cases": total, "wall_s": round(time.time() - t_all, 1),
+            "configs": configs}
+
+
+def parse_case(text: str) -> tuple[int, int]:
+    """``'SEED:INDEX'`` -> (seed, index), or ValueError naming the format."""
+    seed, sep, index = text.partition(":")
+    if not sep or not seed.strip().lstrip("-").isdigit() or not index.strip().isdigit():
+        raise ValueError(f"--case must be CONFIG_SEED:INDEX (as printed by the run), "
+                         f"got {text!r}")
+    return int(seed), int(index)

@@ -1,0 +1,363 @@
+"""Fast cosim: the harness on Verilator under cocotb, image batches in parallel processes.
+
+Same job description as the per-cycle bench (:class:`~sbnn.cosim.runner.CosimJob`), same
+checks (every macro transaction's cycle, context, DAC codes, column enables and ADC codes,
+every result field), same first-mismatch report; the difference is that the stimulus and the
+monitor live in the simulator (cosim/harness.py) and the comparison is done in bulk
+(cosim/bulk.py). Independent image batches run as separate simulator processes.
+
+Also here: the harness built without cocotb (``raw``), for the simulator's own speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from sbnn.gen.image import build_image
+from sbnn.gen.lint import waiver_flags
+from sbnn.gen.verilog import SIM_TOP, emit_all, write_if_changed
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.interfaces import ProgOp
+
+from sbnn.config import SbnnConfig
+from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
+
+from .codec import Codec
+from .harness import HARNESS_TOP, RAW_MAIN_CPP, harness_verilog
+from .runner import CosimJob, _config_dir
+
+__all__ = ["Block", "Plan", "plan_job", "write_commands", "build_fast", "build_raw",
+           "run_fast", "execute", "run_raw", "FAST_TB"]
+
+FAST_TB = "sbnn.cosim.tb_fast"
+#: The harness makes its own clock (Verilator --timing): no call into cocotb per edge.
+HDL_CLOCK = True
+_OPT = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Images run back to back under one programmed state, after ``prog`` is sent."""
+
+    images: tuple[int, ...]
+    budget: int
+    on_stream: bool  # budget sent with each image (else the budget register applies)
+    margin: int | None  # exit margin in force (None: the reset value, never exit)
+    mask: str | None  # key of the support mask in force (None: the model's own)
+    prog: tuple[tuple[int, int, int], ...] = ()
+    run: str = "budget"  # the report groups images by run: "budget", "random", ...
+    #: The block programs its own random model, drawn from this seed (equivalence runs).
+    model_seed: int | None = None
+    #: Single-image blocks of one group run in the same worker, in order (default: by image).
+    group: int | None = None
+
+
+@dataclass
+class Plan:
+    blocks: list[Block]
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def plan_job(job: CosimJob, model: QuantizedModel, count: int) -> Plan:
+    """The whole job as blocks: every budget run, then the random-controls run if asked."""
+    cfg = model.config
+    blocks: list[Block] = []
+    margin = job.exit_margin
+    first_prog: list[tuple[int, int, int]] = []
+    if margin is not None:
+        first_prog.append((ProgOp.EXIT_MARGIN.value, 0, margin))
+    for budget in job.budgets:
+        prog = tuple(first_prog) + ((ProgOp.BUDGET.value, 0, budget),)
+        first_prog = []
+        blocks.append(Block(tuple(range(count)), budget, False, margin, None, prog))
+    masks: dict[str, np.ndarray] = {}
+    if job.random_seed is not None:
+        # Same draw sequence as the per-cycle bench: a new mask and margin every 4 images,
+        # a budget per image on the pixel stream.
+        rng = np.random.default_rng(job.random_seed)
+        for i in range(count):
+            prog: tuple = ()
+            if i % 4 == 0:
+                keep = rng.random()
+                key = f"m{i}"
+                chosen = tuple(rng.random(mk.shape) < keep for mk in model.support_mask)
+                for layer, mk in enumerate(chosen):
+                    masks[f"{key}_{layer}"] = mk
+                words = build_image(model.with_mask(chosen)).program()
+                margin = int(rng.integers(0, 40))
+                prog = tuple((int(op.value), a, d) for op, a, d in words
+                             if op == ProgOp.COL_MASK) + ((ProgOp.EXIT_MARGIN.value, 0, margin),)
+            budget = int(rng.integers(0, cfg.num_supports + 1))
+            blocks.append(Block((i,), budget, True, margin, key, prog, "random"))
+    return Plan(blocks, masks)
+
+
+def _split(plan: Plan, workers: int) -> list[Plan]:
+    """Share every block's images among workers; each worker replays the programming."""
+    parts = [Plan([], plan.masks) for _ in range(workers)]
+    pending = [[] for _ in range(workers)]  # programming a worker has not sent yet
+    for blk in plan.blocks:
+        if len(blk.images) == 1:  # single-image blocks go round-robin, whole
+            w = (blk.images[0] if blk.group is None else blk.group) % workers
+            for k in range(workers):
+                if k != w and blk.model_seed is None:  # (a model block programs it all)
+                    pending[k].extend(blk.prog)
+            parts[w].blocks.append(replace(blk, prog=tuple(pending[w]) + blk.prog))
+            pending[w] = []
+            continue
+        for w, chunk in enumerate(np.array_split(np.array(blk.images), workers)):
+            if len(chunk):
+                parts[w].blocks.append(replace(blk, images=tuple(int(i) for i in chunk),
+                                               prog=tuple(pending[w]) + blk.prog))
+                pending[w] = []
+            else:
+                pending[w].extend(blk.prog)
+    return [p for p in parts if p.blocks]
+
+
+def write_commands(path: Path, model: QuantizedModel | None, plan: Plan, pixels: np.ndarray,
+                   cfg: SbnnConfig | None = None) -> int:
+    """The harness's command file: the full hardware image of ``model`` (if given), then each
+    block. Returns the number of images."""
+    codec = Codec(model.config if model is not None else cfg)
+    lines = [] if model is None else \
+        [f"p {codec.prog(op, a, d):x}" for op, a, d in build_image(model).program()]
+    images = 0
+    for blk in plan.blocks:
+        lines.extend(f"p {codec.prog(ProgOp(op), a, d):x}" for op, a, d in blk.prog)
+        for i in blk.images:
+            beats = codec.pixel_beats(pixels[i], blk.budget if blk.on_stream else None)
+            lines.extend(f"i {b:x}" for b in beats[:-1])
+            lines.append(f"l {beats[-1]:x}")
+            images += 1
+    path.write_text("\n".join(lines) + "\n")
+    return images
+
+
+def _sources(cfg: SbnnConfig, base: Path, hdl_clock: bool = False) -> list[Path]:
+    files = emit_all(cfg, base / "rtl")
+    harness = base / "rtl" / f"{HARNESS_TOP}{'_hdlclk' if hdl_clock else ''}.sv"
+    write_if_changed(harness, harness_verilog(cfg, SIM_TOP, hdl_clock))
+    return [files["sim_top"], harness]
+
+
+def _lean_runner():
+    from cocotb_tools.runner import Verilator
+
+    class LeanVerilator(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw``: the harness marks the
+        three signals cocotb touches public itself, so Verilator may optimise the rest."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return LeanVerilator()
+
+
+def build_fast(cfg: SbnnConfig, build_root: str | Path, waves: bool = False,
+               hdl_clock: bool = HDL_CLOCK) -> Path:
+    """Emit Verilog + harness (cached) and build them for cocotb; returns the build dir."""
+    setup_toolchain()
+    base = _config_dir(Path(build_root).resolve(), cfg)
+    sources = _sources(cfg, base, hdl_clock)
+    build_dir = base / ("fast_build" + ("_hdlclk" if hdl_clock else "")
+                        + ("_waves" if waves else ""))
+    _lean_runner().build(
+        sources=sources, hdl_toplevel=HARNESS_TOP, build_dir=build_dir,
+        build_args=[*waiver_flags(), *_OPT, *(trace_flags() if waves else []),
+                    *(["--timing", "--timescale", "1ps/1ps"] if hdl_clock else [])],
+        waves=waves, always=False, log_file=build_dir / "build.log")
+    return build_dir
+
+
+def build_raw(cfg: SbnnConfig, build_root: str | Path) -> Path:
+    """The harness with a C++ main and no cocotb: the simulator alone. Returns the binary."""
+    setup_toolchain()
+    base = _config_dir(Path(build_root).resolve(), cfg)
+    sources = _sources(cfg, base)
+    build_dir = base / "raw_build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    main = build_dir / "raw_main.cpp"
+    write_if_changed(main, RAW_MAIN_CPP)
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+           "--top-module", HARNESS_TOP, "--prefix", "Vraw", "-Mdir", str(build_dir),
+           "-o", "sbnn_raw", *waiver_flags(), *_OPT, str(main), *map(str, sources)]
+    log = build_dir / "build.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"Verilator build of the raw harness failed; see {log}")
+    return build_dir / "sbnn_raw"
+
+
+def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, images: Path,
+                 model: QuantizedModel | None, model_path: Path | None,
+                 golden_model: Path | None, hdl_clock: bool) -> tuple[list[Path], int]:
+    """Command files and plan JSONs for each worker; returns (plan files, images).
+
+    ``model`` is programmed first in every worker (None: each block programs its own)."""
+    with np.load(images) as data:
+        pixels = data["images"]
+    run_root.mkdir(parents=True, exist_ok=True)
+    masks_file = None
+    if plan.masks:
+        masks_file = run_root / "masks.npz"
+        np.savez(masks_file, **plan.masks)
+    cfg.write_snapshot(run_root / "config.json")
+    files, total = [], 0
+    for w, part in enumerate(_split(plan, workers)):
+        wdir = run_root / f"w{w}"
+        wdir.mkdir(exist_ok=True)
+        total += write_commands(wdir / "commands.txt", model, part, pixels, cfg)
+        plan_file = wdir / "plan.json"
+        plan_file.write_text(json.dumps({
+            "config": str(run_root / "config.json"),
+            "model": str(Path(model_path).resolve()) if model_path else None,
+            "golden_model": str(Path(golden_model).resolve()) if golden_model else None,
+            "images": str(Path(images).resolve()),
+            "masks": str(masks_file) if masks_file else None,
+            "log": str(wdir / "log"), "report": str(wdir / "report.json"),
+            "hdl_clock": hdl_clock,
+            "blocks": [{"images": list(b.images), "budget": b.budget, "margin": b.margin,
+                        "mask": b.mask, "run": b.run, "model_seed": b.model_seed}
+                       for b in part.blocks],
+        }, indent=1))
+        files.append(plan_file)
+    return files, total
+
+
+def run_fast(job: CosimJob, build_root: str | Path, workers: int | None = None,
+             waves: bool = False, only_image: int | None = None,
+             hdl_clock: bool = HDL_CLOCK) -> dict:
+    """Run the job on the fast harness in ``workers`` parallel simulator processes; returns
+    the merged report (raises RuntimeError if a worker produced none)."""
+    model = QuantizedModel.load(job.model, job.config)
+    with np.load(job.images) as data:
+        count = min(job.count, len(data["images"]))
+    plan = plan_job(job, model, count)
+    if only_image is not None:
+        plan = Plan([replace(b, images=(only_image,)) for b in plan.blocks
+                     if only_image in b.images][:1], plan.masks)
+        workers = 1
+    return execute(job.config, build_root, plan, job.images, model, job.model,
+                   job.golden_model, workers, waves=waves, hdl_clock=hdl_clock)
+
+
+def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
+            model: QuantizedModel | None, model_path: Path | None,
+            golden_model: Path | None = None, workers: int | None = None,
+            waves: bool = False, hdl_clock: bool = HDL_CLOCK) -> dict:
+    """Build (cached), write the workers' stimulus, run them in parallel, merge reports."""
+    workers = workers or os.cpu_count() or 1
+    t_build = time.time()
+    build_dir = build_fast(cfg, build_root, waves=waves, hdl_clock=hdl_clock)
+    build_s = time.time() - t_build
+    run_root = build_dir.parent / build_dir.name.replace("build", "run")
+    plans, total = _write_plans(cfg, plan, run_root, workers, images, model, model_path,
+                                golden_model, hdl_clock)
+    t0 = time.time()
+
+    def one(plan_file: Path) -> dict:
+        wdir = plan_file.parent
+        report = wdir / "report.json"
+        report.unlink(missing_ok=True)
+        for suffix in (".start", ".done", ".image", ".result"):
+            (wdir / f"log{suffix}").unlink(missing_ok=True)
+        env = {"SBNN_COSIM_JOB": str(plan_file), "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
+               "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        runner = _lean_runner()
+        try:
+            runner.test(test_module=FAST_TB, hdl_toplevel=HARNESS_TOP,
+                        hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=wdir,
+                        extra_env=env, waves=waves,
+                        plusargs=[f"+cmd={wdir / 'commands.txt'}", f"+log={wdir / 'log'}"],
+                        results_xml=str(wdir / "results.xml"), log_file=wdir / "sim.log")
+        except SystemExit:
+            pass
+        if not report.exists():
+            tail = (wdir / "sim.log").read_text()[-3000:] if (wdir / "sim.log").exists() else ""
+            raise RuntimeError(f"fast cosim worker produced no report; see {wdir / 'sim.log'}"
+                               f"\n{tail}")
+        return json.loads(report.read_text())
+
+    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+        reports = list(pool.map(one, plans))
+    wall = time.time() - t0
+    first = next((r["first_mismatch"] for r in reports if r["first_mismatch"]), None)
+    per_image = [p for r in reports for p in r["per_image"]]
+    return {
+        "runs": _runs(per_image),
+        "engine": "fast", "workers": len(plans), "images": sum(r["images"] for r in reports),
+        "transactions_checked": sum(r["transactions_checked"] for r in reports),
+        "results_checked": sum(r["results_checked"] for r in reports),
+        "mismatches": sum(r["mismatches"] for r in reports), "first_mismatch": first,
+        "harness_failed": any(r["harness_failed"] for r in reports),
+        "sim_cycles": sum(r["sim_cycles"] for r in reports),
+        "wall_s": round(wall, 3), "build_s": round(build_s, 3),
+        "sim_wall_s": round(max(r["sim_wall_s"] for r in reports), 3),
+        "check_wall_s": round(max(r["check_wall_s"] for r in reports), 3),
+        "per_image": per_image,
+        "run_dir": str(run_root),
+        "waves": [str(p.parent / ("dump.fst" if fst_available() else "dump.vcd"))
+                  for p in plans] if waves else [],
+        "expected_images": total,
+    }
+
+
+def _runs(per_image: list[dict]) -> list[dict]:
+    """Per-run summary in the per-cycle bench's format (sbnn sim prints it)."""
+    keys = list(dict.fromkeys((p["run"], p["budget"] if p["run"] == "budget" else None)
+                              for p in per_image))
+    out = []
+    for run, budget in keys:
+        rows = [p for p in per_image
+                if p["run"] == run and (run != "budget" or p["budget"] == budget)]
+        n = len(rows)
+        correct = sum(p["cls"] == p["label"] for p in rows)
+        out.append({"run": run, "budget": budget, "images": n,
+                    "agree": sum(p["ok"] for p in rows), "rtl_correct": correct,
+                    "rtl_accuracy_pct": 100.0 * correct / n,
+                    "cycles_per_inference": sum(p["cycles"] for p in rows) / n,
+                    "exit_planes": [p["exit_plane"] for p in rows]})
+    return out
+
+
+_RAW_LINE = re.compile(r"sbnn-raw cycles=(\d+) seconds=([\d.]+) failed=(\d+)")
+
+
+def run_raw(job: CosimJob, build_root: str | Path, workers: int | None = None) -> dict:
+    """The same stimulus through the harness with no cocotb and no checks, in parallel."""
+    workers = workers or os.cpu_count() or 1
+    binary = build_raw(job.config, build_root)
+    run_root = binary.parent.parent / "raw_run"
+    model = QuantizedModel.load(job.model, job.config)
+    with np.load(job.images) as data:
+        count = min(job.count, len(data["images"]))
+    plans, total = _write_plans(job.config, plan_job(job, model, count), run_root, workers,
+                                job.images, model, job.model, job.golden_model, False)
+    t0 = time.time()
+    procs = [subprocess.Popen([str(binary), f"+cmd={p.parent / 'commands.txt'}",
+                               f"+log={p.parent / 'log'}"], cwd=p.parent,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p in plans]
+    outs = [p.communicate()[0] for p in procs]
+    wall = time.time() - t0
+    cycles, failed = 0, False
+    for text in outs:
+        m = _RAW_LINE.search(text)
+        if not m:
+            raise RuntimeError(f"raw harness printed no summary:\n{text[-2000:]}")
+        cycles += int(m.group(1))
+        failed |= m.group(3) != "0"
+    return {"images": total, "sim_cycles": cycles, "wall_s": round(wall, 3),
+            "workers": len(plans), "failed": failed}

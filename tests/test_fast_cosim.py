@@ -1,0 +1,108 @@
+"""The fast cosim engine on Verilator: harness stimulus, compact logs, bulk check."""
+
+import numpy as np
+import pytest
+from sbnn.cosim.equivalence import parse_case, plan_config, random_config, run_equivalence
+from sbnn.cosim.fast import run_fast
+from sbnn.cosim.runner import CosimJob
+from sbnn.golden import hwpath
+from sbnn.golden.qmodel import QuantizedModel
+
+from sbnn.cli import _default_model, _default_sample
+
+
+def _expected_transactions(model, pixels, budget, margin):
+    sched = hwpath.schedule(model, budget)
+    hw = hwpath.run_hw(model, pixels, budget, margin)
+    return sum(len(sched.upto(int(e))) for e in hw.exit_pass)
+
+
+@pytest.mark.cosim
+def test_fast_engine_default_model_budgets_exit_and_random_controls(cosim_build_root,
+                                                                   verilator):
+    model = QuantizedModel.load(_default_model())
+    k = model.config.num_supports
+    job = CosimJob(model.config, _default_model(), _default_sample(), count=200,
+                   budgets=(k, 0), exit_margin=30, random_seed=11)
+    rep = run_fast(job, cosim_build_root, workers=2)
+    assert rep["mismatches"] == 0, rep["first_mismatch"]
+    assert rep["results_checked"] == 600 and rep["workers"] == 2
+    with np.load(_default_sample()) as data:
+        pixels = data["images"][:200].reshape(200, -1)
+    budget_tx = sum(_expected_transactions(model, pixels, b, 30) for b in (k, 0))
+    assert rep["transactions_checked"] > budget_tx  # plus the random-controls run
+    full, base, rand = rep["runs"]
+    assert (full["budget"], base["budget"], rand["run"]) == (k, 0, "random")
+    assert full["agree"] == base["agree"] == rand["agree"] == 200
+    assert 0 in full["exit_planes"] and k in full["exit_planes"]  # some exit early
+    assert full["rtl_accuracy_pct"] >= 95.0
+
+
+@pytest.mark.cosim
+def test_fast_engine_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, verilator):
+    model = QuantizedModel.load(_default_model())
+    thresholds = [t.copy() for t in model.thresholds]
+    thresholds[1][4] -= 1  # one output logit off by one
+    wrong = QuantizedModel(model.config, model.planes, tuple(thresholds), model.support_mask)
+    job = CosimJob(model.config, _default_model(), _default_sample(), count=10, budgets=(1,),
+                   golden_model=wrong.save(tmp_path / "w.npz"))
+    rep = run_fast(job, cosim_build_root, workers=2)
+    assert rep["mismatches"] == 10  # every image's logits differ
+    assert rep["first_mismatch"].startswith("image 0, result at cycle ")
+    assert "field 'logits'" in rep["first_mismatch"]
+
+
+@pytest.mark.cosim
+def test_random_config_equivalence_subset_and_resume(tmp_path, verilator):
+    ledger = tmp_path / "ledger.jsonl"
+    build = tmp_path.parent / "equiv_build"  # kept across tests in this session only
+    res = run_equivalence(2, 150, 1000, build, ledger, workers=2, log=lambda m: None)
+    assert res["ok"] and res["total_cases"] == 300
+    lines = ledger.read_text().splitlines()
+    assert len(lines) == 2
+    again = run_equivalence(2, 150, 1000, build, ledger, workers=2, log=lambda m: None)
+    assert again["ok"] and again["total_cases"] == 300
+    assert len(ledger.read_text().splitlines()) == 2  # nothing rerun
+
+
+@pytest.mark.slow
+@pytest.mark.cosim
+def test_waves_for_one_image(cosim_build_root, verilator):
+    model = QuantizedModel.load(_default_model())
+    job = CosimJob(model.config, _default_model(), _default_sample(), count=20, budgets=(1,))
+    rep = run_fast(job, cosim_build_root, waves=True, only_image=7)
+    assert rep["mismatches"] == 0 and rep["images"] == 1
+    assert rep["per_image"][0]["image"] == 7
+    from pathlib import Path
+
+    dump = Path(rep["waves"][0])  # FST where Verilator has lz4, else VCD
+    assert dump.is_file() and dump.stat().st_size > 1000
+
+
+def test_random_configs_are_valid_varied_and_reproducible():
+    cfgs = [random_config(s) for s in range(40)]
+    assert cfgs[3] == random_config(3)
+    assert len({c.num_supports for c in cfgs}) == 4
+    assert len({c.num_layers for c in cfgs}) == 3
+    assert len({c.active_rows for c in cfgs}) >= 5
+    assert any(c.total_col_blocks == 1 for c in cfgs)  # the one-entry-memory corner
+    assert all(c.total_tiles * c.active_rows <= c.macro_rows for c in cfgs)
+
+
+def test_a_case_is_the_same_whether_run_alone_or_in_its_batch(tmp_path):
+    cfg, plan, images = plan_config(7, 0, 12, tmp_path / "all")
+    _, alone, images1 = plan_config(7, 9, 1, tmp_path / "one")
+    with np.load(images) as a, np.load(images1) as b:
+        assert np.array_equal(a["images"][9], b["images"][0])
+    whole, single = plan.blocks[9], alone.blocks[0]
+    assert (whole.budget, whole.margin, whole.model_seed) == \
+        (single.budget, single.margin, single.model_seed)
+    assert single.prog[-2:] == whole.prog[-2:]  # same exit margin and budget ops
+    assert len(single.prog) > len(whole.prog)  # run alone, it programs its model first
+
+
+def test_parse_case():
+    assert parse_case("12:345") == (12, 345)
+    for bad in ("12", "a:1", "1:b", ""):
+        with pytest.raises(ValueError, match="CONFIG_SEED:INDEX"):
+            parse_case(bad)
