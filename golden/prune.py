@@ -238,3 +238,4 @@ def random_columns(model: QuantizedModel, n: int, rng: np.random.Generator) -> l
             for j, k in zip(*np.nonzero(m))]
     pick = rng.choice(len(cols), size=min(n, len(cols)), replace=False)
     return [cols[i] for i in pick]
+

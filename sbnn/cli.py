@@ -57,8 +57,8 @@ def _budgets(text: str) -> tuple[int, ...]:
 
 #: sbnn train options that override [train] fields of the config file (None = not given)
 _TRAIN_OPTIONS = ("base_epochs", "support_epochs", "joint_epochs", "batch_size", "lr",
-                  "lr_final", "support_lr", "seed", "threads", "shift", "support_drop",
-                  "adc_aware")
+                  "lr_final", "support_lr", "support_init", "seed", "threads", "shift",
+                  "support_drop", "adc_aware")
 
 
 def _train_table(path: Path | None) -> dict:
@@ -518,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "exponential decay (default 3e-4)")
     sp.add_argument("--support-lr", type=float, help="case (i) stage-2 initial learning "
                                                      "rate (default: --lr)")
+    sp.add_argument("--support-init", choices=("sign", "latent"),
+                    help="case (i) support latents start at 0.1*sign(base) or at a copy of "
+                         "the base latents (default sign)")
     sp.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
     sp.add_argument("--shift", type=int, help="augmentation: random +-N pixel shifts "
                                               "(default 0)")

@@ -217,6 +217,17 @@ ARG_CASES = [
     ("sim-images-not-npz", _sim_images(lambda tmp: _write(tmp / "i.npz", "text\n")), "--images"),
     ("sim-images-no-labels", _sim_images(lambda tmp: _images(tmp, images=GOOD)), "labels"),
     ("sim-images-missing", _sim_images(lambda tmp: tmp / "nope.npz"), "does not exist"),
+    ("sim-image-outside", _sim("--count", "10", "--image", "10", "--budgets", "0"),
+     "--image 10 is outside 0..9"),
+    ("sim-image-cycle-engine", _sim("--count", "10", "--image", "2", "--engine", "cycle",
+                                    "--budgets", "0"), "needs --engine fast"),
+    ("sim-workers-zero", _sim("--workers", "0", "--budgets", "0"), "--workers"),
+    ("equiv-case-malformed", lambda tmp: ["equiv", "--case", "12", "--build",
+                                          str(tmp / "out")], "CONFIG_SEED:INDEX"),
+    ("equiv-configs-zero", lambda tmp: ["equiv", "--configs", "0", "--build",
+                                        str(tmp / "out")], "--configs must be at least 1"),
+    ("equiv-cases-negative", lambda tmp: ["equiv", "--cases", "-4", "--build",
+                                          str(tmp / "out")], "--cases must be at least 1"),
     ("gen-out-and-bundle", lambda tmp: ["gen", "--out", str(tmp / "out"), "--bundle",
                                         str(tmp / "out2")], "either --out"),
     ("gen-bundle-is-file", lambda tmp: ["gen", "--bundle", str(_write(tmp / "b", "x"))],
@@ -287,6 +298,9 @@ ARGPARSE_CASES = [
     ("sample-data-no-out", ["sample-data"], "--out", "sbnn sample-data: error:"),
     ("exit-margin-not-int", ["sim", "--exit-margin", "1e3"], "argument --exit-margin",
      "sbnn sim: error:"),
+    ("sim-engine-unknown", ["sim", "--engine", "warp"], "argument --engine",
+     "sbnn sim: error:"),
+    ("equiv-seed-not-int", ["equiv", "--seed", "x"], "argument --seed", "sbnn equiv: error:"),
 ]
 
 
