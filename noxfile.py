@@ -33,6 +33,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def regression(session: nox.Session) -> None:
+    """Every cocotb test, the slow ones too (the default design on the per-cycle bench,
+    wave dumps)."""
+    _install(session)
+    session.run("pytest", "-m", "cosim", *session.posargs)
+
+
+@nox.session
 def quick(session: nox.Session) -> None:
     """Unit tests only (no Verilator builds)."""
     _install(session)

@@ -11,6 +11,11 @@ from sbnn.config import SbnnConfig
 pytestmark = pytest.mark.cosim
 
 
+# The default design through the per-cycle bench is marked slow: CI runs the default design
+# on the fast engine (test_fast_cosim.py, same checks) and the per-cycle bench on the small
+# three-layer config below (and in test_cosim_protocol.py), which saves a large Verilator
+# build. `nox -s regression` runs everything, these included.
+@pytest.mark.slow
 def test_default_model_mnist_images_two_budgets_per_cycle_bench(cosim_build_root, verilator):
     # The per-cycle bench (Python drives and checks every clock); 200+ images per budget run
     # on the fast engine (test_fast_cosim.py), this keeps the reference bench honest.
@@ -29,6 +34,7 @@ def test_default_model_mnist_images_two_budgets_per_cycle_bench(cosim_build_root
     assert full["cycles_per_inference"] > base["cycles_per_inference"]
 
 
+@pytest.mark.slow
 def test_default_model_confidence_exit_and_random_controls(cosim_build_root, verilator):
     model = QuantizedModel.load(_default_model())
     report = run_cosim(CosimJob(model.config, _default_model(), _default_sample(), count=40,
@@ -39,6 +45,7 @@ def test_default_model_confidence_exit_and_random_controls(cosim_build_root, ver
     assert 0 in exits and model.config.num_supports in exits
 
 
+@pytest.mark.slow
 def test_cosim_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, verilator):
     model = QuantizedModel.load(_default_model())
     thresholds = list(model.thresholds)
@@ -71,3 +78,22 @@ def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
     rand = report["runs"][-1]
     assert rand["run"] == "random" and len(set(rand["exit_planes"])) > 1
 
+
+
+def test_per_cycle_bench_catches_a_wrong_golden_model(cosim_build_root, tmp_path, verilator):
+    cfg = SbnnConfig(layers=(40, 24, 12, 10), num_supports=2, active_rows=16, macro_cols=12,
+                     macro_rows=512, adc_bits=6, input_lanes=8, macro_latency=3,
+                     dac_bits=5, gain_bits=3)
+    rng = np.random.default_rng(2024)
+    model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
+    images = rng.integers(0, 256, (4, 40), dtype=np.uint8)
+    np.savez(tmp_path / "img.npz", images=images, labels=np.zeros(4, np.uint8))
+    thresholds = [t.copy() for t in model.thresholds]
+    thresholds[0][:] += 1000  # every hidden activation -1 in the "expected" model
+    wrong = QuantizedModel(cfg, model.planes, tuple(thresholds), model.support_mask)
+    report = run_cosim(CosimJob(cfg, model.save(tmp_path / "m.npz"), tmp_path / "img.npz",
+                                count=4, budgets=(2,), golden_model=wrong.save(
+                                    tmp_path / "w.npz")), cosim_build_root)
+    assert report["mismatches"] >= 1 and report["results_checked"] == 1
+    first = report["first_mismatch"]
+    assert first.startswith("image 0, eval ") and "field 'row_x" in first
