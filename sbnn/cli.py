@@ -274,12 +274,28 @@ def cmd_lint(args) -> int:
     return 1 if bad else 0
 
 
+SIM_DEFAULT_COUNT = 200
+
+
 def cmd_sim(args) -> int:
     from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob, run_cosim
 
     model = _load_model(args.model, load_config(args.config) if args.config else None)
     images = Path(args.images) if args.images else _default_sample()
+    if args.mnist_test is not None:
+        from sbnn.golden.mnist import load_mnist
+
+        if args.images:
+            raise CliError("give either --images or --mnist-test, not both")
+        if not 1 <= args.mnist_test <= 10000:
+            raise CliError(f"--mnist-test must be in 1..10000, got {args.mnist_test}")
+        test_x, test_y = load_mnist("test", args.data_dir)
+        images = Path(args.build) / f"mnist_test_{args.mnist_test}.npz"
+        images.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(images, images=test_x[: args.mnist_test], labels=test_y[: args.mnist_test])
+        if args.count == SIM_DEFAULT_COUNT:
+            args.count = args.mnist_test
     if not images.is_file():
         raise CliError(f"image file {str(images)!r} does not exist; make one with "
                        f"'sbnn sample-data --out FILE'")
@@ -327,8 +343,11 @@ def cmd_sim(args) -> int:
               f"{agree:>8.2f} {run['cycles_per_inference']:>10.1f} {exit_mean:>15.2f}")
     print(f"macro transactions checked: {report['transactions_checked']}, results checked: "
           f"{report['results_checked']}, mismatches: {report['mismatches']}")
-    print(f"simulated cycles: {report['total_sim_cycles']}, simulation {report['sim_wall_s']} s,"
-          f" total wall (incl. Verilog generation and build) {wall:.1f} s")
+    run_s = f"simulation {report['sim_wall_s']} s"
+    if args.engine == "fast":
+        run_s = f"simulation + bulk check {report['wall_s']} s ({report['workers']} processes)"
+    print(f"simulated cycles: {report['total_sim_cycles']}, {run_s}, total wall (incl. "
+          f"Verilog generation and build) {wall:.1f} s")
     for path in report.get("waves", []):
         print(f"waves: {path}")
     if args.report:
@@ -579,7 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", type=Path, help="QuantizedModel .npz (default: embedded)")
     sp.add_argument("--images", type=Path, help=".npz with images/labels (default: "
                                                 "embedded 300-image MNIST test sample)")
-    sp.add_argument("--count", type=int, default=200)
+    sp.add_argument("--mnist-test", type=int, default=None, metavar="N",
+                    help="instead of --images: the first N MNIST test images (and --count "
+                         "N) from --data-dir / SBNN_MNIST_DIR / ../shared/data/mnist")
+    with_data(sp)
+    sp.add_argument("--count", type=int, default=SIM_DEFAULT_COUNT)
     sp.add_argument("--budgets", type=_budgets, default=None,
                     help="comma-separated latency budgets (default: K and 0)")
     sp.add_argument("--build", type=Path, default=Path("out/cosim"))

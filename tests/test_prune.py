@@ -186,3 +186,17 @@ def test_prune_eval_cli_errors(tmp_path, capsys, argv, words):
     assert main(argv + ["--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sbnn: error:") and words in err and "\n" not in err
+
+
+def test_pruned_mask_and_thresholds_reach_the_hardware_image():
+    from sbnn.gen.image import build_image
+
+    model, calib, test = _case(0)
+    res = prune(model, calib, test, tolerance_pp=100.0, log=lambda m: None)
+    full, pruned = build_image(model), build_image(res.model)
+    cfg, nt = CFG, CFG.neurons_per_tile
+    # plane-1 columns (support) of every column block are all disabled; plane 0 untouched
+    assert full.col_enables[:, nt:2 * nt].any() and not pruned.col_enables[:, nt:2 * nt].any()
+    assert np.array_equal(full.col_enables[:, :nt], pruned.col_enables[:, :nt])
+    assert not np.array_equal(full.thresholds, pruned.thresholds)  # re-fitted thresholds
+    assert cfg.planes == 2
