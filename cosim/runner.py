@@ -14,7 +14,7 @@ from sbnn.gen.verilog import SIM_TOP, emit_all
 from sbnn.config import SbnnConfig
 from sbnn.toolchain import setup_toolchain, trace_flags
 
-__all__ = ["CosimJob", "build_sim", "run_cosim"]
+__all__ = ["CosimJob", "build_sim", "run_cosim", "run_bench"]
 
 TB_MODULE = "sbnn.cosim.tb_inference"
 
@@ -63,9 +63,15 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
     """Run a testbench (default: the inference regression); returns its report (raises if
     it could not run)."""
     build_dir = build_sim(job.config, build_root, waves=waves)
+    return run_bench(job, build_dir, build_dir.parent / "run", test_module, waves=waves)
+
+
+def run_bench(job: CosimJob, build_dir: Path, run_dir: Path, test_module: str,
+              waves: bool = False, extra: dict | None = None) -> dict:
+    """Write the job file (plus ``extra`` entries) into ``run_dir``, run ``test_module`` on
+    the simulator built in ``build_dir`` and return the report it writes."""
     from cocotb_tools.runner import get_runner
 
-    run_dir = build_dir.parent / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     report = run_dir / "report.json"
     report.unlink(missing_ok=True)
@@ -78,7 +84,7 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
         "stop_on_mismatch": job.stop_on_mismatch,
         "golden_model": str(Path(job.golden_model).resolve()) if job.golden_model else None,
         "exit_margin": job.exit_margin, "random_seed": job.random_seed,
-    }, indent=2))
+    } | (extra or {}), indent=2))
     env = {
         "SBNN_COSIM_JOB": str(job_file),
         # Rewriting asserts in every imported module (numpy, amaranth) costs seconds.
@@ -95,5 +101,5 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
     if not report.exists():
         log = (run_dir / "sim.log")
         tail = log.read_text()[-3000:] if log.exists() else ""
-        raise RuntimeError(f"cosim produced no report; see {log}\n{tail}")
+        raise RuntimeError(f"cosim ({test_module}) produced no report; see {log}\n{tail}")
     return json.loads(report.read_text())

@@ -11,8 +11,6 @@ config *and* the drawn tables: ``<build_root>/<sha of config + tables>/``, holdi
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from sbnn import __version__
 from sbnn.config import SbnnConfig
 from sbnn.toolchain import setup_toolchain
 
-from .runner import CosimJob
+from .runner import CosimJob, run_bench
 
 __all__ = ["VariabilityJob", "mismatch_table", "emit_varied", "build_varied", "run_varied"]
 
@@ -104,39 +102,12 @@ def run_varied(vjob: VariabilityJob, build_root: str | Path,
     """Run the variability testbench on the varied top; returns its report."""
     job = vjob.job
     build_dir = build_varied(job.config, vjob.variation, build_root)
-    from cocotb_tools.runner import get_runner
 
     rtl = build_dir.parent / "rtl"
     run_dir = build_dir.parent / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    report = run_dir / "report.json"
-    report.unlink(missing_ok=True)
-    job_file = run_dir / "job.json"
-    job.config.write_snapshot(run_dir / "config.json")
     vjob.variation.write_snapshot(run_dir / "variation.json")
     mismatch = rtl / "mismatch.npz"
     if vjob.golden_variation is not None:
         mismatch = draw(vjob.golden_variation, job.config).save(run_dir / "golden_mismatch.npz")
-    job_file.write_text(json.dumps({
-        "config": str(run_dir / "config.json"), "model": str(Path(job.model).resolve()),
-        "images": str(Path(job.images).resolve()), "count": job.count,
-        "budgets": list(job.budgets), "report": str(report),
-        "stop_on_mismatch": job.stop_on_mismatch,
-        "golden_model": str(Path(job.golden_model).resolve()) if job.golden_model else None,
-        "exit_margin": job.exit_margin, "random_seed": job.random_seed,
-        "mismatch": str(mismatch),
-    }, indent=2))
-    env = {"SBNN_COSIM_JOB": str(job_file), "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    try:  # under pytest the runner sys.exit()s on a failed test; the report says why
-        get_runner("verilator").test(
-            test_module=test_module, hdl_toplevel=SIM_TOP, hdl_toplevel_lang="verilog",
-            build_dir=build_dir, test_dir=run_dir, extra_env=env,
-            results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
-    except SystemExit:
-        pass
-    if not report.exists():
-        log = run_dir / "sim.log"
-        tail = log.read_text()[-3000:] if log.exists() else ""
-        raise RuntimeError(f"variability cosim produced no report; see {log}\n{tail}")
-    return json.loads(report.read_text())
+    return run_bench(job, build_dir, run_dir, test_module, extra={"mismatch": str(mismatch)})

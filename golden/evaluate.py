@@ -101,7 +101,7 @@ def run_metadata(model_path: Path, role: str) -> dict:
     ``config.json`` (written at start) and ``baseline.npz`` (written when stage 1 ends)."""
     model_path = Path(model_path)
     own = model_path.with_suffix(".json")
-    if own.is_file() and role == "pruned":
+    if own.is_file() and json.loads(own.read_text()).get("source_model"):  # a pruned model
         meta = json.loads(own.read_text())
         return {"command": meta.get("command"), "seed": meta.get("seed"),
                 "train_minutes": meta.get("train_minutes"),

@@ -139,6 +139,11 @@ def cmd_eval(args) -> int:
     from sbnn.golden.mnist import load_mnist
 
     table = {r: getattr(args, r) for r in _TABLE_ROLES if getattr(args, r) is not None}
+    for item in args.also or ():
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path or name in table:
+            raise CliError(f"--also takes NAME=MODEL.npz with a new name, got {item!r}")
+        table[name] = Path(path)
     if table:  # the results table: every named model, results.json and the plots
         if args.model is not None or args.json is not None:
             raise CliError("--model/--json evaluate one model; --baseline/--case-i/--case-ii/"
@@ -557,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     for role in _TABLE_ROLES:
         sp.add_argument(f"--{role.replace('_', '-')}", dest=role, type=Path,
                         help=f"results table: the {role.replace('_', ' ')} model .npz")
+    sp.add_argument("--also", action="append", metavar="NAME=MODEL",
+                    help="results table: one more run to evaluate and list (repeatable)")
     sp.add_argument("--out", type=Path, default=Path("docs"),
                     help="results table: folder for results.json and the plots (default docs)")
     sp.set_defaults(func=cmd_eval)

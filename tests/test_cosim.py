@@ -10,6 +10,11 @@ from sbnn.config import SbnnConfig
 
 pytestmark = pytest.mark.cosim
 
+#: Three weight layers, K=2, several row and column blocks: small enough to build quickly.
+SMALL_K2 = SbnnConfig(layers=(40, 24, 12, 10), num_supports=2, active_rows=16, macro_cols=12,
+                      macro_rows=512, adc_bits=6, input_lanes=8, macro_latency=3, dac_bits=5,
+                      gain_bits=3)
+
 
 # The default design through the per-cycle bench is marked slow: CI runs the default design
 # on the fast engine (test_fast_cosim.py, same checks) and the per-cycle bench on the small
@@ -63,9 +68,7 @@ def test_cosim_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, veri
 
 
 def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
-    cfg = SbnnConfig(layers=(40, 24, 12, 10), num_supports=2, active_rows=16, macro_cols=12,
-                     macro_rows=512, adc_bits=6, input_lanes=8, macro_latency=3,
-                     dac_bits=5, gain_bits=3)
+    cfg = SMALL_K2
     rng = np.random.default_rng(2024)
     model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
     images = rng.integers(0, 256, (20, 40), dtype=np.uint8)
@@ -81,9 +84,7 @@ def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
 
 
 def test_per_cycle_bench_catches_a_wrong_golden_model(cosim_build_root, tmp_path, verilator):
-    cfg = SbnnConfig(layers=(40, 24, 12, 10), num_supports=2, active_rows=16, macro_cols=12,
-                     macro_rows=512, adc_bits=6, input_lanes=8, macro_latency=3,
-                     dac_bits=5, gain_bits=3)
+    cfg = SMALL_K2
     rng = np.random.default_rng(2024)
     model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
     images = rng.integers(0, 256, (4, 40), dtype=np.uint8)
