@@ -59,12 +59,17 @@ class Bench:
         dut.rst.value = 0
         await self.tick()
 
-    async def program(self, ops: list[tuple[ProgOp, int, int]]) -> None:
+    async def program(self, ops: list[tuple[ProgOp, int, int]], limit: int = 10_000) -> None:
         dut = self.dut
         for op in ops:
             dut.prog__payload.value = self.codec.prog(*op)
             dut.prog__valid.value = 1
+            waited = 0
             while not dut.prog__ready.value:
+                waited += 1
+                if waited > limit:
+                    raise AssertionError(f"prog.ready stayed low for {limit} cycles while "
+                                         f"offering {op[0].name} (addr {op[1]})")
                 await self.tick()
             await self.tick()  # accepted at the rising edge in between
         dut.prog__valid.value = 0
