@@ -71,6 +71,15 @@ def perf(session: nox.Session) -> None:
 
 
 @nox.session
+def cosim_best(session: nox.Session) -> None:
+    """The best case-(i) model (models/case_i.npz, docs/results.md) on the RTL: the first
+    1,000 MNIST test images at budgets K and 0, every transaction checked."""
+    _install(session)
+    session.run("sbnn", "sim", "--model", "models/case_i.npz", "--mnist-test", "1000",
+                "--build", "out/cosim_best", *session.posargs)
+
+
+@nox.session
 def equiv(session: nox.Session) -> None:
     """Long randomized equivalence run (default 20 configs x 5000 cases = 10^5 inferences),
     resumable through out/equiv/ledger.jsonl; options after --, e.g. -- --seed 100."""

@@ -1,7 +1,11 @@
 """The fast cosim engine on Verilator: harness stimulus, compact logs, bulk check."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import ROOT, SHARED_MNIST
 from sbnn.cosim.equivalence import parse_case, plan_config, random_config, run_equivalence
 from sbnn.cosim.fast import run_fast
 from sbnn.cosim.runner import CosimJob
@@ -73,8 +77,6 @@ def test_waves_for_one_image(cosim_build_root, verilator):
     rep = run_fast(job, cosim_build_root, waves=True, only_image=7)
     assert rep["mismatches"] == 0 and rep["images"] == 1
     assert rep["per_image"][0]["image"] == 7
-    from pathlib import Path
-
     dump = Path(rep["waves"][0])  # FST where Verilator has lz4, else VCD
     assert dump.is_file() and dump.stat().st_size > 1000
 
@@ -106,3 +108,24 @@ def test_parse_case():
     for bad in ("12", "a:1", "1:b", ""):
         with pytest.raises(ValueError, match="CONFIG_SEED:INDEX"):
             parse_case(bad)
+
+
+BEST = Path(__file__).resolve().parents[1] / "models" / "case_i.npz"
+
+
+@pytest.mark.slow
+@pytest.mark.cosim
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs the MNIST folder")
+def test_best_case_i_model_1000_mnist_images(tmp_path, verilator):
+    """What `nox -s cosim_best` runs (issue 3): 1,000 test images of the best case-(i)
+    model through the generated RTL, 100 % agreement with the golden trace."""
+    from sbnn.cli import main
+
+    report = tmp_path / "r.json"
+    status = main(["sim", "--model", str(BEST), "--mnist-test", "1000", "--data-dir",
+                   str(SHARED_MNIST), "--budgets", "1", "--build", str(ROOT / "out" /
+                                                                     "cosim_best"),
+                   "--report", str(report)])
+    rep = json.loads(report.read_text())
+    assert status == 0 and rep["mismatches"] == 0, rep["first_mismatch"]
+    assert rep["results_checked"] == 1000
