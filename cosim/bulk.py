@@ -63,6 +63,18 @@ def _int(nib: np.ndarray) -> np.ndarray:
     return out
 
 
+def _bits(nib: np.ndarray, count: int) -> np.ndarray:
+    """Hex digits, most significant first -> (N, count) bits, bit 0 first (any width)."""
+    msb_first = (nib[:, :, None] >> np.array([3, 2, 1, 0], dtype=np.uint8)) & 1
+    return msb_first.reshape(len(nib), -1)[:, ::-1][:, :count].astype(np.uint8)
+
+
+def col_en_bits(words, cols: int) -> np.ndarray:
+    """Column-enable words (Python ints, any width) -> (N, cols) bits, column 0 first."""
+    return np.array([[(int(w) >> c) & 1 for c in range(cols)] for w in words],
+                    dtype=np.uint8).reshape(-1, cols)
+
+
 def _lanes(nib: np.ndarray, lane_bits: int) -> np.ndarray:
     """Hex of sign-extended lanes, lane N-1 first -> (N, lanes) signed, lane 0 first."""
     byte = (nib[:, 0::2] << 4 | nib[:, 1::2]).astype(np.uint8)
@@ -81,7 +93,7 @@ class Log:
     pass_: np.ndarray
     tile: np.ndarray
     gain: np.ndarray
-    col_en: np.ndarray
+    col_en: np.ndarray  # (T, macro_cols) bits: columns can outnumber an int64
     row_x: np.ndarray  # (T, active_rows)
     done_cycle: np.ndarray
     adc: np.ndarray  # (T_done, macro_cols)
@@ -110,7 +122,8 @@ def read_logs(cfg: SbnnConfig, prefix: str | Path) -> Log:
         layer=trace & ((1 << sz.layer_bits) - 1),
         plane=(trace >> sz.layer_bits) & ((1 << sz.plane_bits) - 1),
         pass_=(trace >> (sz.layer_bits + sz.plane_bits)) & ((1 << sz.plane_bits) - 1),
-        tile=_int(s["group"]), gain=_int(s["gain"]), col_en=_int(s["col_en"]),
+        tile=_int(s["group"]), gain=_int(s["gain"]),
+        col_en=_bits(s["col_en"], cfg.macro_cols),
         row_x=_lanes(s["row_x"], h.x_lane), done_cycle=_int(d["cycle"]),
         adc=_lanes(d["adc"], h.adc_lane), image_cycle=_int(img["cycle"]),
         result_cycle=_int(r["cycle"]), results=results)
@@ -128,7 +141,7 @@ class Expected:
     pass_: np.ndarray
     tile: np.ndarray
     gain: np.ndarray
-    col_en: np.ndarray
+    col_en: np.ndarray  # (T, macro_cols) bits
     row_x: np.ndarray  # (T, active_rows)
     adc: np.ndarray  # (T, macro_cols)
     results: list[dict] = field(default_factory=list)
@@ -162,6 +175,8 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
         values = np.array([getattr(ev, name) for ev in evs], dtype=np.int64)
         return np.broadcast_to(values, (b, e))[keep]
 
+    col_en = np.broadcast_to(col_en_bits([ev.col_en for ev in evs], nc)[None],
+                             (b, e, nc))[keep]
     dac = np.where(keep, np.count_nonzero(row_x, axis=2), 0).sum(axis=1)
     results = []
     for i in range(b):
@@ -170,7 +185,7 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
         results.append(res)
     return Expected(images=np.asarray(images), n_evals=n_evals, cycle=per_eval("cycle"),
                     layer=per_eval("layer"), plane=per_eval("plane"), pass_=per_eval("pass_"),
-                    tile=per_eval("tile"), gain=per_eval("gain"), col_en=per_eval("col_en"),
+                    tile=per_eval("tile"), gain=per_eval("gain"), col_en=col_en,
                     row_x=row_x[keep], adc=adc[keep], results=results)
 
 

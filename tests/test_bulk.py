@@ -57,7 +57,7 @@ def test_perfect_log_passes(case):
 
 
 @pytest.mark.parametrize("field,where", [("row_x", "row_x[2]"), ("adc", "adc[1]"),
-                                         ("col_en", "col_en"), ("gain", "gain"),
+                                         ("col_en", "col_en[1]"), ("gain", "gain"),
                                          ("tile", "tile"), ("layer", "layer")])
 def test_a_wrong_transaction_field_is_reported(case, field, where):
     _, exp = case
@@ -66,7 +66,7 @@ def test_a_wrong_transaction_field_is_reported(case, field, where):
     arr = getattr(log, field)
     if arr.ndim == 2:
         lane = 2 if field == "row_x" else 1
-        arr[t, lane] += 1
+        arr[t, lane] = 1 - arr[t, lane] if field == "col_en" else arr[t, lane] + 1
     else:
         arr[t] += 1
     rep = bulk.compare(CFG, log, exp)
@@ -113,6 +113,10 @@ def test_missing_or_extra_transactions_and_results(case):
     assert rep.mismatches >= 1 and "images/results" in str(rep.first)
 
 
+def _word(bits) -> int:
+    return sum(int(v) << c for c, v in enumerate(bits))
+
+
 def test_log_decoding_round_trip(tmp_path, case):
     """Fixed-width hex lines as the harness writes them decode to the same values."""
     _, exp = case
@@ -131,7 +135,7 @@ def test_log_decoding_round_trip(tmp_path, case):
             f.write(" ".join([f"{int(log.start_cycle[t]):08x}",
                               f"{trace:0{sw['trace']}x}", f"{int(log.tile[t]):0{sw['group']}x}",
                               f"{int(log.gain[t]):0{sw['gain']}x}",
-                              f"{int(log.col_en[t]):0{sw['col_en']}x}",
+                              f"{_word(log.col_en[t]):0{sw['col_en']}x}",
                               lanes_hex(log.row_x[t], h.x_lane)]) + "\n")
     with open(tmp_path / "log.done", "w") as f:
         for t in range(len(log.done_cycle)):
@@ -169,3 +173,15 @@ def test_harness_verilog_has_the_design_ports():
         assert f".{port}(" in text
     assert "input  wire clk" in text
     assert "always #5000 clk" in harness_verilog(CFG, "sbnn_sim_top", hdl_clock=True)
+
+
+def test_wide_column_enables_decode(tmp_path):
+    """64 and more columns: the column-enable word no longer fits an int64."""
+    from sbnn.cosim.bulk import _HEX, _bits, col_en_bits
+
+    words = [(1 << 63) | 5, (1 << 69) | (1 << 64), 0]
+    text = np.frombuffer("".join(f"{w:018x}" for w in words).encode(), np.uint8)
+    bits = _bits(_HEX[text.reshape(3, 18)], 70)
+    assert np.array_equal(bits, col_en_bits(words, 70))
+    assert bits[0, 63] == 1 and bits[0, 0] == 1 and bits[0, 2] == 1 and bits[1, 69] == 1
+    assert bits[2].sum() == 0
