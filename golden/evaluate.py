@@ -101,7 +101,7 @@ def run_metadata(model_path: Path, role: str) -> dict:
     ``config.json`` (written at start) and ``baseline.npz`` (written when stage 1 ends)."""
     model_path = Path(model_path)
     own = model_path.with_suffix(".json")
-    if own.is_file() and json.loads(own.read_text()).get("source_model"):  # a pruned model
+    if own.is_file() and (role == "pruned" or "source_model" in json.loads(own.read_text())):
         meta = json.loads(own.read_text())
         return {"command": meta.get("command"), "seed": meta.get("seed"),
                 "train_minutes": meta.get("train_minutes"),
@@ -250,7 +250,8 @@ def build_results(models: dict[str, Path], pixels: np.ndarray, labels: np.ndarra
                                for r in runs.values())
     results["targets_met"] = met
 
-    plot_latency({k: v for k, v in runs.items()}, out_dir / "results_latency.png")
+    plot_latency({k: v for k, v in runs.items() if k in ("baseline", "case_i", "case_ii", "pruned")}
+                 or runs, out_dir / "results_latency.png")
     ranked, limit, random = [], None, []
     src_role = "case_i" if "case_i" in runs else next(iter(runs), None)
     if "pruned" in runs:
