@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from sbnn.config import ConfigError, SbnnConfig
+from sbnn.config import ConfigError, JsonRecord, SbnnConfig
 
 from .qmodel import QuantizedModel
 
@@ -74,11 +74,13 @@ def _is_num(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class Variation:
+class Variation(JsonRecord):
     """Parameters of the mismatch model; all sigmas 0 is the ideal macro.
 
     Validated at construction: an invalid value raises :class:`VariationError` naming the field.
     """
+
+    _field_error = VariationError  # unknown keys in from_dict (JsonRecord)
 
     #: Seed of the draw; the same seed and config give the same tables on every machine.
     seed: int = 0
@@ -126,54 +128,12 @@ class Variation:
         return not (self.cell_sigma or self.vth_sigma_mv or self.dac_gain_sigma
                     or self.adc_offset_sigma)
 
-    def replace(self, **changes: Any) -> Variation:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def write_snapshot(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Variation:
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise VariationError(key, f"unknown field; allowed fields are "
-                                          f"{', '.join(sorted(known))}")
-        return cls(**data)
 
 
 def load_variation(path: str | Path) -> Variation:
     """A :class:`Variation` from a JSON or TOML file (fields at top level or under
     ``[variation]``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VariationError("--variation", f"file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VariationError("--variation", f"cannot parse {str(path)!r}: {msg}") from None
-    if isinstance(data, dict) and isinstance(data.get("variation"), dict):
-        data = data["variation"]
-    if not isinstance(data, dict):
-        raise VariationError("--variation", f"{str(path)!r} must hold a table of fields")
-    return Variation.from_dict(data)
+    return Variation.load_file(path, "--variation", "variation")
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,68 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class JsonRecord:
+    """JSON I/O of the frozen parameter records (this config, golden.variability's
+    Variation): snapshot next to every artifact, and loading that names unknown keys."""
+
+    #: Raised as ``error(field, message)`` for a key that is not a field.
+    _field_error: type[ConfigError] = ConfigError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def write_snapshot(self, path: str | Path) -> Path:
+        """Write the JSON snapshot that accompanies a generated artifact."""
+        path = Path(path)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise cls._field_error(key, f"unknown field; allowed fields are "
+                                            f"{', '.join(sorted(known))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load_file(cls, path: str | Path, option: str, table: str):
+        """From a TOML or JSON file, fields at top level or under ``[table]``; every problem
+        is one error naming ``option`` (the command-line option that gave the file)."""
+        error = cls._field_error
+        path = Path(path)
+        if not path.is_file():
+            raise error(option, f"file {str(path)!r} does not exist")
+        try:
+            text = path.read_text()
+            if path.suffix.lower() == ".toml":
+                try:
+                    import tomllib
+                except ModuleNotFoundError:  # Python 3.10
+                    import tomli as tomllib  # type: ignore[no-redef]
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise error(option, f"cannot parse {str(path)!r}: {msg}") from None
+        if isinstance(data, dict) and isinstance(data.get(table), dict):
+            data = data[table]
+        if not isinstance(data, dict):
+            raise error(option, f"{str(path)!r} must hold a table/object of fields")
+        return cls.from_dict(data)
+
+
 @dataclass(frozen=True)
-class SbnnConfig:
+class SbnnConfig(JsonRecord):
     """A Supported-BinaryNet design: network shape, analog macro and controller parameters.
 
     All fields are validated at construction; an invalid value raises :class:`ConfigError`
@@ -247,32 +307,7 @@ class SbnnConfig:
     def input_beats(self) -> int:
         return _ceil_div(self.layers[0], self.input_lanes)
 
-    # ---------------------------------------------------------------- I/O
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def write_snapshot(self, path: str | Path) -> Path:
-        """Write the JSON snapshot that accompanies a generated artifact."""
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SbnnConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(key, f"unknown field; allowed fields are "
-                                       f"{', '.join(sorted(known))}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> SbnnConfig:
-        return dataclasses.replace(self, **changes)
+    # I/O (to_dict, to_json, write_snapshot, from_dict, replace): JsonRecord
 
 
 def load_config(path: str | Path | None) -> SbnnConfig:
@@ -283,25 +318,5 @@ def load_config(path: str | Path | None) -> SbnnConfig:
     """
     if path is None:
         return SbnnConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", f"file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError("--config", f"cannot parse {str(path)!r}: {msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError("--config", f"{str(path)!r} must hold a table/object of fields")
-    if "sbnn" in data and isinstance(data["sbnn"], dict):
-        data = data["sbnn"]
-    return SbnnConfig.from_dict(data)
+    return SbnnConfig.load_file(path, "--config", "sbnn")
 
