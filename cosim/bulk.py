@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.interfaces import Sizes
 
 from sbnn.config import SbnnConfig
 
@@ -109,8 +110,6 @@ def read_logs(cfg: SbnnConfig, prefix: str | Path) -> Log:
     d = _fields(Path(prefix + ".done"), h.done_fields())
     r = _fields(Path(prefix + ".result"), h.result_fields())
     img = _fields(Path(prefix + ".image"), [("cycle", 8)])
-    from sbnn.rtl.interfaces import Sizes
-
     sz = Sizes(cfg)
     trace = _int(s["trace"])
     codec = Codec(cfg)
@@ -241,10 +240,15 @@ def compare(cfg: SbnnConfig, log: Log, exp: Expected) -> CheckReport:
         n_img = min(n_img, len(log.image_cycle), len(log.results))
 
     # Which image each transaction belongs to: the last image taken before it started.
+    # Starts and images are both in cycle order, so image i owns starts
+    # act_offsets[i] .. act_offsets[i+1]-1.
     owner = np.searchsorted(log.image_cycle, log.start_cycle, side="left") - 1
-    act_count = np.bincount(owner[owner >= 0], minlength=len(exp.n_evals))[:n_img]
+    if len(owner) and owner[0] < 0:
+        note(-1, Mismatch(-1, "run", None, "presence", "no macro start before the first image",
+                          f"a start at cycle {int(log.start_cycle[0])}"), None)
+    act_offsets = np.searchsorted(owner, np.arange(n_img + 1), side="left")
+    act_count = np.diff(act_offsets)
     exp_offsets = np.concatenate([[0], np.cumsum(exp.n_evals)])
-    act_offsets = np.concatenate([[0], np.cumsum(act_count)])
     ok_count = act_count == exp.n_evals[:n_img]
     for i in np.flatnonzero(~ok_count):
         k = int(min(act_count[i], exp.n_evals[i]))
@@ -259,8 +263,6 @@ def compare(cfg: SbnnConfig, log: Log, exp: Expected) -> CheckReport:
                             for i in np.flatnonzero(ok_count)] or [np.zeros(0, np.int64)])
     sel_a = np.concatenate([np.arange(act_offsets[i], act_offsets[i + 1])
                             for i in np.flatnonzero(ok_count)] or [np.zeros(0, np.int64)])
-    sel_a = sel_a[sel_a < len(log.start_cycle)]
-    sel_e = sel_e[: len(sel_a)]
     img_of = np.repeat(np.arange(len(exp.n_evals)), exp.n_evals)[sel_e]
     if len(log.done_cycle) != len(log.start_cycle):
         note(int(exp_offsets[-1]), Mismatch(-1, "run", None, "done pulses",

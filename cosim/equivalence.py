@@ -110,21 +110,16 @@ def plan_config(config_seed: int, first: int, count: int, out_dir: Path):
 
 
 def run_config(config_seed: int, build_root: Path, first: int = 0, count: int = 1000,
-               workers: int | None = None, only: int | None = None) -> dict:
-    """Run cases of one config; ``only`` runs just case ``only`` (to rerun a failure)."""
+               workers: int | None = None) -> dict:
+    """Run cases ``first .. first+count-1`` of one config (one case reruns a failure)."""
     from .fast import execute
 
-    cfg = random_config(config_seed)
-    tag = Path(build_root) / "cases" / f"{config_seed}"
-    cfg, plan, images = plan_config(config_seed, first, count, tag)
-    if only is not None:
-        n = only - first
-        plan.blocks[:] = [plan.blocks[n]]
+    cfg, plan, images = plan_config(config_seed, first, count,
+                                    Path(build_root) / "cases" / f"{config_seed}")
     rep = execute(cfg, build_root, plan, images, None, None, workers=workers)
-    first_mm = rep["first_mismatch"]
-    if first_mm:  # name the case: the image index in this plan is the case offset
-        n = int(first_mm.split(",")[0].split()[-1]) if first_mm.startswith("image ") else 0
-        rep["failing_case"] = f"{config_seed}:{first + n}"
+    if rep["mismatches"]:  # a plan's image index is the case's offset from ``first``
+        bad = [p["image"] for p in rep["per_image"] if not p["ok"]]
+        rep["failing_case"] = f"{config_seed}:{first + min(bad)}" if bad else None
     return rep | {"config": asdict(cfg)}
 
 
@@ -138,8 +133,9 @@ def run_equivalence(configs: int, cases: int, seed: int, build_root: Path, ledge
                     workers: int | None = None, log=print) -> dict:
     """Configs ``seed .. seed+configs-1``, ``cases`` cases each; skips those in the ledger.
     Stops at the first failing config and names its failing case."""
-    done = {(e["config_seed"], e["cases"]) for e in _ledger(ledger) if e["mismatches"] == 0}
-    total = sum(e["cases"] for e in _ledger(ledger) if e["mismatches"] == 0)
+    good = [e for e in _ledger(ledger) if e["mismatches"] == 0]
+    done = {(e["config_seed"], e["cases"]) for e in good}
+    total = sum(e["cases"] for e in good)
     t_all = time.time()
     for s in range(seed, seed + configs):
         if (s, cases) in done:

@@ -31,6 +31,7 @@ from sbnn.config import SbnnConfig
 from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
 
 from .codec import Codec
+from .controls import random_controls
 from .harness import HARNESS_TOP, RAW_MAIN_CPP, harness_verilog
 from .runner import CosimJob, _config_dir
 
@@ -68,7 +69,6 @@ class Plan:
 
 def plan_job(job: CosimJob, model: QuantizedModel, count: int) -> Plan:
     """The whole job as blocks: every budget run, then the random-controls run if asked."""
-    cfg = model.config
     blocks: list[Block] = []
     margin = job.exit_margin
     first_prog: list[tuple[int, int, int]] = []
@@ -80,23 +80,15 @@ def plan_job(job: CosimJob, model: QuantizedModel, count: int) -> Plan:
         blocks.append(Block(tuple(range(count)), budget, False, margin, None, prog))
     masks: dict[str, np.ndarray] = {}
     if job.random_seed is not None:
-        # Same draw sequence as the per-cycle bench: a new mask and margin every 4 images,
-        # a budget per image on the pixel stream.
-        rng = np.random.default_rng(job.random_seed)
-        for i in range(count):
-            prog: tuple = ()
-            if i % 4 == 0:
-                keep = rng.random()
-                key = f"m{i}"
-                chosen = tuple(rng.random(mk.shape) < keep for mk in model.support_mask)
-                for layer, mk in enumerate(chosen):
+        # The same draws as the per-cycle bench (cosim/controls.py).
+        for ctl in random_controls(model, count, job.random_seed):
+            if ctl.prog:  # a new mask: the testbench rebuilds the model from it
+                key = f"m{ctl.image}"
+                for layer, mk in enumerate(ctl.model.support_mask):
                     masks[f"{key}_{layer}"] = mk
-                words = build_image(model.with_mask(chosen)).program()
-                margin = int(rng.integers(0, 40))
-                prog = tuple((int(op.value), a, d) for op, a, d in words
-                             if op == ProgOp.COL_MASK) + ((ProgOp.EXIT_MARGIN.value, 0, margin),)
-            budget = int(rng.integers(0, cfg.num_supports + 1))
-            blocks.append(Block((i,), budget, True, margin, key, prog, "random"))
+            prog = tuple((int(op.value), a, d) for op, a, d in ctl.prog)
+            blocks.append(Block((ctl.image,), ctl.budget, True, ctl.margin, key, prog,
+                                "random"))
     return Plan(blocks, masks)
 
 

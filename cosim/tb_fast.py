@@ -41,11 +41,12 @@ async def fast_regression(dut):
     failed = bool(dut.failed.value)
 
     t1 = time.time()
-    model = QuantizedModel.load(plan["golden_model"] or plan["model"], cfg) \
-        if plan["golden_model"] or plan["model"] else None
+    source = plan["golden_model"] or plan["model"]  # None: every block draws its own model
+    model = QuantizedModel.load(source, cfg) if source else None
     masks = np.load(plan["masks"]) if plan.get("masks") else None
     with np.load(plan["images"]) as data:
         flat = data["images"].reshape(len(data["images"]), -1)
+        labels = data["labels"]
     blocks, runs = [], []
     for blk in plan["blocks"]:
         runs.extend([(blk["run"], blk["budget"])] * len(blk["images"]))
@@ -61,9 +62,6 @@ async def fast_regression(dut):
     expected = bulk.concat(blocks)
     log = bulk.read_logs(cfg, plan["log"])
     check = bulk.compare(cfg, log, expected)
-    labels = None
-    with np.load(plan["images"]) as data:
-        labels = data["labels"]
     report = {
         "images": check.images, "transactions_checked": check.transactions,
         "results_checked": check.results, "mismatches": check.mismatches,

@@ -22,6 +22,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 from sbnn.cosim.codec import Codec
+from sbnn.cosim.controls import random_controls
 from sbnn.cosim.scoreboard import Scoreboard
 from sbnn.gen.image import build_image
 from sbnn.golden import hwpath
@@ -192,23 +193,15 @@ async def inference_regression(dut):
     if job.get("random_seed") is not None and not (sb.mismatches and stop):
         # Runtime controls changed between inferences, no regeneration: per-image budget on
         # the pixel stream, exit margin and support mask through prog.
-        rng = np.random.default_rng(job["random_seed"])
         before, cycles0, results = len(sb.mismatches), bench.cycle, []
-        current = golden_model
-        for i, image in enumerate(images):
-            if i % 4 == 0:
-                keep = rng.random()
-                current = golden_model.with_mask(tuple(
-                    rng.random(mk.shape) < keep for mk in golden_model.support_mask))
-                words = build_image(current).program()
-                await bench.program([op for op in words if op[0] == ProgOp.COL_MASK])
-                margin = int(rng.integers(0, 40))
-                await bench.program([(ProgOp.EXIT_MARGIN, 0, margin)])
-            budget = int(rng.integers(0, cfg.num_supports + 1))
-            sched = hwpath.schedule(current, budget)
-            golden = hwpath.run_hw(current, flat[i:i + 1], budget, margin, keep_adc=True)
+        for ctl in random_controls(golden_model, len(images), job["random_seed"]):
+            i, current = ctl.image, ctl.model
+            await bench.program(list(ctl.prog))
+            sched = hwpath.schedule(current, ctl.budget)
+            golden = hwpath.run_hw(current, flat[i:i + 1], ctl.budget, ctl.margin,
+                                   keep_adc=True)
             results.append(await one(i, current, sched, golden, 0,
-                                     bench.codec.pixel_beats(image, budget)))
+                                     bench.codec.pixel_beats(images[i], ctl.budget)))
             if sb.mismatches and stop:
                 break
         runs.append(_run_summary("random", None, results, labels, cycles0, bench, before, sb))

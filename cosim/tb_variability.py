@@ -17,6 +17,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+from sbnn.cosim.controls import random_controls
 from sbnn.cosim.scoreboard import Scoreboard
 from sbnn.cosim.tb_inference import Bench
 from sbnn.gen.image import build_image
@@ -94,24 +95,15 @@ async def variability_regression(dut):
 
     if job.get("random_seed") is not None and not (sb.mismatches and stop):
         # Masks change between images: a masked column must read 0 whatever its offset.
-        rng = np.random.default_rng(job["random_seed"])
         before, cycles0, results = len(sb.mismatches), bench.cycle, []
-        current = model
-        for i, image in enumerate(images):
-            if i % 4 == 0:
-                keep = rng.random()
-                current = model.with_mask(tuple(rng.random(mk.shape) < keep
-                                                for mk in model.support_mask))
-                await bench.program([op for op in build_image(current).program()
-                                     if op[0] == ProgOp.COL_MASK])
-                margin = int(rng.integers(0, 40))
-                await bench.program([(ProgOp.EXIT_MARGIN, 0, margin)])
-            budget = int(rng.integers(0, cfg.num_supports + 1))
-            golden = hwpath.run_hw(current, flat[i:i + 1], budget, margin, keep_adc=True,
+        for ctl in random_controls(model, len(images), job["random_seed"]):
+            i, current, budget = ctl.image, ctl.model, ctl.budget
+            await bench.program(list(ctl.prog))
+            golden = hwpath.run_hw(current, flat[i:i + 1], budget, ctl.margin, keep_adc=True,
                                    variation=varied)
-            ideal = hwpath.run_hw(current, flat[i:i + 1], budget, margin, keep_adc=True)
+            ideal = hwpath.run_hw(current, flat[i:i + 1], budget, ctl.margin, keep_adc=True)
             results.append(await one(i, current, budget, 0, golden, ideal,
-                                     bench.codec.pixel_beats(image, budget)))
+                                     bench.codec.pixel_beats(images[i], budget)))
             if sb.mismatches and stop:
                 break
         runs.append(summary("random", None, results, cycles0, before))

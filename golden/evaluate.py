@@ -152,15 +152,8 @@ def plot_latency(entries: dict[str, dict], path: Path) -> Path:
         for b, x, y in zip(ev["budgets"], cyc, err):
             ax.annotate(f"b={b['budget']}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
-    ax.set_xlabel("cycles per inference (timing contract)")
-    ax.set_ylabel("MNIST test error % (hardware-exact)")
-    ax.set_title("accuracy vs latency budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(plt, fig, ax, "cycles per inference (timing contract)",
+                   "accuracy vs latency budget", path)
 
 
 def plot_dropout(ranked: list[dict], random: list[dict], limit: float | None,
@@ -180,9 +173,15 @@ def plot_dropout(ranked: list[dict], random: list[dict], limit: float | None,
                 label="random columns, no re-fit")
     if limit is not None:
         ax.axhline(limit, color="gray", lw=0.8, ls=":", label="unpruned + 0.05 pp")
-    ax.set_xlabel("support columns masked %")
+    return _finish(plt, fig, ax, "support columns masked %",
+                   "accuracy vs support-column dropout", path)
+
+
+def _finish(plt, fig, ax, xlabel: str, title: str, path: Path) -> Path:
+    """The common frame of the results plots (error on y), saved and closed."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("MNIST test error % (hardware-exact)")
-    ax.set_title("accuracy vs support-column dropout")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

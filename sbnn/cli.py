@@ -299,8 +299,8 @@ def cmd_sim(args) -> int:
         images = Path(args.build) / f"mnist_test_{args.mnist_test}.npz"
         images.parent.mkdir(parents=True, exist_ok=True)
         np.savez(images, images=test_x[: args.mnist_test], labels=test_y[: args.mnist_test])
-        if args.count == SIM_DEFAULT_COUNT:
-            args.count = args.mnist_test
+    if args.count is None:  # every image asked for, or the default run's 200
+        args.count = args.mnist_test or SIM_DEFAULT_COUNT
     if not images.is_file():
         raise CliError(f"image file {str(images)!r} does not exist; make one with "
                        f"'sbnn sample-data --out FILE'")
@@ -481,7 +481,7 @@ def cmd_equiv(args) -> int:
             seed, index = parse_case(args.case)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        rep = run_config(seed, args.build, first=index, count=1, workers=1, only=index)
+        rep = run_config(seed, args.build, first=index, count=1, workers=1)
         print(f"case {seed}:{index}: {rep['transactions_checked']} transactions, "
               f"{'OK' if rep['mismatches'] == 0 else 'MISMATCH: ' + str(rep['first_mismatch'])}")
         print(f"config: {json.dumps(rep['config'])}")
@@ -609,7 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instead of --images: the first N MNIST test images (and --count "
                          "N) from --data-dir / SBNN_MNIST_DIR / ../shared/data/mnist")
     with_data(sp)
-    sp.add_argument("--count", type=int, default=SIM_DEFAULT_COUNT)
+    sp.add_argument("--count", type=int, default=None,
+                    help=f"images to run (default: {SIM_DEFAULT_COUNT}, or N with "
+                         f"--mnist-test N)")
     sp.add_argument("--budgets", type=_budgets, default=None,
                     help="comma-separated latency budgets (default: K and 0)")
     sp.add_argument("--build", type=Path, default=Path("out/cosim"))

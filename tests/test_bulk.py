@@ -89,6 +89,20 @@ def test_a_late_start_and_a_slow_done_are_reported(case):
     assert "field 'done_cycle'" in str(rep.first)
 
 
+def test_a_start_before_any_image_is_reported(case):
+    _, exp = case
+    log = perfect_log(exp)
+    for name in ("start_cycle", "layer", "plane", "pass_", "tile", "gain", "col_en", "row_x",
+                 "done_cycle", "adc"):
+        arr = getattr(log, name)
+        setattr(log, name, np.concatenate([arr[:1], arr]))
+    log.start_cycle[0] = log.image_cycle[0] - 20
+    log.done_cycle[0] = log.start_cycle[0] + CFG.macro_latency
+    rep = bulk.compare(CFG, log, exp)
+    assert rep.first is not None and "no macro start before the first image" in str(rep.first)
+    assert rep.transactions == len(exp.cycle)  # the real ones still line up and are checked
+
+
 def test_missing_or_extra_transactions_and_results(case):
     _, exp = case
     log = perfect_log(exp)

@@ -67,34 +67,33 @@ def test_cosim_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, veri
     assert "field 'row_x" in first  # layer-1 inputs differ first
 
 
-def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
-    cfg = SMALL_K2
+def _small_k2_case(tmp_path, count: int):
+    """A random SMALL_K2 model and ``count`` random images, saved: (model, path, images)."""
     rng = np.random.default_rng(2024)
-    model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
-    images = rng.integers(0, 256, (20, 40), dtype=np.uint8)
-    np.savez(tmp_path / "img.npz", images=images, labels=np.zeros(20, np.uint8))
-    report = run_cosim(CosimJob(cfg, model.save(tmp_path / "m.npz"), tmp_path / "img.npz",
-                                count=20, budgets=(2, 1, 0), random_seed=7),
-                       cosim_build_root)
+    model = QuantizedModel.random(SMALL_K2, rng, mask_keep=0.5)
+    images = rng.integers(0, 256, (count, SMALL_K2.layers[0]), dtype=np.uint8)
+    np.savez(tmp_path / "img.npz", images=images, labels=np.zeros(count, np.uint8))
+    return model, model.save(tmp_path / "m.npz"), tmp_path / "img.npz"
+
+
+def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
+    _, model_path, images = _small_k2_case(tmp_path, 20)
+    report = run_cosim(CosimJob(SMALL_K2, model_path, images, count=20, budgets=(2, 1, 0),
+                                random_seed=7), cosim_build_root)
     assert report["mismatches"] == 0, report["first_mismatch"]
     assert report["results_checked"] == 80
     rand = report["runs"][-1]
     assert rand["run"] == "random" and len(set(rand["exit_planes"])) > 1
 
 
-
 def test_per_cycle_bench_catches_a_wrong_golden_model(cosim_build_root, tmp_path, verilator):
-    cfg = SMALL_K2
-    rng = np.random.default_rng(2024)
-    model = QuantizedModel.random(cfg, rng, mask_keep=0.5)
-    images = rng.integers(0, 256, (4, 40), dtype=np.uint8)
-    np.savez(tmp_path / "img.npz", images=images, labels=np.zeros(4, np.uint8))
+    model, model_path, images = _small_k2_case(tmp_path, 4)
     thresholds = [t.copy() for t in model.thresholds]
     thresholds[0][:] += 1000  # every hidden activation -1 in the "expected" model
-    wrong = QuantizedModel(cfg, model.planes, tuple(thresholds), model.support_mask)
-    report = run_cosim(CosimJob(cfg, model.save(tmp_path / "m.npz"), tmp_path / "img.npz",
-                                count=4, budgets=(2,), golden_model=wrong.save(
-                                    tmp_path / "w.npz")), cosim_build_root)
+    wrong = QuantizedModel(SMALL_K2, model.planes, tuple(thresholds), model.support_mask)
+    report = run_cosim(CosimJob(SMALL_K2, model_path, images, count=4, budgets=(2,),
+                                golden_model=wrong.save(tmp_path / "w.npz")),
+                       cosim_build_root)
     assert report["mismatches"] >= 1 and report["results_checked"] == 1
     first = report["first_mismatch"]
     assert first.startswith("image 0, eval ") and "field 'row_x" in first

@@ -129,3 +129,30 @@ def test_best_case_i_model_1000_mnist_images(tmp_path, verilator):
     rep = json.loads(report.read_text())
     assert status == 0 and rep["mismatches"] == 0, rep["first_mismatch"]
     assert rep["results_checked"] == 1000
+
+
+def test_random_controls_one_draw_sequence_for_every_engine():
+    from sbnn.cosim.controls import random_controls
+    from sbnn.cosim.fast import plan_job
+    from sbnn.rtl.interfaces import ProgOp
+
+    model = QuantizedModel.load(_default_model())
+    ctls = list(random_controls(model, 9, seed=5))
+    assert [bool(c.prog) for c in ctls] == [True, False, False, False, True, False, False,
+                                            False, True]
+    for c in ctls:
+        assert 0 <= c.budget <= model.config.num_supports and 0 <= c.margin < 40
+        if c.prog:  # the new column-enable words, then the margin
+            assert c.prog[-1] == (ProgOp.EXIT_MARGIN, 0, c.margin)
+            assert {op for op, _, _ in c.prog[:-1]} == {ProgOp.COL_MASK}
+    assert ctls[1].model is ctls[0].model and ctls[4].model is not ctls[0].model
+    again = list(random_controls(model, 9, seed=5))
+    assert [(c.budget, c.margin) for c in again] == [(c.budget, c.margin) for c in ctls]
+    # The fast engine's plan replays exactly these controls.
+    job = CosimJob(model.config, _default_model(), _default_sample(), count=9, budgets=(),
+                   random_seed=5)
+    plan = plan_job(job, model, 9)
+    assert [(b.images[0], b.budget, b.margin) for b in plan.blocks] == \
+        [(c.image, c.budget, c.margin) for c in ctls]
+    mask0 = tuple(plan.masks[f"m4_{layer}"] for layer in range(model.config.num_layers))
+    assert all(np.array_equal(a, b) for a, b in zip(mask0, ctls[4].model.support_mask))
