@@ -20,8 +20,8 @@ from .hwpath import run_hw, schedule
 from .model import SupportedBNN, pixels_to_codes
 from .qmodel import QuantizedModel
 
-__all__ = ["PAPER", "TARGETS", "float_model_for", "evaluate_model", "run_metadata",
-           "plot_latency", "plot_dropout", "random_dropout_curve", "build_results"]
+__all__ = ["PAPER", "TARGETS", "float_model_for", "load_float_model", "evaluate_model",
+           "run_metadata", "plot_latency", "plot_dropout", "random_dropout_curve", "build_results"]
 
 #: arXiv 1911.08518 abstract: MNIST test error (%) and the dropped share of supports.
 PAPER = {"baseline_error_pct": 1.40, "case_i_error_pct": 0.91, "case_ii_error_pct": 1.13,
@@ -45,13 +45,19 @@ def float_model_for(model_path: Path, qmodel: QuantizedModel) -> SupportedBNN | 
             candidates.append(Path(src).with_name(Path(src).stem + "_float.pt"))
     for cand in candidates:
         if cand.is_file():
-            net = SupportedBNN(qmodel.config)
-            net.load_state_dict(torch.load(cand, weights_only=True))
-            with torch.no_grad():
-                for lin, mask in zip(net.linears, qmodel.support_mask):
-                    lin.mask.copy_(torch.from_numpy(mask.astype(np.float32)))
-            return net.eval()
+            return load_float_model(cand, qmodel)
     return None
+
+
+def load_float_model(path: Path, qmodel: QuantizedModel) -> SupportedBNN:
+    """The float state dict at ``path`` for ``qmodel``'s config, with its support mask.
+    Raises RuntimeError if the state does not fit the config."""
+    net = SupportedBNN(qmodel.config)
+    net.load_state_dict(torch.load(path, weights_only=True))
+    with torch.no_grad():
+        for lin, mask in zip(net.linears, qmodel.support_mask):
+            lin.mask.copy_(torch.from_numpy(mask.astype(np.float32)))
+    return net.eval()
 
 
 @torch.no_grad()

@@ -201,8 +201,15 @@ def cmd_prune(args) -> int:
     rng = np.random.default_rng(args.seed)
     calib = train_images[rng.choice(len(train_images), args.calib, replace=False)]
     t0 = time.time()
-    res = prune(model, calib.reshape(len(calib), -1), test, args.tolerance, not args.no_refit,
-                log=lambda m: print(m, flush=True))
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    finetune = {}
+    if args.finetune_epochs:
+        res, control = _prune_finetune(args, model, calib.reshape(len(calib), -1), test, log)
+        finetune = {"finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr,
+                    "finetuned_unpruned_error_pct": control}
+    else:
+        res = prune(model, calib.reshape(len(calib), -1), test, args.tolerance,
+                    not args.no_refit, log=log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     res.model.save(args.out)
     src_summary = Path(args.model).parent / "train_summary.json"
@@ -216,12 +223,50 @@ def cmd_prune(args) -> int:
             "base_error_pct": res.base_error_pct, "error_pct": res.error_pct,
             "support_columns_total": res.total, "support_columns_masked": res.pruned,
             "support_columns_pruned_pct": round(res.pruned_pct, 2), "trials": res.trials,
-            "test_images": int(len(test[1]))}
+            "test_images": int(len(test[1])), **finetune}
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"masked {res.pruned} of {res.total} support columns ({res.pruned_pct:.1f} %): "
           f"hw-exact test error {res.base_error_pct:.2f} % -> {res.error_pct:.2f} % "
           f"(limit +{args.tolerance} pp); wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
+
+
+def _prune_finetune(args, model, calib: np.ndarray, test, log):
+    """``sbnn prune --finetune-epochs``: pruning with retraining (golden/prune_finetune.py)."""
+    from sbnn.golden.evaluate import float_model_for, load_float_model
+    from sbnn.golden.mnist import load_mnist
+    from sbnn.golden.prune_finetune import FinetuneSettings, prune_finetune
+
+    if args.no_refit:
+        raise CliError("--no-refit and --finetune-epochs exclude each other: fine-tuning "
+                       "re-learns the thresholds; drop one of them")
+    if not 1 <= args.finetune_epochs <= 1000:
+        raise CliError(f"--finetune-epochs must be in 1..1000, got {args.finetune_epochs}")
+    if not 0 < args.finetune_lr <= 1:
+        raise CliError(f"--finetune-lr must be in (0, 1], got {args.finetune_lr}")
+    if args.float_model is not None:
+        if not args.float_model.is_file():
+            raise CliError(f"--float-model {args.float_model} does not exist")
+        try:
+            net = load_float_model(args.float_model, model)
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise CliError(f"--float-model {args.float_model} does not fit the model's "
+                           f"config {list(model.config.layers)} K={model.config.num_supports}"
+                           f": {str(exc).splitlines()[0]}") from None
+    else:
+        net = float_model_for(args.model, model)
+        if net is None:
+            raise CliError(f"--finetune-epochs needs the trained float network: no "
+                           f"{args.model.with_name(args.model.stem + '_float.pt')} beside "
+                           f"the model; pass it with --float-model")
+    settings = FinetuneSettings(epochs=args.finetune_epochs, lr=args.finetune_lr,
+                                lr_final=args.finetune_lr / 10, seed=args.seed,
+                                threads=args.threads)
+    work = args.out.with_name(args.out.stem + ".finetune")
+    log(f"pruning with {args.finetune_epochs} fine-tune epochs per trial; checkpoints in "
+        f"{work} (rerun the same command to resume)")
+    train = load_mnist("train", args.data_dir)
+    return prune_finetune(net, model, calib, train, test, work, args.tolerance, settings, log)
 
 
 def cmd_gen(args) -> int:
@@ -583,6 +628,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-refit", action="store_true",
                     help="keep the thresholds (only mask); by default neurons that lose a "
                          "column get their threshold re-fitted on the calibration images")
+    sp.add_argument("--finetune-epochs", type=int, default=0,
+                    help="pruning with retraining: fine-tune the float network this many "
+                         "epochs after each trial mask (default 0: threshold re-fit only)")
+    sp.add_argument("--finetune-lr", type=float, default=1e-4,
+                    help="fine-tuning learning rate, decaying to a tenth (default 1e-4)")
+    sp.add_argument("--float-model", type=Path,
+                    help="trained float state dict for fine-tuning (default: <model>_float.pt "
+                         "beside --model)")
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     sp.set_defaults(func=cmd_prune)
 
     sp = sub.add_parser("gen", help="emit Verilog, macro stub, manifest (and hardware image)")

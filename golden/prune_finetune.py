@@ -1,0 +1,132 @@
+"""Pruning with retraining: mask support columns, then let the network adapt to the mask.
+
+:func:`sbnn.golden.prune.prune` only re-fits thresholds after masking, so every masked
+column's contribution is simply lost. Here the float network is fine-tuned for a few epochs
+with the mask fixed (support planes of the kept columns, batch norms and output scale/bias;
+the base plane B0 stays frozen, as in case (i) stage 2), then folded to the hardware-exact
+integer model and measured. Columns are masked in the order of
+:func:`sbnn.golden.prune.score_columns` (ranked on training images only), and the count is
+found by bisection, as in ``prune``.
+
+Because fine-tuning is more training, the unpruned network is fine-tuned the same way as a
+control, and the limit is ``min(unpruned, fine-tuned unpruned) + tolerance``: pruning may
+not look free just because the extra epochs helped.
+
+Every trial is checkpointed in ``work_dir`` (one file per masked-column count), so an
+interrupted pass resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fold import fold_model
+from .model import SupportedBNN
+from .prune import Column, PruneResult, hw_error, score_columns
+from .qmodel import QuantizedModel
+from .train import TrainSettings, _run_stage
+
+__all__ = ["FinetuneSettings", "masked_finetune", "prune_finetune"]
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Schedule of the fine-tuning after each trial mask (see :class:`TrainSettings`)."""
+
+    epochs: int = 3
+    lr: float = 1e-4
+    lr_final: float = 1e-5
+    batch_size: int = 200
+    shift: int = 2
+    seed: int = 0
+    threads: int = 2
+    #: bisection stops when the bracket is this share of the enabled columns (percent)
+    resolution_pct: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000):
+            raise ValueError(f"fine-tune epochs must be an integer in 1..1000, got "
+                             f"{self.epochs!r}")
+        if not 0 < self.resolution_pct <= 50:
+            raise ValueError(f"fine-tune resolution must be in (0, 50] percent, got "
+                             f"{self.resolution_pct!r}")
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(batch_size=self.batch_size, lr=self.lr, lr_final=self.lr_final,
+                             seed=self.seed, threads=self.threads, shift=self.shift)
+
+
+def masked_finetune(net: SupportedBNN, columns: list[Column],
+                    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                    settings: FinetuneSettings, ckpt: Path, log=print) -> SupportedBNN:
+    """A copy of ``net`` with ``columns`` masked, fine-tuned (base plane frozen) for
+    ``settings.epochs`` epochs; ``ckpt`` makes it resumable."""
+    tuned = copy.deepcopy(net)
+    with torch.no_grad():
+        for layer, j, k in columns:
+            tuned.linears[layer].mask[j, k - 1] = 0.0
+    for lin in tuned.linears:
+        lin.support_drop = 0.0  # the mask is now fixed: no more random column dropout
+        lin.base.requires_grad_(False)
+    params = [p for p in tuned.parameters() if p.requires_grad]
+    torch.set_num_threads(settings.threads)
+    _run_stage(f"fine-tune ({len(columns)} masked)", tuned, params, settings.epochs, None,
+               train, test, settings.train_settings(), ckpt, log)
+    return tuned.eval()
+
+
+def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
+                   train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                   work_dir: str | Path, tolerance_pp: float = 0.05,
+                   settings: FinetuneSettings = FinetuneSettings(),
+                   log=print) -> tuple[PruneResult, float]:
+    """Mask as many support columns as possible, each trial fine-tuned, with hardware-exact
+    test error <= min(unpruned, fine-tuned unpruned) + ``tolerance_pp``.
+
+    ``net`` is the trained float network and ``model`` its folded QuantizedModel. Returns
+    the result and the fine-tuned control's error."""
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    total = sum(m.size for m in model.support_mask)
+    base_err = hw_error(model, *test)
+    order = [c for _, c in score_columns(model, calib)]
+    cache: dict[int, tuple[float, QuantizedModel]] = {}
+    trials: list[dict] = [{"pruned": 0, "error_pct": base_err, "finetuned": False}]
+
+    def trial(n: int) -> float:
+        if n not in cache:
+            tuned = masked_finetune(net, order[:n], train, test, settings,
+                                    work / f"masked_{n}.pt", log)
+            folded = fold_model(tuned)
+            cache[n] = (hw_error(folded, *test), folded)
+            trials.append({"pruned": n, "error_pct": cache[n][0], "finetuned": True})
+            log(f"  mask {n} columns ({100 * n / max(1, total):.1f} %), fine-tuned: "
+                f"{cache[n][0]:.2f} % hw-exact error")
+        return cache[n][0]
+
+    control = trial(0)
+    limit = min(base_err, control) + tolerance_pp + 1e-9
+    log(f"unpruned: {base_err:.2f} %, fine-tuned unpruned (control): {control:.2f} %; "
+        f"limit {limit:.2f} %, {len(order)} of {total} support columns enabled")
+    lo, hi = 0, len(order)
+    if trial(hi) <= limit:
+        lo = hi
+    step = max(1, int(len(order) * settings.resolution_pct / 100))
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if trial(mid) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    if lo == 0 and control > limit:  # nothing passed: the answer is the unpruned model
+        err, best = base_err, model
+    else:
+        err, best = cache[lo]
+    result = PruneResult(best, base_err, err, lo, total,
+                         sorted(trials, key=lambda t: (t["pruned"], t["finetuned"])))
+    return result, control
