@@ -4,9 +4,10 @@ and case (ii) — base plane, supports and binarization learned jointly from scr
 Published BinaryNet MLP practice: sign + straight-through estimator, latent weights clipped
 to [-1, 1], batch norm (folded to thresholds at export), Adam with an exponentially decaying
 learning rate. Options beyond that (all off by default, so the default design trains as it
-always did): random +-``shift`` pixel translations of the training images, structured
-dropout of support columns (``support_drop``), and the first layer's per-tile ADC clipping
-modelled in the forward pass (``adc_aware``). Every epoch is checkpointed; rerunning the same
+always did): random +-``shift`` pixel translations of the training images, random affine +
+elastic distortions (golden/augment.py), structured dropout of support columns
+(``support_drop``), and the first layer's per-tile ADC clipping modelled in the forward
+pass (``adc_aware``). Every epoch is checkpointed; rerunning the same
 command resumes.
 """
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from sbnn.config import SbnnConfig
 
+from .augment import distort_images, shift_images
 from .fold import fold_model
 from .hwpath import run_hw
 from .model import SupportedBNN, pixels_to_codes
@@ -63,6 +65,11 @@ class TrainSettings:
     threads: int = 2
     #: random translation of each training image by up to +-shift pixels (0: none)
     shift: int = 0
+    #: random rotation (degrees), isotropic scaling (fraction) and elastic displacement
+    #: (pixels) of each training image, every epoch (golden/augment.py; 0: none)
+    rotate: float = 0.0
+    scale: float = 0.0
+    elastic: float = 0.0
     #: probability that a support column is dropped for one minibatch
     support_drop: float = 0.0
     #: model the first layer's per-tile ADC clipping while training
@@ -95,10 +102,27 @@ class TrainSettings:
               "must be an integer in 1..256")
         check("shift", is_int(self.shift) and 0 <= self.shift <= 8,
               "must be an integer in 0..8 (pixels)")
+        for name, top, unit in (("rotate", 45, "degrees"), ("scale", 0.5, "(a fraction)"),
+                                ("elastic", 8, "pixels")):
+            v = getattr(self, name)
+            check(name, isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and 0 <= v <= top, f"must be a number in 0..{top} {unit}")
         check("support_drop", isinstance(self.support_drop, (int, float))
               and not isinstance(self.support_drop, bool) and 0 <= self.support_drop < 1,
               "must be a number in [0, 1)")
         check("adc_aware", isinstance(self.adc_aware, bool), "must be true or false")
+
+    @property
+    def distorts(self) -> bool:
+        """Whether training images are resampled (rotation, scaling or elastic field)."""
+        return bool(self.rotate or self.scale or self.elastic)
+
+    def augment(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One epoch's augmented copy of the (N, 28, 28) training images."""
+        if self.distorts:
+            return distort_images(images, rng, shift=self.shift, rotate=self.rotate,
+                                  scale=self.scale, elastic=self.elastic)
+        return shift_images(images, self.shift, rng)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
@@ -108,23 +132,6 @@ class TrainSettings:
                 raise TrainSettingsError(key, f"unknown option; allowed are "
                                               f"{', '.join(sorted(known))}")
         return cls(**data)
-
-
-def shift_images(images: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Translate each (N, 28, 28) image by its own random (dy, dx) in -shift..shift,
-    filling with 0 (the background), so digits move but are never wrapped around."""
-    if shift == 0:
-        return images
-    n, h, w = images.shape
-    pad = np.pad(images, ((0, 0), (shift, shift), (shift, shift)))
-    dy = rng.integers(-shift, shift + 1, n)
-    dx = rng.integers(-shift, shift + 1, n)
-    out = np.empty_like(images)
-    for sy in range(-shift, shift + 1):  # (2s+1)^2 groups of plain slicing: fast
-        for sx in range(-shift, shift + 1):
-            idx = np.flatnonzero((dy == sy) & (dx == sx))
-            out[idx] = pad[idx, shift - sy:shift - sy + h, shift - sx:shift - sx + w]
-    return out
 
 
 def _progress(prefix: str, done: int, total: int, extra: str = "") -> None:
@@ -180,7 +187,8 @@ def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epoch
         sched.load_state_dict(state["sched"])
         start = state["epoch"]
         log(f"{name}: resumed from {ckpt} after epoch {start}")
-    images = train[0].reshape(len(train[0]), 28, 28) if settings.shift else train[0]
+    augments = settings.shift or settings.distorts
+    images = train[0].reshape(len(train[0]), 28, 28) if augments else train[0]
     y_all = torch.from_numpy(train[1].astype(np.int64))
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
@@ -189,7 +197,7 @@ def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epoch
         gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
         torch.manual_seed(settings.seed * 1000 + epoch + 500)  # support-dropout draws
         rng = np.random.default_rng(settings.seed * 1000 + epoch)
-        x_np = shift_images(images, settings.shift, rng).reshape(len(images), -1)
+        x_np = settings.augment(images, rng).reshape(len(images), -1)
         x_all = pixels_to_codes(torch.from_numpy(np.ascontiguousarray(x_np)), model.cfg)
         order = torch.randperm(len(x_all), generator=gen)
         steps = len(order) // settings.batch_size

@@ -58,7 +58,7 @@ def _budgets(text: str) -> tuple[int, ...]:
 #: sbnn train options that override [train] fields of the config file (None = not given)
 _TRAIN_OPTIONS = ("base_epochs", "support_epochs", "joint_epochs", "batch_size", "lr",
                   "lr_final", "support_lr", "support_init", "seed", "threads", "shift",
-                  "support_drop", "adc_aware")
+                  "rotate", "scale", "elastic", "support_drop", "adc_aware")
 
 
 def _train_table(path: Path | None) -> dict:
@@ -593,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
     sp.add_argument("--shift", type=int, help="augmentation: random +-N pixel shifts "
                                               "(default 0)")
+    sp.add_argument("--rotate", type=float, help="augmentation: random rotation up to +-N "
+                                                 "degrees (default 0)")
+    sp.add_argument("--scale", type=float, help="augmentation: random scaling up to +-F, "
+                                                "a fraction (default 0)")
+    sp.add_argument("--elastic", type=float, help="augmentation: smooth random elastic "
+                                                  "displacement of about N pixels (default 0)")
     sp.add_argument("--support-drop", type=float,
                     help="support-column dropout probability in training (default 0)")
     sp.add_argument("--adc-aware", action=argparse.BooleanOptionalAction, default=None,
