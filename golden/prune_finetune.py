@@ -42,7 +42,11 @@ class FinetuneSettings:
     lr: float = 1e-4
     lr_final: float = 1e-5
     batch_size: int = 200
+    #: augmentation as in training (TrainSettings); the CLI copies the source run's
     shift: int = 2
+    rotate: float = 0.0
+    scale: float = 0.0
+    elastic: float = 0.0
     seed: int = 0
     threads: int = 2
     #: bisection stops when the bracket is this share of the enabled columns (percent)
@@ -58,7 +62,8 @@ class FinetuneSettings:
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(batch_size=self.batch_size, lr=self.lr, lr_final=self.lr_final,
-                             seed=self.seed, threads=self.threads, shift=self.shift)
+                             seed=self.seed, threads=self.threads, shift=self.shift,
+                             rotate=self.rotate, scale=self.scale, elastic=self.elastic)
 
 
 def masked_finetune(net: SupportedBNN, columns: list[Column],

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -204,8 +205,9 @@ def cmd_prune(args) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     finetune = {}
     if args.finetune_epochs:
-        res, control = _prune_finetune(args, model, calib.reshape(len(calib), -1), test, log)
-        finetune = {"finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr,
+        res, control, settings = _prune_finetune(args, model, calib.reshape(len(calib), -1),
+                                                 test, log)
+        finetune = {"finetune_epochs": args.finetune_epochs, "finetune": asdict(settings),
                     "finetuned_unpruned_error_pct": control}
     else:
         res = prune(model, calib.reshape(len(calib), -1), test, args.tolerance,
@@ -259,14 +261,21 @@ def _prune_finetune(args, model, calib: np.ndarray, test, log):
             raise CliError(f"--finetune-epochs needs the trained float network: no "
                            f"{args.model.with_name(args.model.stem + '_float.pt')} beside "
                            f"the model; pass it with --float-model")
+    # Same batch size and augmentation as the run that trained the model, where known.
+    summary = args.model.parent / "train_summary.json"
+    recipe = json.loads(summary.read_text()).get("settings", {}) if summary.is_file() else {}
+    same = {k: recipe[k] for k in ("batch_size", "shift", "rotate", "scale", "elastic")
+            if k in recipe}
     settings = FinetuneSettings(epochs=args.finetune_epochs, lr=args.finetune_lr,
                                 lr_final=args.finetune_lr / 10, seed=args.seed,
-                                threads=args.threads)
+                                threads=args.threads, **same)
     work = args.out.with_name(args.out.stem + ".finetune")
-    log(f"pruning with {args.finetune_epochs} fine-tune epochs per trial; checkpoints in "
-        f"{work} (rerun the same command to resume)")
+    log(f"pruning with {args.finetune_epochs} fine-tune epochs per trial (augmentation "
+        f"{same or 'default'}); checkpoints in {work} (rerun the same command to resume)")
     train = load_mnist("train", args.data_dir)
-    return prune_finetune(net, model, calib, train, test, work, args.tolerance, settings, log)
+    res, control = prune_finetune(net, model, calib, train, test, work, args.tolerance,
+                                  settings, log)
+    return res, control, settings
 
 
 def cmd_gen(args) -> int:

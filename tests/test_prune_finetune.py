@@ -95,6 +95,9 @@ def test_prune_cli_with_finetune(tmp_path, capsys):
     run.mkdir()
     fold_model(net).save(run / "model.npz")
     torch.save(net.state_dict(), run / "model_float.pt")
+    # the fine-tuning copies the source run's batch size and augmentation
+    (run / "train_summary.json").write_text(json.dumps(
+        {"settings": {"batch_size": 100, "shift": 1, "rotate": 5.0, "elastic": 0.5}}))
     out = tmp_path / "pruned.npz"
     argv = ["prune", "--model", str(run / "model.npz"), "--out", str(out), "--tolerance",
             "100", "--calib", "100", "--finetune-epochs", "1", "--threads", "1",
@@ -103,6 +106,9 @@ def test_prune_cli_with_finetune(tmp_path, capsys):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["support_columns_pruned_pct"] == 100.0 and meta["finetune_epochs"] == 1
     assert isinstance(meta["finetuned_unpruned_error_pct"], float)
+    ft = meta["finetune"]
+    assert (ft["batch_size"], ft["shift"], ft["rotate"], ft["scale"], ft["elastic"]) == (
+        100, 1, 5.0, 0.0, 0.5)
     assert (tmp_path / "pruned.finetune" / "masked_0.pt").is_file()
 
 
