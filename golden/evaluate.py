@@ -111,8 +111,11 @@ def run_metadata(model_path: Path, role: str) -> dict:
         meta = json.loads(own.read_text())
         return {"command": meta.get("command"), "seed": meta.get("seed"),
                 "train_minutes": meta.get("train_minutes"),
-                "prune_minutes": meta.get("prune_minutes"), "source_model": meta.get(
-                    "source_model")}
+                "prune_minutes": meta.get("prune_minutes"),
+                "source_model": meta.get("source_model"),
+                "unpruned_error_pct": meta.get("base_error_pct"),
+                **{k: meta[k] for k in ("finetune_epochs", "finetuned_unpruned_error_pct")
+                   if k in meta}}
     summ = model_path.parent / "train_summary.json"
     if not summ.is_file():
         return {"command": None, "seed": None, "train_minutes": None}
@@ -163,8 +166,9 @@ def plot_latency(entries: dict[str, dict], path: Path) -> Path:
 
 
 def plot_dropout(ranked: list[dict], random: list[dict], limit: float | None,
-                 path: Path) -> Path:
-    """Error vs share of support columns masked: learned ranking + re-fit, and random."""
+                 path: Path, finetuned: bool = False) -> Path:
+    """Error vs share of support columns masked: learned ranking (+ threshold re-fit, or
+    + fine-tuning), and random columns."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,12 +177,13 @@ def plot_dropout(ranked: list[dict], random: list[dict], limit: float | None,
     fig, ax = plt.subplots(figsize=(6, 4))
     if ranked:
         ax.plot([r["pruned_pct"] for r in ranked], [r["error_pct"] for r in ranked], "o-",
-                label="learned ranking + threshold re-fit")
+                label="learned ranking + fine-tuning" if finetuned
+                else "learned ranking + threshold re-fit")
     if random:
         ax.plot([r["pruned_pct"] for r in random], [r["error_pct"] for r in random], "s--",
                 label="random columns, no re-fit")
     if limit is not None:
-        ax.axhline(limit, color="gray", lw=0.8, ls=":", label="unpruned + 0.05 pp")
+        ax.axhline(limit, color="gray", lw=0.8, ls=":", label="limit: unpruned + 0.05 pp")
     return _finish(plt, fig, ax, "support columns masked %",
                    "accuracy vs support-column dropout", path)
 
@@ -241,8 +246,13 @@ def build_results(models: dict[str, Path], pixels: np.ndarray, labels: np.ndarra
         "eval_command": eval_command,
         "runs": runs,
     }
-    if "pruned" in runs and "case_i" in runs:
-        results["pruned_extra_error_pp"] = round(err("pruned") - err("case_i"), 4)
+    # The pruning constraint is against the model that was pruned: its unpruned error as
+    # recorded by `sbnn prune`, else the case (i) model's.
+    if "pruned" in runs:
+        ref = runs["pruned"].get("unpruned_error_pct")
+        ref = err("case_i") if ref is None else ref
+        if ref is not None:
+            results["pruned_extra_error_pp"] = round(err("pruned") - ref, 4)
     met = {}
     for key in ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct"):
         if results[key] is not None:
@@ -257,24 +267,35 @@ def build_results(models: dict[str, Path], pixels: np.ndarray, labels: np.ndarra
 
     plot_latency({k: v for k, v in runs.items() if k in ("baseline", "case_i", "case_ii", "pruned")}
                  or runs, out_dir / "results_latency.png")
-    ranked, limit, random = [], None, []
+    ranked, limit, random, finetuned = [], None, [], False
     src_role = "case_i" if "case_i" in runs else next(iter(runs), None)
     if "pruned" in runs:
         meta = Path(models["pruned"]).with_suffix(".json")
         if meta.is_file():
             pm = json.loads(meta.read_text())
             total = pm.get("support_columns_total") or 1
+            finetuned = bool(pm.get("finetune_epochs"))
+            # with fine-tuning, the curve is the fine-tuned trials (the unpruned point is
+            # the fine-tuned control); the limit is the one prune_finetune applied
             ranked = [{"pruned_pct": round(100 * t["pruned"] / total, 2),
-                       "error_pct": t["error_pct"]} for t in pm.get("trials", [])]
-            limit = pm.get("base_error_pct", 0) + pm.get("tolerance_pp", 0.05)
+                       "error_pct": t["error_pct"]} for t in pm.get("trials", [])
+                      if t.get("finetuned", False) == finetuned]
+            ref = pm.get("base_error_pct", 0)
+            if finetuned:
+                ref = min(ref, pm.get("finetuned_unpruned_error_pct", ref))
+            limit = ref + pm.get("tolerance_pp", 0.05)
+            src = [r for r, path in models.items()
+                   if r != "pruned" and str(path) == pm.get("source_model")]
+            src_role = src[0] if src else src_role
     if src_role is not None and random_fractions:
         qm = QuantizedModel.load(models[src_role])
         if qm.config.num_supports:
             random = [{"pruned_pct": 0.0, "error_pct": runs[src_role]["hw_error_pct"]}] + \
                 random_dropout_curve(qm, pixels, labels, list(random_fractions))
-    plot_dropout(ranked, random, limit, out_dir / "results_dropout.png")
+    plot_dropout(ranked, random, limit, out_dir / "results_dropout.png", finetuned)
     results["dropout_curve"] = {"model": str(models.get(src_role)) if src_role else None,
-                                "ranked_refit": ranked, "random_no_refit": random}
+                                "ranked_finetuned" if finetuned else "ranked_refit": ranked,
+                                "random_no_refit": random}
     results["plots"] = {"latency": str(out_dir / "results_latency.png"),
                         "dropout": str(out_dir / "results_dropout.png")}
     results["eval_minutes"] = round((time.time() - t0) / 60, 2)

@@ -200,3 +200,30 @@ def test_pruned_mask_and_thresholds_reach_the_hardware_image():
     assert np.array_equal(full.col_enables[:, :nt], pruned.col_enables[:, :nt])
     assert not np.array_equal(full.thresholds, pruned.thresholds)  # re-fitted thresholds
     assert cfg.planes == 2
+
+
+def test_build_results_for_a_finetune_pruned_case_ii_model(tmp_path):
+    """The pruning constraint and the dropout curve refer to the model that was pruned."""
+    model, calib, test = _case(0)
+    other, _, _ = _case(1)
+    paths = {"case_i": other.save(tmp_path / "case_i.npz"),
+             "case_ii": model.save(tmp_path / "case_ii.npz")}
+    res = prune(model, calib, test, tolerance_pp=0.05, log=lambda m: None)
+    paths["pruned"] = res.model.save(tmp_path / "pruned.npz")
+    trials = [{"pruned": 0, "error_pct": res.base_error_pct, "finetuned": False},
+              {"pruned": 0, "error_pct": 11.0, "finetuned": True},
+              {"pruned": res.pruned, "error_pct": res.error_pct, "finetuned": True}]
+    (tmp_path / "pruned.json").write_text(json.dumps({
+        "command": "sbnn prune --finetune-epochs 3", "seed": 0, "trials": trials,
+        "support_columns_total": res.total, "base_error_pct": res.base_error_pct,
+        "tolerance_pp": 0.05, "source_model": str(paths["case_ii"]), "finetune_epochs": 3,
+        "finetuned_unpruned_error_pct": 11.0}))
+    data = build_results(paths, test[0], test[1], tmp_path / "docs", log=lambda m: None)
+    assert data["pruned_extra_error_pp"] == pytest.approx(res.error_pct - res.base_error_pct,
+                                                          abs=1e-3)
+    assert data["runs"]["pruned"]["finetune_epochs"] == 3
+    assert data["runs"]["pruned"]["unpruned_error_pct"] == res.base_error_pct
+    curve = data["dropout_curve"]
+    assert curve["model"] == str(paths["case_ii"]) and "ranked_refit" not in curve
+    assert [p["error_pct"] for p in curve["ranked_finetuned"]] == [11.0, res.error_pct]
+    assert curve["random_no_refit"][0]["error_pct"] == data["case_ii_error_pct"]
