@@ -275,6 +275,15 @@ def _prune_finetune(args, model, calib: np.ndarray, test, log):
     train = load_mnist("train", args.data_dir)
     res, control = prune_finetune(net, model, calib, train, test, work, args.tolerance,
                                   settings, log)
+    # The chosen trial's fine-tuned float network goes beside --out as <stem>_float.pt,
+    # where `sbnn eval` looks for a model's float twin.
+    ckpt = work / f"masked_{res.pruned}.pt"
+    if res.model is not model and ckpt.is_file():
+        import torch
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(torch.load(ckpt, weights_only=False)["model"],
+                   args.out.with_name(args.out.stem + "_float.pt"))
     return res, control, settings
 
 

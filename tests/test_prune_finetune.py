@@ -110,6 +110,15 @@ def test_prune_cli_with_finetune(tmp_path, capsys):
     assert (ft["batch_size"], ft["shift"], ft["rotate"], ft["scale"], ft["elastic"]) == (
         100, 1, 5.0, 0.0, 0.5)
     assert (tmp_path / "pruned.finetune" / "masked_0.pt").is_file()
+    # the chosen trial's fine-tuned float twin is saved where `sbnn eval` looks for it
+    from sbnn.golden.evaluate import float_model_for
+    from sbnn.golden.qmodel import QuantizedModel
+
+    pruned = QuantizedModel.load(out)
+    twin = float_model_for(out, pruned)
+    assert (tmp_path / "pruned_float.pt").is_file() and twin is not None
+    assert fold_model(twin).planes[0].tolist() == pruned.planes[0].tolist()
+    assert not twin.linears[0].mask.any()
 
 
 @pytest.mark.parametrize("extra, words", [
