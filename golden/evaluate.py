@@ -253,6 +253,11 @@ def build_results(models: dict[str, Path], pixels: np.ndarray, labels: np.ndarra
         ref = err("case_i") if ref is None else ref
         if ref is not None:
             results["pruned_extra_error_pp"] = round(err("pruned") - ref, 4)
+        # Whether one model meets both the case (i) and the pruning targets.
+        src = runs["pruned"].get("source_model")
+        results["pruned_source_model"] = src
+        results["pruned_from_case_i_model"] = (
+            src is not None and "case_i" in models and str(models["case_i"]) == src)
     met = {}
     for key in ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct"):
         if results[key] is not None:

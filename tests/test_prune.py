@@ -222,6 +222,8 @@ def test_build_results_for_a_finetune_pruned_case_ii_model(tmp_path):
     assert data["pruned_extra_error_pp"] == pytest.approx(res.error_pct - res.base_error_pct,
                                                           abs=1e-3)
     assert data["runs"]["pruned"]["finetune_epochs"] == 3
+    assert data["pruned_source_model"] == str(paths["case_ii"])
+    assert data["pruned_from_case_i_model"] is False
     assert data["runs"]["pruned"]["unpruned_error_pct"] == res.base_error_pct
     curve = data["dropout_curve"]
     assert curve["model"] == str(paths["case_ii"]) and "ranked_refit" not in curve
