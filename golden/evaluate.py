@@ -107,8 +107,8 @@ def run_metadata(model_path: Path, role: str) -> dict:
     ``config.json`` (written at start) and ``baseline.npz`` (written when stage 1 ends)."""
     model_path = Path(model_path)
     own = model_path.with_suffix(".json")
-    if own.is_file() and (role == "pruned" or "source_model" in json.loads(own.read_text())):
-        meta = json.loads(own.read_text())
+    meta = json.loads(own.read_text()) if own.is_file() else None
+    if meta is not None and (role == "pruned" or "source_model" in meta):
         return {"command": meta.get("command"), "seed": meta.get("seed"),
                 "train_minutes": meta.get("train_minutes"),
                 "prune_minutes": meta.get("prune_minutes"),

@@ -22,6 +22,7 @@ The result is a :class:`QuantizedModel` with the new mask and thresholds: the ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ from .hwpath import input_codes, run_hw
 from .qmodel import QuantizedModel
 
 __all__ = ["plane_codes", "refit_thresholds", "score_columns", "apply_pruning",
-           "PruneResult", "prune", "predict", "hw_error", "random_columns"]
+           "largest_within", "PruneResult", "prune", "predict", "hw_error", "random_columns"]
 
 Column = tuple[int, int, int]  # (layer, neuron, support plane k in 1..K)
 
@@ -183,6 +184,22 @@ def hw_error(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
     return float((pred != labels).mean() * 100)
 
 
+def largest_within(trial: Callable[[int], float], count: int, limit: float,
+                   step: int) -> int:
+    """The largest n in 0..count with ``trial(n) <= limit``, by bisection down to a bracket
+    of ``step`` columns (assuming the error grows with n); n = 0 is taken as passing."""
+    lo, hi = 0, count  # lo: known to meet the limit
+    if trial(hi) <= limit:
+        return hi
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if trial(mid) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 @dataclass
 class PruneResult:
     model: QuantizedModel
@@ -219,15 +236,8 @@ def prune(model: QuantizedModel, calib: np.ndarray, test: tuple[np.ndarray, np.n
                 f"{cache[n][0]:.2f} % error")
         return cache[n][0]
 
-    lo, hi = 0, len(order)  # lo: known to meet the limit
-    if trial(hi) <= limit:
-        lo = hi
-    while hi - lo > max(1, len(order) // 200):  # 0.5 % resolution keeps it to ~8 evaluations
-        mid = (lo + hi) // 2
-        if trial(mid) <= limit:
-            lo = mid
-        else:
-            hi = mid
+    # 0.5 % resolution keeps it to ~8 evaluations
+    lo = largest_within(trial, len(order), limit, max(1, len(order) // 200))
     err, best = cache[lo]
     return PruneResult(best, base_err, err, lo, total, sorted(trials, key=lambda t: t["pruned"]))
 

@@ -27,7 +27,7 @@ import torch
 
 from .fold import fold_model
 from .model import SupportedBNN
-from .prune import Column, PruneResult, hw_error, score_columns
+from .prune import Column, PruneResult, hw_error, largest_within, score_columns
 from .qmodel import QuantizedModel
 from .train import TrainSettings, _run_stage
 
@@ -36,19 +36,12 @@ __all__ = ["FinetuneSettings", "masked_finetune", "prune_finetune"]
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Schedule of the fine-tuning after each trial mask (see :class:`TrainSettings`)."""
+    """Fine-tuning after each trial mask: ``epochs`` of the ``recipe`` (learning-rate
+    schedule, batch size, augmentation, seed, threads; the CLI copies the source run's batch
+    size and augmentation), and the bisection's resolution."""
 
     epochs: int = 3
-    lr: float = 1e-4
-    lr_final: float = 1e-5
-    batch_size: int = 200
-    #: augmentation as in training (TrainSettings); the CLI copies the source run's
-    shift: int = 2
-    rotate: float = 0.0
-    scale: float = 0.0
-    elastic: float = 0.0
-    seed: int = 0
-    threads: int = 2
+    recipe: TrainSettings = TrainSettings(batch_size=200, lr=1e-4, lr_final=1e-5, shift=2)
     #: bisection stops when the bracket is this share of the enabled columns (percent)
     resolution_pct: float = 2.0
 
@@ -59,11 +52,6 @@ class FinetuneSettings:
         if not 0 < self.resolution_pct <= 50:
             raise ValueError(f"fine-tune resolution must be in (0, 50] percent, got "
                              f"{self.resolution_pct!r}")
-
-    def train_settings(self) -> TrainSettings:
-        return TrainSettings(batch_size=self.batch_size, lr=self.lr, lr_final=self.lr_final,
-                             seed=self.seed, threads=self.threads, shift=self.shift,
-                             rotate=self.rotate, scale=self.scale, elastic=self.elastic)
 
 
 def masked_finetune(net: SupportedBNN, columns: list[Column],
@@ -79,9 +67,9 @@ def masked_finetune(net: SupportedBNN, columns: list[Column],
         lin.support_drop = 0.0  # the mask is now fixed: no more random column dropout
         lin.base.requires_grad_(False)
     params = [p for p in tuned.parameters() if p.requires_grad]
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.recipe.threads)
     _run_stage(f"fine-tune ({len(columns)} masked)", tuned, params, settings.epochs, None,
-               train, test, settings.train_settings(), ckpt, log)
+               train, test, settings.recipe, ckpt, log)
     return tuned.eval()
 
 
@@ -89,18 +77,19 @@ def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
                    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                    work_dir: str | Path, tolerance_pp: float = 0.05,
                    settings: FinetuneSettings = FinetuneSettings(),
-                   log=print) -> tuple[PruneResult, float]:
+                   log=print) -> tuple[PruneResult, float, SupportedBNN | None]:
     """Mask as many support columns as possible, each trial fine-tuned, with hardware-exact
     test error <= min(unpruned, fine-tuned unpruned) + ``tolerance_pp``.
 
     ``net`` is the trained float network and ``model`` its folded QuantizedModel. Returns
-    the result and the fine-tuned control's error."""
+    the result, the fine-tuned control's error, and the result's fine-tuned float network
+    (None when no trial passed and the result is ``model`` itself)."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     total = sum(m.size for m in model.support_mask)
     base_err = hw_error(model, *test)
     order = [c for _, c in score_columns(model, calib)]
-    cache: dict[int, tuple[float, QuantizedModel]] = {}
+    cache: dict[int, tuple[float, QuantizedModel, SupportedBNN]] = {}
     trials: list[dict] = [{"pruned": 0, "error_pct": base_err, "finetuned": False}]
 
     def trial(n: int) -> float:
@@ -108,7 +97,7 @@ def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
             tuned = masked_finetune(net, order[:n], train, test, settings,
                                     work / f"masked_{n}.pt", log)
             folded = fold_model(tuned)
-            cache[n] = (hw_error(folded, *test), folded)
+            cache[n] = (hw_error(folded, *test), folded, tuned)
             trials.append({"pruned": n, "error_pct": cache[n][0], "finetuned": True})
             log(f"  mask {n} columns ({100 * n / max(1, total):.1f} %), fine-tuned: "
                 f"{cache[n][0]:.2f} % hw-exact error")
@@ -118,20 +107,12 @@ def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
     limit = min(base_err, control) + tolerance_pp + 1e-9
     log(f"unpruned: {base_err:.2f} %, fine-tuned unpruned (control): {control:.2f} %; "
         f"limit {limit:.2f} %, {len(order)} of {total} support columns enabled")
-    lo, hi = 0, len(order)
-    if trial(hi) <= limit:
-        lo = hi
     step = max(1, int(len(order) * settings.resolution_pct / 100))
-    while hi - lo > step:
-        mid = (lo + hi) // 2
-        if trial(mid) <= limit:
-            lo = mid
-        else:
-            hi = mid
+    lo = largest_within(trial, len(order), limit, step)
     if lo == 0 and control > limit:  # nothing passed: the answer is the unpruned model
-        err, best = base_err, model
+        err, best, tuned = base_err, model, None
     else:
-        err, best = cache[lo]
+        err, best, tuned = cache[lo]
     result = PruneResult(best, base_err, err, lo, total,
                          sorted(trials, key=lambda t: (t["pruned"], t["finetuned"])))
-    return result, control
+    return result, control, tuned

@@ -7,10 +7,10 @@ with one ``sbnn: error: ...`` line naming the problem and the fix, and exit stat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -196,26 +196,31 @@ def cmd_prune(args) -> int:
         raise CliError(f"{args.model} has no support planes (K=0): nothing to prune")
     if args.out.suffix != ".npz":
         raise CliError(f"--out must name a .npz file, got {str(args.out)!r}")
-    train_images, _ = load_mnist("train", args.data_dir)
+    if args.finetune_epochs:
+        _check_finetune_options(args)
+    src_summary = Path(args.model).parent / "train_summary.json"
+    src = json.loads(src_summary.read_text()) if src_summary.is_file() else {}
+    train = load_mnist("train", args.data_dir)
     test = load_mnist("test", args.data_dir)
     # Calibration images: a fixed random subset of the training set (never test images).
     rng = np.random.default_rng(args.seed)
-    calib = train_images[rng.choice(len(train_images), args.calib, replace=False)]
+    calib = train[0][rng.choice(len(train[0]), args.calib, replace=False)]
+    calib = calib.reshape(len(calib), -1)
     t0 = time.time()
     log = lambda m: print(m, flush=True)  # noqa: E731
     finetune = {}
     if args.finetune_epochs:
-        res, control, settings = _prune_finetune(args, model, calib.reshape(len(calib), -1),
-                                                 test, log)
-        finetune = {"finetune_epochs": args.finetune_epochs, "finetune": asdict(settings),
+        res, control, settings = _prune_finetune(args, model, src.get("settings", {}), calib,
+                                                 train, test, log)
+        finetune = {"finetune_epochs": args.finetune_epochs,
+                    "finetune": {"epochs": settings.epochs,
+                                 "resolution_pct": settings.resolution_pct,
+                                 **{k: getattr(settings.recipe, k) for k in _FINETUNE_RECIPE}},
                     "finetuned_unpruned_error_pct": control}
     else:
-        res = prune(model, calib.reshape(len(calib), -1), test, args.tolerance,
-                    not args.no_refit, log=log)
+        res = prune(model, calib, test, args.tolerance, not args.no_refit, log=log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     res.model.save(args.out)
-    src_summary = Path(args.model).parent / "train_summary.json"
-    src = json.loads(src_summary.read_text()) if src_summary.is_file() else {}
     meta = {"command": "sbnn " + " ".join(args.argv), "source_model": str(args.model),
             "seed": src.get("settings", {}).get("seed"), "calib_seed": args.seed,
             "train_minutes": src.get("train_minutes"),
@@ -233,12 +238,13 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def _prune_finetune(args, model, calib: np.ndarray, test, log):
-    """``sbnn prune --finetune-epochs``: pruning with retraining (golden/prune_finetune.py)."""
-    from sbnn.golden.evaluate import float_model_for, load_float_model
-    from sbnn.golden.mnist import load_mnist
-    from sbnn.golden.prune_finetune import FinetuneSettings, prune_finetune
+#: the TrainSettings fields a fine-tuning uses (recorded in the pruned model's .json)
+_FINETUNE_RECIPE = ("lr", "lr_final", "batch_size", "shift", "rotate", "scale", "elastic",
+                    "seed", "threads")
 
+
+def _check_finetune_options(args) -> None:
+    """The fine-tuning options of ``sbnn prune``, checked before any data is loaded."""
     if args.no_refit:
         raise CliError("--no-refit and --finetune-epochs exclude each other: fine-tuning "
                        "re-learns the thresholds; drop one of them")
@@ -246,9 +252,19 @@ def _prune_finetune(args, model, calib: np.ndarray, test, log):
         raise CliError(f"--finetune-epochs must be in 1..1000, got {args.finetune_epochs}")
     if not 0 < args.finetune_lr <= 1:
         raise CliError(f"--finetune-lr must be in (0, 1], got {args.finetune_lr}")
+    if args.float_model is not None and not args.float_model.is_file():
+        raise CliError(f"--float-model {args.float_model} does not exist")
+
+
+def _prune_finetune(args, model, source_recipe: dict, calib: np.ndarray, train, test, log):
+    """``sbnn prune --finetune-epochs``: pruning with retraining (golden/prune_finetune.py);
+    ``source_recipe`` is the settings of the run that trained ``model`` ({} if unknown)."""
+    import torch
+
+    from sbnn.golden.evaluate import float_model_for, load_float_model
+    from sbnn.golden.prune_finetune import FinetuneSettings, prune_finetune
+
     if args.float_model is not None:
-        if not args.float_model.is_file():
-            raise CliError(f"--float-model {args.float_model} does not exist")
         try:
             net = load_float_model(args.float_model, model)
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
@@ -262,28 +278,20 @@ def _prune_finetune(args, model, calib: np.ndarray, test, log):
                            f"{args.model.with_name(args.model.stem + '_float.pt')} beside "
                            f"the model; pass it with --float-model")
     # Same batch size and augmentation as the run that trained the model, where known.
-    summary = args.model.parent / "train_summary.json"
-    recipe = json.loads(summary.read_text()).get("settings", {}) if summary.is_file() else {}
-    same = {k: recipe[k] for k in ("batch_size", "shift", "rotate", "scale", "elastic")
-            if k in recipe}
-    settings = FinetuneSettings(epochs=args.finetune_epochs, lr=args.finetune_lr,
-                                lr_final=args.finetune_lr / 10, seed=args.seed,
-                                threads=args.threads, **same)
+    same = {k: source_recipe[k] for k in ("batch_size", "shift", "rotate", "scale", "elastic")
+            if k in source_recipe}
+    recipe = dataclasses.replace(FinetuneSettings().recipe, lr=args.finetune_lr,
+                                 lr_final=args.finetune_lr / 10, seed=args.seed,
+                                 threads=args.threads, **same)
+    settings = FinetuneSettings(epochs=args.finetune_epochs, recipe=recipe)
     work = args.out.with_name(args.out.stem + ".finetune")
     log(f"pruning with {args.finetune_epochs} fine-tune epochs per trial (augmentation "
         f"{same or 'default'}); checkpoints in {work} (rerun the same command to resume)")
-    train = load_mnist("train", args.data_dir)
-    res, control = prune_finetune(net, model, calib, train, test, work, args.tolerance,
-                                  settings, log)
-    # The chosen trial's fine-tuned float network goes beside --out as <stem>_float.pt,
-    # where `sbnn eval` looks for a model's float twin.
-    ckpt = work / f"masked_{res.pruned}.pt"
-    if res.model is not model and ckpt.is_file():
-        import torch
-
+    res, control, tuned = prune_finetune(net, model, calib, train, test, work, args.tolerance,
+                                         settings, log)
+    if tuned is not None:  # its float twin, where `sbnn eval` looks for it: <stem>_float.pt
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(torch.load(ckpt, weights_only=False)["model"],
-                   args.out.with_name(args.out.stem + "_float.pt"))
+        torch.save(tuned.state_dict(), args.out.with_name(args.out.stem + "_float.pt"))
     return res, control, settings
 
 

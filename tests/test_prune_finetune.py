@@ -11,6 +11,7 @@ from sbnn.golden.mnist import load_mnist
 from sbnn.golden.model import SupportedBNN
 from sbnn.golden.prune import hw_error
 from sbnn.golden.prune_finetune import FinetuneSettings, masked_finetune, prune_finetune
+from sbnn.golden.train import TrainSettings
 
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
@@ -18,7 +19,9 @@ from sbnn.config import SbnnConfig
 pytestmark = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 
 CFG = SbnnConfig(layers=(784, 24, 10), num_supports=1)
-FAST = FinetuneSettings(epochs=1, lr=1e-3, lr_final=1e-4, threads=1, resolution_pct=25)
+FAST = FinetuneSettings(epochs=1, recipe=TrainSettings(lr=1e-3, lr_final=1e-4, shift=2,
+                                                    batch_size=200, threads=1),
+                        resolution_pct=25)
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +56,19 @@ def test_prune_finetune_limit_control_and_resume(tmp_path, data):
     net = _net()
     model = fold_model(net)
     calib = data[0][0][:300].reshape(300, -1)
-    res, control = prune_finetune(net, model, calib, *data, tmp_path, tolerance_pp=100.0,
-                                  settings=FAST, log=lambda m: None)
+    res, control, tuned = prune_finetune(net, model, calib, *data, tmp_path,
+                                         tolerance_pp=100.0, settings=FAST, log=lambda m: None)
     total = sum(m.size for m in model.support_mask)
     assert res.pruned == total and res.pruned_pct == 100.0
     assert res.base_error_pct == hw_error(model, *data[1])
     assert res.error_pct == hw_error(res.model, *data[1])
+    assert hw_error(fold_model(tuned), *data[1]) == res.error_pct  # the result's float twin
     assert [t["pruned"] for t in res.trials] == [0, 0, total]  # unpruned, control, all
     assert res.trials[1]["finetuned"] and res.trials[1]["error_pct"] == control
     # rerun: every trial is taken from its checkpoint, none retrained, same answer
     logs: list[str] = []
-    again, control2 = prune_finetune(net, model, calib, *data, tmp_path, tolerance_pp=100.0,
-                                     settings=FAST, log=logs.append)
+    again, control2, _ = prune_finetune(net, model, calib, *data, tmp_path,
+                                        tolerance_pp=100.0, settings=FAST, log=logs.append)
     assert control2 == control and again.error_pct == res.error_pct
     assert not any("epoch 1/1:" in m for m in logs)
     assert sum("resumed from" in m for m in logs) == 2
@@ -74,8 +78,8 @@ def test_prune_finetune_zero_tolerance_never_exceeds_the_limit(tmp_path, data):
     net = _net(1)
     model = fold_model(net)
     calib = data[0][0][:300].reshape(300, -1)
-    res, control = prune_finetune(net, model, calib, *data, tmp_path, tolerance_pp=0.0,
-                                  settings=FAST, log=lambda m: None)
+    res, control, _ = prune_finetune(net, model, calib, *data, tmp_path, tolerance_pp=0.0,
+                                     settings=FAST, log=lambda m: None)
     assert res.error_pct <= min(res.base_error_pct, control) + 1e-9
     for t in res.trials:  # every count above the answer that was tried failed the limit
         if t["pruned"] > res.pruned:
