@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MIRRORS",
     "FILES",
     "MnistError",
+    "check_image_file",
     "load_mnist",
     "read_idx",
     "resolve_data_dir",
@@ -262,3 +263,39 @@ def load_mnist(
     if labels.size and int(labels.max()) > 9:
         raise MnistError(f"{labels_path}: label {int(labels.max())} is outside 0..9")
     return images, labels
+
+
+def check_image_file(path: str | os.PathLike[str], pixels: int, classes: int,
+                     option: str = "--images") -> int:
+    """Check an image ``.npz`` (``images`` uint8 (N, ...) with ``pixels`` values each,
+    ``labels`` integers (N,) in 0..classes-1) before any expensive work; returns N.
+
+    Every problem is one :class:`MnistError` line naming ``option`` and the fix.
+    """
+    path = Path(path)
+    fix = "make one with 'sbnn sample-data --out FILE.npz'"
+    if not path.is_file():
+        raise MnistError(f"{option} {str(path)!r} does not exist; {fix}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            images, labels = data["images"], data["labels"]
+    except Exception as exc:  # noqa: BLE001 - zip, zlib, npy header, missing key: one line
+        raise MnistError(f"{option} {str(path)!r} is not an .npz with images and labels "
+                         f"({_one_line(exc)}); {fix}") from None
+    where = f"{option} {str(path)!r}"
+    if images.dtype != np.uint8:
+        raise MnistError(f"{where}: images must be uint8 pixels 0..255, got {images.dtype}; "
+                         f"convert them with .astype(np.uint8)")
+    if images.ndim < 2 or len(images) == 0 or int(np.prod(images.shape[1:])) != pixels:
+        raise MnistError(f"{where}: images have shape {images.shape}, the model needs "
+                         f"(N >= 1, {pixels} pixels per image)")
+    if labels.dtype.kind not in "iu" or labels.shape != (len(images),):
+        raise MnistError(f"{where}: labels are {labels.dtype} {labels.shape}, need integers "
+                         f"({len(images)},), one per image")
+    if int(labels.min()) < 0 or int(labels.max()) >= classes:
+        raise MnistError(f"{where}: labels must be in 0..{classes - 1} (the model's "
+                         f"classes), got {int(labels.min())}..{int(labels.max())}")
+    return len(images)

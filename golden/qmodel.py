@@ -4,20 +4,30 @@ A :class:`QuantizedModel` holds, per weight layer, the K+1 binary planes (+-1), 
 thresholds in ADC-code units and the support-column mask. It is what training exports
 (golden/fold.py), what the hardware-exact path runs (golden/hwpath.py) and what the tiler
 turns into macro words (gen/image.py).
+
+File format (``.npz``, :meth:`QuantizedModel.save`): ``format_version`` (int64 scalar,
+:data:`FORMAT_VERSION`; a file without it is version 1), ``config_json`` (the UTF-8 JSON
+snapshot of the :class:`SbnnConfig`, as uint8), and per weight layer ``i``: ``planes{i}``
+(uint8 (K+1, m, ceil(n/8)), the +-1 bits packed along the inputs, 1 = +1, padding bits 0),
+``thresholds{i}`` (int64 (m,)) and ``mask{i}`` (uint8 0/1 (m, K)). :meth:`QuantizedModel.load`
+checks all of it (names, dtypes, shapes, packed lengths, values, the config) before using any.
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sbnn.config import ConfigError, SbnnConfig
+from sbnn.config import ConfigError, SbnnConfig, parse_record_text
 
-__all__ = ["QuantizedModel", "ModelFileError"]
+__all__ = ["QuantizedModel", "ModelFileError", "FORMAT_VERSION"]
+
+#: Model-file format version, stored as the array ``format_version``. Files written before
+#: the number existed have the same layout and are read as version 1.
+FORMAT_VERSION = 1
+VERSION_KEY = "format_version"
 
 
 class ModelFileError(ValueError):
@@ -58,12 +68,20 @@ class QuantizedModel:
             if t.shape != (m,):
                 raise ModelFileError(f"layer {i}: thresholds have shape {t.shape}, "
                                      f"config needs ({m},)")
-            if t.size and (t.min() < -lim or t.max() >= lim):
+            # Checked before any comparison or cast: a float NaN would warn, then wrap.
+            if t.dtype.kind not in "iu":
+                raise ModelFileError(f"layer {i}: thresholds must be integers, got "
+                                     f"{t.dtype}")
+            if t.size and (int(t.min()) < -lim or int(t.max()) >= lim):
                 raise ModelFileError(f"layer {i}: thresholds outside the "
-                                     f"{cfg.threshold_bits}-bit signed range")
+                                     f"{cfg.threshold_bits}-bit signed range "
+                                     f"{-lim}..{lim - 1}")
             if k.shape != (m, cfg.num_supports):
                 raise ModelFileError(f"layer {i}: support_mask has shape {k.shape}, config "
                                      f"needs ({m}, {cfg.num_supports})")
+            if k.dtype != bool and not (k.dtype.kind in "iu" and np.isin(k, (0, 1)).all()):
+                raise ModelFileError(f"layer {i}: support_mask must hold only 0/1 (or "
+                                     f"False/True), got {k.dtype} values")
 
     @property
     def support_columns_kept(self) -> float:
@@ -78,50 +96,40 @@ class QuantizedModel:
     # ---------------------------------------------------------------- files
 
     def save(self, path: str | Path) -> Path:
-        """Write the model as .npz (bits packed) with the config embedded."""
+        """Write the model as .npz (bits packed) with the config and format version embedded,
+        atomically (a temporary file renamed into place)."""
+        from sbnn.fileio import atomic_file
+
         path = Path(path)
         arrays: dict[str, np.ndarray] = {
+            VERSION_KEY: np.array(FORMAT_VERSION, dtype=np.int64),
             "config_json": np.frombuffer(self.config.to_json().encode(), dtype=np.uint8)}
         for i in range(self.config.num_layers):
             arrays[f"planes{i}"] = np.packbits(self.planes[i] > 0, axis=-1)
             arrays[f"thresholds{i}"] = self.thresholds[i].astype(np.int64)
             arrays[f"mask{i}"] = self.support_mask[i].astype(np.uint8)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            np.savez_compressed(tmp, **arrays)
         return path
 
     @classmethod
     def load(cls, path: str | Path, config: SbnnConfig | None = None) -> QuantizedModel:
-        """Load a model; with ``config`` given, it must equal the embedded one."""
+        """Load and validate a model in full; with ``config`` given, it must equal the
+        embedded one. Every problem is one :class:`ModelFileError` line."""
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"model file {str(path)!r} does not exist")
-        try:
-            with np.load(path) as data:
-                fields = json.loads(bytes(data["config_json"]).decode())
-                if not isinstance(fields, dict):
-                    raise ModelFileError(f"{path}: embedded config is not a JSON object")
-                stored = SbnnConfig.from_dict(fields)
-                planes, thresholds, masks = [], [], []
-                for i in range(stored.num_layers):
-                    n = stored.layers[i]
-                    bits = np.unpackbits(data[f"planes{i}"], axis=-1, count=n)
-                    planes.append(np.where(bits > 0, 1, -1).astype(np.int8))
-                    thresholds.append(data[f"thresholds{i}"].astype(np.int64))
-                    masks.append(data[f"mask{i}"].astype(bool))
-        except ConfigError as exc:
-            raise ModelFileError(f"{path}: embedded config is invalid: {exc}") from None
-        except ModelFileError:
-            raise
-        except (KeyError, ValueError, TypeError, OSError, EOFError,
-                zipfile.BadZipFile) as exc:
-            raise ModelFileError(f"{path}: not a valid sbnn model file ({exc})") from None
+        arrays = _read_npz(path)
+        stored = _embedded_config(path, arrays)
+        planes, thresholds, masks = _layers(path, arrays, stored)
         if config is not None and config != stored:
             diff = [k for k, v in config.to_dict().items() if stored.to_dict()[k] != v]
             raise ModelFileError(f"{path} was made for a different config (fields differ: "
                                  f"{', '.join(diff)}); pass the matching --config")
-        return cls(stored, tuple(planes), tuple(thresholds), tuple(masks))
+        try:
+            return cls(stored, planes, thresholds, masks)
+        except ModelFileError as exc:
+            raise _bad(path, str(exc)) from None
 
     @classmethod
     def random(cls, config: SbnnConfig, rng: np.random.Generator,
@@ -135,3 +143,91 @@ class QuantizedModel:
             thresholds.append(rng.integers(-spread, spread, m).astype(np.int64))
             masks.append(rng.random((m, config.num_supports)) < mask_keep)
         return cls(config, tuple(planes), tuple(thresholds), tuple(masks))
+
+
+# ---------------------------------------------------------------- model-file validation
+
+def _bad(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"{path}: not a valid sbnn model file: {what}; re-export it "
+                          f"(sbnn train / sbnn prune write valid files)")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz, read (and decompressed) now: damage shows here, once."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # .npy content: one bare array
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            return {name: data[name] for name in data.files}
+    except Exception as exc:  # noqa: BLE001 - zip, zlib, npy header: one clear line
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise _bad(path, f"cannot read it ({msg})") from None
+
+
+def _embedded_config(path: Path, arrays: dict[str, np.ndarray]) -> SbnnConfig:
+    if VERSION_KEY in arrays:
+        v = arrays[VERSION_KEY]
+        if v.shape != () or v.dtype.kind not in "iu":
+            raise _bad(path, f"{VERSION_KEY} must be one integer, got {v.dtype} {v.shape}")
+        if not 1 <= int(v) <= FORMAT_VERSION:
+            raise ModelFileError(f"{path}: model format version {int(v)} is not one this "
+                                 f"sbnn reads (1..{FORMAT_VERSION}); update sbnn or "
+                                 f"re-export the model")
+    # A file without the number predates it: version 1, the same layout.
+    if "config_json" not in arrays:
+        raise _bad(path, "missing array 'config_json' (the embedded config)")
+    raw = arrays["config_json"]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise _bad(path, f"config_json must be a 1-D uint8 array, got {raw.dtype} "
+                         f"{raw.shape}")
+    try:
+        fields = parse_record_text(bytes(raw).decode(), toml=False)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad(path, f"config_json is not JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(fields, dict):
+        raise ModelFileError(f"{path}: embedded config is not a JSON object")
+    try:
+        return SbnnConfig.from_dict(fields)
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: embedded config is invalid: {exc}") from None
+
+
+def _layers(path: Path, arrays: dict[str, np.ndarray], cfg: SbnnConfig):
+    """Unpacked planes, thresholds and masks, each array checked before it is used."""
+    names = [f"{kind}{i}" for i in range(cfg.num_layers)
+             for kind in ("planes", "thresholds", "mask")]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise _bad(path, f"missing array(s) {', '.join(missing)} for the embedded config's "
+                         f"{cfg.num_layers} layer(s)")
+    extra = sorted(set(arrays) - {*names, "config_json", VERSION_KEY})
+    if extra:
+        raise _bad(path, f"unexpected array(s) {', '.join(extra)} (the embedded config has "
+                         f"{cfg.num_layers} layer(s))")
+    planes, thresholds, masks = [], [], []
+    for i in range(cfg.num_layers):
+        n, m = cfg.layers[i], cfg.layers[i + 1]
+        packed, t, k = arrays[f"planes{i}"], arrays[f"thresholds{i}"], arrays[f"mask{i}"]
+        want = (cfg.planes, m, -(-n // 8))
+        if packed.dtype != np.uint8 or packed.shape != want:
+            raise _bad(path, f"layer {i}: planes{i} is {packed.dtype} {packed.shape}, the "
+                             f"config needs uint8 {want} (K+1, neurons, inputs/8 packed)")
+        if n % 8 and (packed[..., -1] & ((1 << (8 - n % 8)) - 1)).any():
+            raise _bad(path, f"layer {i}: planes{i} has bits set past the layer's {n} "
+                             f"inputs")
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            raise _bad(path, f"layer {i}: thresholds{i} holds NaN or infinite values")
+        if t.dtype.kind not in "iu" or t.shape != (m,):
+            raise _bad(path, f"layer {i}: thresholds{i} is {t.dtype} {t.shape}, the config "
+                             f"needs integers ({m},)")
+        if k.dtype not in (np.uint8, np.bool_) or k.shape != (m, cfg.num_supports):
+            raise _bad(path, f"layer {i}: mask{i} is {k.dtype} {k.shape}, the config needs "
+                             f"uint8 ({m}, {cfg.num_supports}) (the support_mask)")
+        if k.dtype == np.uint8 and not np.isin(k, (0, 1)).all():
+            raise _bad(path, f"layer {i}: mask{i} must hold only 0/1")
+        bits = np.unpackbits(packed, axis=-1, count=n)
+        planes.append(np.where(bits > 0, 1, -1).astype(np.int8))
+        thresholds.append(t.astype(np.int64))
+        masks.append(k.astype(bool))
+    return tuple(planes), tuple(thresholds), tuple(masks)

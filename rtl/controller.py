@@ -13,8 +13,6 @@ same cycle the previous one's ADC codes arrive: the macro is never idle inside a
 
 from __future__ import annotations
 
-import math
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -78,13 +76,13 @@ class Controller(wiring.Component):
 
         # ---- activation buffers: pixels for layer 0 (kept for every pass), then ping-pong:
         # layer l >= 1 reads hid[(l-1) % 2]; hidden layer l writes hid[l % 2].
-        def buffer(widths, name):
-            unit = math.lcm(a, nt, lanes)
-            size = unit * -(-max(widths, default=1) // unit)
-            return Signal(size * xb, name=name)
-
-        pix = buffer([cfg.layers[0]], "pix")
-        hid = [buffer(cfg.layers[1:-1], f"hid{i}") for i in range(2)]
+        # Each is as long as its furthest access (row-block reads, beat or column-block
+        # writes; SbnnConfig.pixel/hidden_buffer_rows, which the validator bounds), not a
+        # multiple of lcm(active_rows, neurons_per_tile, input_lanes): that product blew up
+        # past Amaranth's widest wire for coprime sizes. Bits past a layer's width are never
+        # read (their row codes are forced to 0 below), so the function is unchanged.
+        pix = Signal(cfg.pixel_buffer_rows * xb, name="pix")
+        hid = [Signal(cfg.hidden_buffer_rows * xb, name=f"hid{i}") for i in range(2)]
 
         # ---- memories written by prog, and the first layer's accumulators across passes.
         # Depth at least 2: a one-entry memory has a zero-width address, which Amaranth

@@ -23,9 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "SbnnConfig", "load_config"]
+__all__ = ["ConfigError", "SbnnConfig", "load_config", "load_train_table",
+           "read_record_file", "MAX_WIRE_BITS"]
 
 PIXEL_BITS = 8  # MNIST pixels arrive as 8-bit unsigned values on the input stream
+#: The widest wire Amaranth converts (amaranth.back.rtlil refuses more than 2**16 bits).
+MAX_WIRE_BITS = 1 << 16
+
+#: Integer fields: (lowest, highest) allowed value. Each is checked on its own, first.
+_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "num_supports": (0, 7), "active_rows": (1, 1024), "macro_cols": (1, 1024),
+    "macro_rows": (1, 1 << 20), "dac_bits": (1, PIXEL_BITS), "gain_bits": (1, 8),
+    "adc_bits": (2, 16), "macro_latency": (2, 64), "input_lanes": (1, 256),
+}
 
 
 class ConfigError(ValueError):
@@ -46,10 +56,12 @@ def _is_int(value: Any) -> bool:
 
 class JsonRecord:
     """JSON I/O of the frozen parameter records (this config, golden.variability's
-    Variation): snapshot next to every artifact, and loading that names unknown keys."""
+    Variation): snapshot next to every artifact, and strict loading (see :meth:`load_file`)."""
 
     #: Raised as ``error(field, message)`` for a key that is not a field.
     _field_error: type[ConfigError] = ConfigError
+    #: Tables a file may hold beside the record's own table (e.g. ``[train]``).
+    _sibling_tables: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
@@ -59,10 +71,10 @@ class JsonRecord:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def write_snapshot(self, path: str | Path) -> Path:
-        """Write the JSON snapshot that accompanies a generated artifact."""
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
+        """Write the JSON snapshot that accompanies a generated artifact (atomically)."""
+        from sbnn.fileio import atomic_write_text
+
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -79,29 +91,77 @@ class JsonRecord:
     @classmethod
     def load_file(cls, path: str | Path, option: str, table: str):
         """From a TOML or JSON file, fields at top level or under ``[table]``; every problem
-        is one error naming ``option`` (the command-line option that gave the file)."""
-        error = cls._field_error
-        path = Path(path)
-        if not path.is_file():
-            raise error(option, f"file {str(path)!r} does not exist")
+        is one error naming ``option`` (the command-line option that gave the file) or the
+        field. See :func:`read_record_file` for what makes a file strict."""
+        fields, _ = read_record_file(path, option, table, cls._sibling_tables,
+                                     cls._field_error)
+        return cls.from_dict(fields)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice is an error, not "the last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} (give each field once)")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a config may hold")
+
+
+def parse_record_text(text: str, toml: bool) -> Any:
+    """Parse TOML (``toml=True``) or strict JSON: no duplicate keys, no NaN/Infinity."""
+    if toml:
         try:
-            text = path.read_text()
-            if path.suffix.lower() == ".toml":
-                try:
-                    import tomllib
-                except ModuleNotFoundError:  # Python 3.10
-                    import tomli as tomllib  # type: ignore[no-redef]
-                data = tomllib.loads(text)
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise error(option, f"cannot parse {str(path)!r}: {msg}") from None
-        if isinstance(data, dict) and isinstance(data.get(table), dict):
-            data = data[table]
-        if not isinstance(data, dict):
-            raise error(option, f"{str(path)!r} must hold a table/object of fields")
-        return cls.from_dict(data)
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        return tomllib.loads(text)  # TOML itself forbids duplicate keys
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def read_record_file(path: str | Path, option: str, table: str,
+                     siblings: tuple[str, ...] = (),
+                     error: type[ConfigError] = ConfigError
+                     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(fields, sibling tables) of a strict TOML/JSON record file.
+
+    The fields sit either at top level or under ``[table]``, not both: a top-level field
+    beside a ``[table]`` would be silently hidden by it, so it is an error. Besides, only
+    the tables named in ``siblings`` may appear (each must be a table). A file with no
+    fields at all (an empty TOML file, ``{}``) gives the record's defaults.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(option, f"file {str(path)!r} does not exist")
+    try:
+        data = parse_record_text(path.read_text(), path.suffix.lower() == ".toml")
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(option, f"cannot parse {str(path)!r}: {msg}") from None
+    if not isinstance(data, dict):
+        raise error(option, f"{str(path)!r} must hold a table/object of fields")
+    allowed = ", ".join(f"[{t}]" for t in (table, *siblings))
+    others: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key in (table, *siblings):
+            if not isinstance(value, dict):
+                raise error(key, f"in {str(path)!r} must be a table of fields, "
+                                 f"got {value!r}")
+            if key != table:
+                others[key] = value
+        elif isinstance(value, dict):
+            raise error(key, f"unknown table [{key}] in {str(path)!r}; allowed tables are "
+                             f"{allowed}")
+        elif table in data:
+            raise error(key, f"given at top level of {str(path)!r} beside a [{table}] "
+                             f"table, which would hide it; move it into [{table}]")
+    fields = data[table] if table in data else \
+        {k: v for k, v in data.items() if k not in siblings}
+    return fields, others
 
 
 @dataclass(frozen=True)
@@ -142,18 +202,23 @@ class SbnnConfig(JsonRecord):
     #: Pixels per beat on the input stream.
     input_lanes: int = 16
 
+    #: A file may carry the training recipe beside the design (read by ``sbnn train``).
+    _sibling_tables = ("train",)
+
     def __post_init__(self) -> None:
         for name in ("layers", "plane_gains", "adc_steps"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        self._validate_shape()
+        # Every field is checked on its own before anything is derived from it, so a bad
+        # value always ends in its own field-named error, never in a derivation's traceback.
+        self._check_fields()
         if self.plane_gains is None:
             object.__setattr__(self, "plane_gains",
                                tuple(1 << (self.num_supports - k) for k in range(self.planes)))
         if self.adc_steps is None:
             object.__setattr__(self, "adc_steps", self._default_adc_steps())
-        self._validate()
+        self._check_design()
 
     def _default_adc_steps(self) -> tuple[int, ...]:
         g0 = self.plane_gains[0]
@@ -165,27 +230,18 @@ class SbnnConfig(JsonRecord):
 
     # ---------------------------------------------------------------- validation
 
-    def _validate_shape(self) -> None:
-        """The fields the defaults of the others are derived from."""
-        self._validate(shape_only=True)
+    def _int_tuple(self, name: str, length: int, lo: int, hi: int, what: str) -> None:
+        value = getattr(self, name)
+        if not isinstance(value, tuple) or len(value) != length:
+            raise ConfigError(name, f"must be a list of {length} integers ({what}), "
+                                    f"got {value!r}")
+        for i, v in enumerate(value):
+            if not _is_int(v) or not lo <= v <= hi:
+                raise ConfigError(name, f"entry {i} must be an integer in {lo}..{hi}, "
+                                        f"got {v!r}")
 
-    def _validate(self, shape_only: bool = False) -> None:
-        def int_in(name: str, lo: int, hi: int) -> int:
-            value = getattr(self, name)
-            if not _is_int(value) or not lo <= value <= hi:
-                raise ConfigError(name, f"must be an integer in {lo}..{hi}, got {value!r}")
-            return value
-
-        def int_tuple(name: str, length: int, lo: int, hi: int, what: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, tuple) or len(value) != length:
-                raise ConfigError(name, f"must be a list of {length} integers ({what}), "
-                                        f"got {value!r}")
-            for i, v in enumerate(value):
-                if not _is_int(v) or not lo <= v <= hi:
-                    raise ConfigError(name, f"entry {i} must be an integer in {lo}..{hi}, "
-                                            f"got {v!r}")
-
+    def _check_fields(self) -> None:
+        """Each field's own type and range (the ones defaults are derived from included)."""
         layers = self.layers
         if not isinstance(layers, tuple) or len(layers) < 2:
             raise ConfigError("layers", f"must list at least 2 widths (inputs, outputs), "
@@ -196,10 +252,32 @@ class SbnnConfig(JsonRecord):
                                             f"got {width!r}")
         if layers[-1] < 2:
             raise ConfigError("layers", "the output layer needs at least 2 classes")
-        int_in("num_supports", 0, 7)
-        int_in("active_rows", 1, 1024)
-        int_in("macro_cols", 1, 1024)
-        int_in("macro_rows", 1, 1 << 20)
+        for name, (lo, hi) in _INT_FIELDS.items():
+            value = getattr(self, name)
+            if not _is_int(value) or not lo <= value <= hi:
+                raise ConfigError(name, f"must be an integer in {lo}..{hi}, got {value!r}")
+        if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
+                or not 0 < self.clock_mhz <= 5000:
+            raise ConfigError("clock_mhz", f"must be a number in (0, 5000], "
+                                           f"got {self.clock_mhz!r}")
+        if self.plane_gains is None:
+            if self.num_supports >= self.gain_bits:
+                raise ConfigError("gain_bits", f"default gains 2**K..1 need gain_bits > K="
+                                               f"{self.num_supports}; raise gain_bits or set "
+                                               f"plane_gains")
+        else:
+            self._int_tuple("plane_gains", self.planes, 1, (1 << self.gain_bits) - 1,
+                            f"one DAC gain code per plane, K+1 = {self.planes}")
+        if self.adc_steps is not None:
+            self._int_tuple("adc_steps", self.num_layers, 1, 1 << 16,
+                            f"one ADC step per weight layer, {self.num_layers}")
+            for i, step in enumerate(self.adc_steps):
+                if step & (step - 1):
+                    raise ConfigError("adc_steps", f"entry {i} must be a power of two "
+                                                   f"(the ADC step is a shift), got {step}")
+
+    def _check_design(self) -> None:
+        """Rules between fields, and what the generated RTL can hold."""
         if self.macro_rows % self.active_rows:
             raise ConfigError("macro_rows", f"must be a multiple of active_rows "
                                             f"({self.active_rows}), got {self.macro_rows}")
@@ -207,29 +285,6 @@ class SbnnConfig(JsonRecord):
             raise ConfigError("num_supports", f"K={self.num_supports} needs {self.planes} "
                                               f"columns per neuron but macro_cols is "
                                               f"{self.macro_cols}; lower K or add columns")
-        int_in("dac_bits", 1, PIXEL_BITS)
-        int_in("gain_bits", 1, 8)
-        int_in("adc_bits", 2, 16)
-        if self.num_supports >= self.gain_bits and self.plane_gains is None:
-            raise ConfigError("gain_bits", f"default gains 2**K..1 need gain_bits > K="
-                                           f"{self.num_supports}; raise gain_bits or set "
-                                           f"plane_gains")
-        if shape_only:
-            return
-        int_tuple("plane_gains", self.planes, 1, (1 << self.gain_bits) - 1,
-                  f"one DAC gain code per plane, K+1 = {self.planes}")
-        int_tuple("adc_steps", self.num_layers, 1, 1 << 16,
-                  f"one ADC step per weight layer, {self.num_layers}")
-        for i, step in enumerate(self.adc_steps):
-            if step & (step - 1):
-                raise ConfigError("adc_steps", f"entry {i} must be a power of two "
-                                               f"(the ADC step is a shift), got {step}")
-        int_in("macro_latency", 2, 64)
-        if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
-                or not 0 < self.clock_mhz <= 5000:
-            raise ConfigError("clock_mhz", f"must be a number in (0, 5000], "
-                                           f"got {self.clock_mhz!r}")
-        int_in("input_lanes", 1, 256)
         if self.total_tiles > self.wordline_groups:
             raise ConfigError("macro_rows", f"the layers need {self.total_tiles} tiles of "
                                             f"{self.active_rows} rows = "
@@ -239,6 +294,28 @@ class SbnnConfig(JsonRecord):
         if self.acc_bits > 30:
             raise ConfigError("adc_bits", f"accumulators would need {self.acc_bits} bits "
                                           f"(> 30); lower adc_bits or active_rows")
+        self._check_wires()
+
+    def _check_wires(self) -> None:
+        """The widest signals of the generated RTL must fit one Amaranth wire."""
+        wires = (
+            ("layers", self.pixel_buffer_rows * self.x_bits,
+             "the first layer's activation buffer (inputs rounded up to whole row blocks "
+             "and input beats, x_bits each)", "fewer inputs or a smaller dac_bits"),
+            ("layers", self.hidden_buffer_rows * self.x_bits,
+             "a hidden layer's activation buffer (width rounded up to whole row and column "
+             "blocks, x_bits each)", "narrower hidden layers"),
+            ("layers", self.num_classes * self.threshold_bits,
+             "the result's logits (classes x threshold_bits)", "fewer classes"),
+            ("macro_cols", self.active_rows * self.macro_cols,
+             "the behavioral macro's bitcell word (active_rows x macro_cols)",
+             "fewer active_rows or macro_cols"),
+        )
+        for name, bits, what, fix in wires:
+            if bits > MAX_WIRE_BITS:
+                raise ConfigError(name, f"{what} would be {bits} bits, more than the "
+                                        f"{MAX_WIRE_BITS} bits one generated wire can hold; "
+                                        f"choose {fix}")
 
     # ---------------------------------------------------------------- derived sizes
 
@@ -307,16 +384,43 @@ class SbnnConfig(JsonRecord):
     def input_beats(self) -> int:
         return _ceil_div(self.layers[0], self.input_lanes)
 
+    @property
+    def pixel_buffer_rows(self) -> int:
+        """Entries of the first layer's activation buffer: enough for every row block read
+        (``active_rows`` wide) and every input beat written (``input_lanes`` wide)."""
+        n = self.layers[0]
+        return max(_ceil_div(n, self.active_rows) * self.active_rows,
+                   self.input_beats * self.input_lanes)
+
+    @property
+    def hidden_buffer_rows(self) -> int:
+        """Entries of each hidden activation buffer: enough for every row block read and
+        every column block (``neurons_per_tile`` wide) written, of the widest hidden layer
+        (a network without hidden layers still gets a one-block buffer)."""
+        a, nt = self.active_rows, self.neurons_per_tile
+        return max(max(_ceil_div(w, a) * a, _ceil_div(w, nt) * nt)
+                   for w in (*self.layers[1:-1], 1))
+
     # I/O (to_dict, to_json, write_snapshot, from_dict, replace): JsonRecord
 
 
 def load_config(path: str | Path | None) -> SbnnConfig:
     """Load a config from a TOML or JSON file (field names as in :class:`SbnnConfig`).
 
-    ``None`` gives the default design. A file may hold the fields at top level or under a
-    ``[sbnn]`` table.
+    ``None`` gives the default design. A file holds the fields either at top level or
+    under a ``[sbnn]`` table, optionally with a ``[train]`` table (the recipe, read by
+    :func:`load_train_table`); duplicate keys, other tables, and fields beside ``[sbnn]``
+    are errors. A file with no fields is the default design.
     """
     if path is None:
         return SbnnConfig()
     return SbnnConfig.load_file(path, "--config", "sbnn")
 
+
+def load_train_table(path: str | Path | None) -> dict[str, Any]:
+    """The ``[train]`` table of a config file ({} without a file or table), read as
+    strictly as the design."""
+    if path is None:
+        return {}
+    _, tables = read_record_file(path, "--config", "sbnn", SbnnConfig._sibling_tables)
+    return dict(tables.get("train", {}))

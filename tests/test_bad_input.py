@@ -163,7 +163,7 @@ MODEL_CASES = [
     ("model-missing-planes", _model_npz(planes1=None), "planes1"),
     ("model-missing-config", _model_npz(config_json=None), "config_json"),
     ("model-planes-shape", _model_npz(planes0=np.zeros((1, 8, 2), np.uint8)),
-     "layer 0: planes have shape"),
+     "layer 0: planes0 is uint8 (1, 8, 2)"),
     ("model-planes-dtype", _model_npz(planes0=np.zeros((2, 8, 2), np.float64)),
      "not a valid sbnn model file"),
     ("model-thresholds-shape", _model_npz(thresholds1=np.zeros(3, np.int64)),
