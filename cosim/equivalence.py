@@ -37,32 +37,57 @@ def _model_seed(config_seed: int, model_index: int) -> int:
     return int(np.random.SeedSequence([config_seed, model_index, 1]).generate_state(1)[0])
 
 
+#: Build and run cost bounds of one drawn config (each field is drawn over its whole valid
+#: range; only combinations past these are redrawn): bitcells read per evaluation (the
+#: behavioral macro has one adder term per row and column: ~a minute of Verilog generation
+#: and Verilator build at 4096), and macro cycles of a full-budget inference.
+MAX_MACRO_WORD = 4096
+MAX_INFERENCE_CYCLES = 20000
+
+
+def _wide(rng: np.random.Generator, small: tuple[int, int], whole: tuple[int, int],
+          p_whole: float = 0.3) -> int:
+    """Mostly a small value (cheap, many cases), sometimes one from the whole valid range."""
+    lo, hi = whole if rng.random() < p_whole else small
+    return int(rng.integers(lo, hi + 1))
+
+
 def random_config(seed: int) -> SbnnConfig:
-    """A valid configuration drawn from ``seed`` (small enough to build in about a minute)."""
+    """A valid configuration drawn from ``seed``, from the whole valid space: any K, any
+    (coprime) active rows, neurons per tile and input lanes, wide lanes, many columns or
+    many rows driven at once, any DAC/ADC widths, steps, gains and latency; redrawn only
+    past the build/run bounds above (or where the validator refuses it)."""
     rng = np.random.default_rng([seed, 0])
     while True:
-        k = int(rng.integers(0, 4))
+        k = int(rng.integers(0, 8)) if rng.random() < 0.2 else int(rng.integers(0, 4))
         planes = k + 1
-        widths = [int(rng.integers(2, 100))] + [int(rng.integers(2, 40))
-                                               for _ in range(int(rng.integers(0, 3)))]
-        widths.append(int(rng.integers(2, 13)))
-        active = int(rng.choice([1, 2, 3, 4, 8, 16, 32]))
-        cols = planes * int(rng.integers(1, 6)) + int(rng.integers(0, planes))
-        gain_bits = int(rng.integers(max(2, k + 1), 6))
+        active = _wide(rng, (1, 16), (1, 1024))
+        nt = _wide(rng, (1, 8), (1, 1024 // planes))
+        cols = min(1024, planes * nt + int(rng.integers(0, planes)))
+        if active * cols > MAX_MACRO_WORD:
+            continue
+        widths = [_wide(rng, (2, 100), (1, 784))] + \
+                 [_wide(rng, (2, 40), (1, 256), 0.1) for _ in range(int(rng.integers(0, 3)))]
+        widths.append(_wide(rng, (2, 12), (2, 64), 0.1))
+        gain_bits = int(rng.integers(k + 1 if k else 1, 9))
         gains = None
-        if rng.random() < 0.3:  # learned-style gains instead of powers of two
+        if rng.random() < 0.3 or gain_bits <= k:  # learned-style gains, not powers of two
             gains = tuple(int(g) for g in rng.integers(1, 1 << gain_bits, planes))
-        adc_bits = int(rng.integers(3, 11))
         steps = None
         if rng.random() < 0.5:
-            steps = tuple(1 << int(rng.integers(0, 7)) for _ in range(len(widths) - 1))
+            steps = tuple(1 << int(rng.integers(0, 17 if rng.random() < 0.2 else 7))
+                          for _ in range(len(widths) - 1))
+        latency = _wide(rng, (2, 6), (2, 64), 0.15)
         fields = dict(
             layers=tuple(widths), num_supports=k, active_rows=active, macro_cols=cols,
             dac_bits=int(rng.integers(1, 9)), gain_bits=gain_bits, plane_gains=gains,
-            adc_bits=adc_bits, adc_steps=steps, macro_latency=int(rng.integers(2, 7)),
-            input_lanes=int(rng.integers(1, 17)), macro_rows=active * (1 << 16))
+            adc_bits=int(rng.integers(2, 17)), adc_steps=steps, macro_latency=latency,
+            input_lanes=_wide(rng, (1, 16), (1, 256)),
+            macro_rows=active * ((1 << 20) // active))  # the most groups allowed
         try:
             probe = SbnnConfig(**fields)
+            if probe.total_tiles * planes * (latency + 1) > MAX_INFERENCE_CYCLES:
+                continue
             extra = int(rng.integers(0, 3))  # spare word-line groups
             return SbnnConfig(**fields | {"macro_rows": active * (probe.total_tiles + extra)})
         except ConfigError:

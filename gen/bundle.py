@@ -9,9 +9,11 @@ Layout (paths relative to the bundle folder; ``BUNDLE_FILES`` is the one list):
 * ``image/``: the hardware image as $readmemh files and the ``prog`` command sequence;
 * ``manifest.json``, ``config.json``, ``librelane_config.json``, ``README.md``.
 
-Everything is generated into a scratch folder first and copied over only when complete, so a
-failure leaves the destination as it was; files whose content is unchanged are not rewritten
-(same config and model, same bytes, same timestamps).
+Everything is generated into a staging folder first and committed only when complete
+(sbnn/fileio.py: a new bundle appears with one rename, an existing one has its changed files
+renamed into place with interrupts held back), so a failure or an interrupt leaves the
+destination as it was; files whose content is unchanged are not rewritten (same config and
+model, same bytes, same timestamps).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from pathlib import Path
 
 from sbnn.gen.image import build_image
 from sbnn.gen.macro_views import lef_text, lib_text
-from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, manifest, write_if_changed
+from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, manifest
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.top import MACRO_MODULE
 
 from sbnn import __version__
 from sbnn.config import SbnnConfig
+from sbnn.fileio import staged_folder
 
 __all__ = ["BUNDLE_FILES", "IMAGE_FILES", "CLOCK_PORT", "RESET_PORT", "write_bundle",
            "sdc_text", "flow_config", "verilog_ports", "macro_instance"]
@@ -152,23 +155,19 @@ def write_bundle(cfg: SbnnConfig, out_dir: str | Path,
     if out.exists() and not out.is_dir():
         raise ValueError(f"bundle folder {str(out)!r} exists and is not a folder")
     roles = {**BUNDLE_FILES, **(IMAGE_FILES if model is not None else {})}
-    with tempfile.TemporaryDirectory(prefix="sbnn_bundle_") as tmp:
-        stage = Path(tmp)
-        _render(cfg, model, out, stage)
-        out.mkdir(parents=True, exist_ok=True)
-        for rel in [*roles.values(), _STAMP]:
-            dst = out / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_if_changed(dst, (stage / rel).read_text())
-    if model is None:  # an image from an earlier run would not match this bundle
-        for rel in IMAGE_FILES.values():
-            (out / rel).unlink(missing_ok=True)
+    # Without a model, an image from an earlier run would not match this bundle: removed.
+    stale = tuple(IMAGE_FILES.values()) if model is None else ()
+    with tempfile.TemporaryDirectory(prefix="sbnn_bundle_") as tmp, \
+            staged_folder(out, remove=stale) as stage:
+        _render(cfg, model, out, stage, Path(tmp))
     return {role: out / rel for role, rel in roles.items()}
 
 
-def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Path) -> None:
-    """Generate every bundle file under ``stage`` (reusing ``out``'s Verilog if current)."""
-    rtl = stage / "_rtl"
+def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Path,
+            scratch: Path) -> None:
+    """Generate every bundle file under ``stage`` (reusing ``out``'s Verilog if current;
+    emit_all runs in ``scratch``, whose files are not part of the bundle)."""
+    rtl = scratch / "_rtl"
     rtl.mkdir()
     for name, role in _EMITTED.items():
         if (out / BUNDLE_FILES[role]).is_file():

@@ -15,7 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from sbnn.config import ConfigError, SbnnConfig, load_config
+from sbnn.config import ConfigError, SbnnConfig, load_config, load_train_table
+from sbnn.fileio import (
+    OutputPathError,
+    atomic_file,
+    atomic_write_text,
+    check_output_path,
+    staged_folder,
+)
+from sbnn.options import (
+    WORKERS_MAX,
+    OptionError,
+    check_energy_file,
+    check_fraction,
+    check_int,
+    check_margin,
+    check_mnist_design,
+    check_seed,
+)
 
 
 class CliError(Exception):
@@ -64,24 +81,7 @@ _TRAIN_OPTIONS = ("base_epochs", "support_epochs", "joint_epochs", "batch_size",
 
 def _train_table(path: Path | None) -> dict:
     """The optional [train] table of a TOML/JSON config file (the recipe, not the design)."""
-    if path is None or not Path(path).is_file():
-        return {}
-    text = Path(path).read_text()
-    try:
-        if Path(path).suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception:  # noqa: BLE001 - load_config has already reported parse errors
-        return {}
-    table = data.get("train", {}) if isinstance(data, dict) else {}
-    if not isinstance(table, dict):
-        raise CliError(f"{path}: [train] must be a table of training options")
-    return table
+    return load_train_table(path)
 
 
 def _design_overrides(cfg: SbnnConfig, args) -> SbnnConfig:
@@ -113,6 +113,7 @@ def cmd_train(args) -> int:
     from sbnn.golden.train import TrainSettings, TrainSettingsError, train
 
     cfg = _design_overrides(_config(args), args)
+    check_mnist_design(cfg, "sbnn train (--layers or the config)")
     recipe = _train_table(args.config)
     recipe.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None})
     try:
@@ -120,6 +121,8 @@ def cmd_train(args) -> int:
     except TrainSettingsError as exc:
         raise CliError(f"{exc} (set it with --{exc.field_name.replace('_', '-')} or in "
                        f"the config's [train] table)") from None
+    check_seed("--seed (or [train] seed)", settings.seed)
+    check_output_path(args.out, "--out", folder=True)
     train_data = load_mnist("train", args.data_dir)
     test = load_mnist("test", args.data_dir)
     print(f"training case ({args.case}) {list(cfg.layers)} K={cfg.num_supports} into "
@@ -127,7 +130,7 @@ def cmd_train(args) -> int:
     summary = train(args.case, cfg, train_data, test, args.out, settings,
                     log=lambda m: print(m, flush=True))
     summary["command"] = "sbnn " + " ".join(args.argv)
-    (Path(args.out) / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(args.out) / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
 
@@ -151,12 +154,14 @@ def cmd_eval(args) -> int:
                            "--pruned build the results table: use one form or the other")
         for path in table.values():
             _load_model(path, None)  # clear error for a missing or bad file, before the work
+        check_output_path(args.out, "--out", folder=True)
         images, labels = load_mnist("test", args.data_dir)
         print(f"results table on {len(labels)} test images, hardware-exact path; writing "
               f"{args.out}/results.json and plots", flush=True)
-        res = build_results(table, images, labels, args.out,
-                            eval_command="sbnn " + " ".join(args.argv),
-                            log=lambda m: print(m, flush=True))
+        with staged_folder(args.out) as stage:  # results.json and plots appear together
+            res = build_results(table, images, labels, stage,
+                                eval_command="sbnn " + " ".join(args.argv),
+                                log=lambda m: print(m, flush=True))
         keys = ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct",
                 "support_columns_pruned_pct", "pruned_error_pct", "test_images", "targets_met")
         print(json.dumps({k: res[k] for k in keys}, indent=2))
@@ -164,6 +169,8 @@ def cmd_eval(args) -> int:
     path = args.model or _default_model()
     model = _load_model(args.model, load_config(args.config) if args.config else None)
     cfg = model.config
+    if args.json is not None:
+        check_output_path(args.json, "--json", folder=False)
     images, labels = load_mnist("test", args.data_dir)
     net = float_model_for(Path(path), model)
     print(f"model {path}: layers {list(cfg.layers)}, "
@@ -179,7 +186,7 @@ def cmd_eval(args) -> int:
         print(f"  budget {b}: error {err:.2f} %{fl}, {cyc} cycles "
               f"({cyc / cfg.clock_mhz:.2f} us at {cfg.clock_mhz:g} MHz)")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
     return 0
 
 
@@ -191,11 +198,14 @@ def cmd_prune(args) -> int:
         raise CliError(f"--tolerance must be in 0..100 percentage points, got {args.tolerance}")
     if not 1 <= args.calib <= 60000:
         raise CliError(f"--calib must be in 1..60000 training images, got {args.calib}")
+    check_seed("--seed", args.seed)
+    check_int("--threads", args.threads, 1, 256)
     model = _load_model(args.model, load_config(args.config) if args.config else None)
     if model.config.num_supports == 0:
         raise CliError(f"{args.model} has no support planes (K=0): nothing to prune")
     if args.out.suffix != ".npz":
         raise CliError(f"--out must name a .npz file, got {str(args.out)!r}")
+    check_output_path(args.out, "--out", folder=False)
     if args.finetune_epochs:
         _check_finetune_options(args)
     src_summary = Path(args.model).parent / "train_summary.json"
@@ -219,8 +229,7 @@ def cmd_prune(args) -> int:
                     "finetuned_unpruned_error_pct": control}
     else:
         res = prune(model, calib, test, args.tolerance, not args.no_refit, log=log)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    res.model.save(args.out)
+    res.model.save(args.out)  # atomic, as the summary below
     meta = {"command": "sbnn " + " ".join(args.argv), "source_model": str(args.model),
             "seed": src.get("settings", {}).get("seed"), "calib_seed": args.seed,
             "train_minutes": src.get("train_minutes"),
@@ -231,7 +240,7 @@ def cmd_prune(args) -> int:
             "support_columns_total": res.total, "support_columns_masked": res.pruned,
             "support_columns_pruned_pct": round(res.pruned_pct, 2), "trials": res.trials,
             "test_images": int(len(test[1])), **finetune}
-    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     print(f"masked {res.pruned} of {res.total} support columns ({res.pruned_pct:.1f} %): "
           f"hw-exact test error {res.base_error_pct:.2f} % -> {res.error_pct:.2f} % "
           f"(limit +{args.tolerance} pp); wrote {args.out} and {args.out.with_suffix('.json')}")
@@ -290,8 +299,8 @@ def _prune_finetune(args, model, source_recipe: dict, calib: np.ndarray, train, 
     res, control, tuned = prune_finetune(net, model, calib, train, test, work, args.tolerance,
                                          settings, log)
     if tuned is not None:  # its float twin, where `sbnn eval` looks for it: <stem>_float.pt
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(tuned.state_dict(), args.out.with_name(args.out.stem + "_float.pt"))
+        with atomic_file(args.out.with_name(args.out.stem + "_float.pt")) as tmp:
+            torch.save(tuned.state_dict(), tmp)
     return res, control, settings
 
 
@@ -307,8 +316,7 @@ def cmd_gen(args) -> int:
     if args.bundle is not None:
         from sbnn.gen.bundle import write_bundle
 
-        if args.bundle.exists() and not args.bundle.is_dir():
-            raise CliError(f"--bundle {str(args.bundle)!r} exists and is not a folder")
+        check_output_path(args.bundle, "--bundle", folder=True)
         if model is None and cfg == SbnnConfig():
             model = _load_model(None, cfg)
             print("no --model: the image is the embedded default model's")
@@ -319,17 +327,26 @@ def cmd_gen(args) -> int:
         for key, path in files.items():
             print(f"{key:12s} {path}")
         return 0
-    out = Path(args.out or "out/rtl")
-    files = emit_all(cfg, out)
-    if model is not None:
-        image = build_image(model)
-        files.update({p.stem: p for p in image.write_readmemh(out)})
-        prog = out / "program.txt"
-        prog.write_text(image.program_text())
-        files["program"] = prog
+    out = check_output_path(args.out or "out/rtl", "--out", folder=True)
+    with _staged_rtl(out) as stage:  # every file appears at once, or none
+        files = emit_all(cfg, stage)
+        if model is not None:
+            image = build_image(model)
+            files.update({p.stem: p for p in image.write_readmemh(stage)})
+            prog = stage / "program.txt"
+            prog.write_text(image.program_text())
+            files["program"] = prog
+        files = {key: out / path.relative_to(stage) for key, path in files.items()}
     for key, path in files.items():
         print(f"{key:12s} {path}")
     return 0
+
+
+def _staged_rtl(out: Path):
+    """A staging folder for emit_all into ``out``, seeded with ``out``'s Verilog and cache
+    stamp so that an unchanged design is not converted again (and keeps its timestamps)."""
+    reuse = [p.name for p in out.glob("*.v")] + [".rtl_digest"] if out.is_dir() else []
+    return staged_folder(out, reuse=reuse)
 
 
 def cmd_lint(args) -> int:
@@ -337,7 +354,10 @@ def cmd_lint(args) -> int:
     from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all
 
     cfg = _config(args)
-    files = emit_all(cfg, args.out)
+    out = check_output_path(args.out, "--out", folder=True)
+    with _staged_rtl(out) as stage:
+        files = {key: out / path.relative_to(stage)
+                 for key, path in emit_all(cfg, stage).items()}
     bad = 0
     for top, srcs in ((SIM_TOP, [files["sim_top"]]),
                       (CONTROLLER_TOP, [files["controller"], files["macro_stub"]])):
@@ -351,6 +371,8 @@ def cmd_lint(args) -> int:
 
 
 SIM_DEFAULT_COUNT = 200
+#: Images in the embedded MNIST sample (golden/assets/mnist_test_sample.npz).
+_SAMPLE_IMAGES = 300
 
 
 def cmd_sim(args) -> int:
@@ -358,43 +380,7 @@ def cmd_sim(args) -> int:
     from sbnn.cosim.runner import CosimJob, run_cosim
 
     model = _load_model(args.model, load_config(args.config) if args.config else None)
-    images = Path(args.images) if args.images else _default_sample()
-    if args.mnist_test is not None:
-        from sbnn.golden.mnist import load_mnist
-
-        if args.images:
-            raise CliError("give either --images or --mnist-test, not both")
-        if not 1 <= args.mnist_test <= 10000:
-            raise CliError(f"--mnist-test must be in 1..10000, got {args.mnist_test}")
-        test_x, test_y = load_mnist("test", args.data_dir)
-        images = Path(args.build) / f"mnist_test_{args.mnist_test}.npz"
-        images.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(images, images=test_x[: args.mnist_test], labels=test_y[: args.mnist_test])
-    if args.count is None:  # every image asked for, or the default run's 200
-        args.count = args.mnist_test or SIM_DEFAULT_COUNT
-    if not images.is_file():
-        raise CliError(f"image file {str(images)!r} does not exist; make one with "
-                       f"'sbnn sample-data --out FILE'")
-    try:
-        with np.load(images) as data:
-            available = len(data["labels"])
-    except (KeyError, ValueError, TypeError, OSError, EOFError) as exc:
-        raise CliError(f"--images {str(images)!r} is not an .npz with images and labels "
-                       f"({' '.join(str(exc).split())})") from None
-    if args.count > available:
-        raise CliError(f"--count {args.count} but {images} holds {available} images")
-    if args.count < 1:
-        raise CliError(f"--count must be at least 1, got {args.count}")
-    for b in args.budgets:
-        if not 0 <= b <= model.config.num_supports:
-            raise CliError(f"--budgets: {b} is outside 0..{model.config.num_supports} "
-                           f"(planes after the base plane)")
-    if args.image is not None and not 0 <= args.image < args.count:
-        raise CliError(f"--image {args.image} is outside 0..{args.count - 1} (the images run)")
-    if args.image is not None and args.engine != "fast":
-        raise CliError("--image (one image, e.g. with --waves) needs --engine fast")
-    if args.workers is not None and args.workers < 1:
-        raise CliError(f"--workers must be at least 1, got {args.workers}")
+    images = _sim_inputs(args, model.config)
     model_path = Path(args.model) if args.model else _default_model()
     print(f"cosim ({args.engine} engine): {args.count} images x budgets {list(args.budgets)}"
           f"{' + random controls' if args.random_seed is not None else ''} on Verilator, "
@@ -427,12 +413,52 @@ def cmd_sim(args) -> int:
     for path in report.get("waves", []):
         print(f"waves: {path}")
     if args.report:
-        Path(args.report).write_text(json.dumps(report | {"wall_s": round(wall, 1)},
-                                                indent=2) + "\n")
+        atomic_write_text(args.report, json.dumps(report | {"wall_s": round(wall, 1)},
+                                                  indent=2) + "\n")
     if report["mismatches"]:
         print(f"FIRST MISMATCH: {report['first_mismatch']}")
         return 1
     return 0
+
+
+def _sim_inputs(args, cfg: SbnnConfig) -> Path:
+    """Check every ``sbnn sim`` option and the image file before generation and builds;
+    returns the image file (the MNIST subset is written into --build for --mnist-test)."""
+    from sbnn.golden.mnist import check_image_file, load_mnist
+
+    if args.mnist_test is not None and args.images:
+        raise CliError("give either --images or --mnist-test, not both")
+    check_int("--mnist-test", args.mnist_test, 1, 10000)
+    if args.count is None:  # every image asked for, or the default run's 200
+        args.count = args.mnist_test or SIM_DEFAULT_COUNT
+    if args.count < 1:
+        raise CliError(f"--count must be at least 1, got {args.count}")
+    for b in args.budgets:
+        if not 0 <= b <= cfg.num_supports:
+            raise CliError(f"--budgets: {b} is outside 0..{cfg.num_supports} "
+                           f"(planes after the base plane)")
+    if args.exit_margin is not None:
+        check_margin("--exit-margin", [args.exit_margin], cfg)
+    check_seed("--random-seed", args.random_seed)
+    check_int("--workers", args.workers, 1, WORKERS_MAX, " simulator processes")
+    if args.image is not None and args.engine != "fast":
+        raise CliError("--image (one image, e.g. with --waves) needs --engine fast")
+    check_output_path(args.build, "--build", folder=True)
+    if args.report is not None:
+        check_output_path(args.report, "--report", folder=False)
+    if args.mnist_test is not None:
+        test_x, test_y = load_mnist("test", args.data_dir)
+        images = Path(args.build) / f"mnist_test_{args.mnist_test}.npz"
+        with atomic_file(images) as tmp:
+            np.savez(tmp, images=test_x[: args.mnist_test], labels=test_y[: args.mnist_test])
+    else:
+        images = Path(args.images) if args.images else _default_sample()
+    available = check_image_file(images, cfg.layers[0], cfg.num_classes)
+    if args.count > available:
+        raise CliError(f"--count {args.count} but {images} holds {available} images")
+    if args.image is not None and not 0 <= args.image < args.count:
+        raise CliError(f"--image {args.image} is outside 0..{args.count - 1} (the images run)")
+    return images
 
 
 def cmd_sweep(args) -> int:
@@ -441,10 +467,18 @@ def cmd_sweep(args) -> int:
     from sbnn.golden.sweep import latency_table, plot_sweep, sweep
 
     model = _load_model(args.model, load_config(args.config) if args.config else None)
+    check_energy_file(args.energy)  # strict JSON first: no NaN, duplicates or non-numbers
     try:
         energy = EnergyModel.load(args.energy)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    check_int("--count", args.count, 1, 10000, " test images")
+    check_margin("--margins", args.margins, model.config)
+    check_fraction("--keeps", args.keeps)
+    check_int("--confirm", args.confirm, 0, _SAMPLE_IMAGES, " embedded sample images")
+    check_output_path(args.out, "--out", folder=True)
+    if args.confirm:
+        check_output_path(args.build, "--build", folder=True)
     images, labels = load_mnist("test", args.data_dir)
     if not 1 <= args.count <= len(labels):
         raise CliError(f"--count must be in 1..{len(labels)}, got {args.count}")
@@ -468,15 +502,15 @@ def cmd_sweep(args) -> int:
     confirmed = []
     if args.confirm:
         confirmed = _confirm_on_rtl(args, model, latency)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(
-        {"command": " ".join(["sbnn", *sys.argv[1:]]), "test_images": len(labels),
-         "energy_model": energy.to_dict(), "rows": rows, "rtl_confirmed": confirmed},
-        indent=2) + "\n")
-    (out / "latency.json").write_text(json.dumps(latency, indent=2) + "\n")
-    (out / "sweep.md").write_text(_sweep_markdown(rows, latency, confirmed, energy,
-                                                  len(labels)))
-    plot_sweep(rows, out / "sweep.png")
+    with staged_folder(out) as stage:  # the four files appear together, or none
+        (stage / "sweep.json").write_text(json.dumps(
+            {"command": " ".join(["sbnn", *sys.argv[1:]]), "test_images": len(labels),
+             "energy_model": energy.to_dict(), "rows": rows, "rtl_confirmed": confirmed},
+            indent=2) + "\n")
+        (stage / "latency.json").write_text(json.dumps(latency, indent=2) + "\n")
+        (stage / "sweep.md").write_text(_sweep_markdown(rows, latency, confirmed, energy,
+                                                        len(labels)))
+        plot_sweep(rows, stage / "sweep.png")
     print(f"wrote {out / 'sweep.json'}, {out / 'latency.json'}, {out / 'sweep.png'}")
     return 0
 
@@ -545,13 +579,16 @@ def cmd_equiv(args) -> int:
     for name in ("configs", "cases"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.workers is not None and args.workers < 1:
-        raise CliError(f"--workers must be at least 1, got {args.workers}")
+    check_int("--workers", args.workers, 1, WORKERS_MAX, " simulator processes")
+    check_seed("--seed", args.seed, span=args.configs)  # config seeds seed..seed+configs-1
+    check_output_path(args.build, "--build", folder=True)
+    check_output_path(args.ledger, "--ledger", folder=False)
     if args.case:
         try:
             seed, index = parse_case(args.case)
         except ValueError as exc:
             raise CliError(str(exc)) from None
+        check_seed("--case CONFIG_SEED", seed)
         rep = run_config(seed, args.build, first=index, count=1, workers=1)
         print(f"case {seed}:{index}: {rep['transactions_checked']} transactions, "
               f"{'OK' if rep['mismatches'] == 0 else 'MISMATCH: ' + str(rep['first_mismatch'])}")
@@ -571,11 +608,15 @@ def cmd_equiv(args) -> int:
 def cmd_sample_data(args) -> int:
     from sbnn.golden.mnist import load_mnist
 
+    check_int("--count", args.count, 1, 10000, " test images")
+    out = check_output_path(args.out, "--out", folder=False)
+    if out.suffix != ".npz":  # numpy would append it, and the file would not be --out
+        raise CliError(f"--out must name a .npz file, got {str(out)!r}")
     images, labels = load_mnist("test", args.data_dir)
     if not 1 <= args.count <= len(labels):
         raise CliError(f"--count must be in 1..{len(labels)}, got {args.count}")
-    out = Path(args.out)
-    np.savez_compressed(out, images=images[: args.count], labels=labels[: args.count])
+    with atomic_file(out) as tmp:
+        np.savez_compressed(tmp, images=images[: args.count], labels=labels[: args.count])
     print(f"wrote the first {args.count} MNIST test images to {out}")
     return 0
 
@@ -775,7 +816,8 @@ def main(argv: list[str] | None = None) -> int:
             k = cfg.config.num_supports
             args.budgets = (k, 0) if k else (0,)
         return args.func(args)
-    except (ConfigError, ModelFileError, MnistError, CliError) as exc:
+    except (ConfigError, ModelFileError, MnistError, CliError, OptionError,
+            OutputPathError) as exc:
         print(f"sbnn: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # a tool failed (Verilator build, simulator): say where

@@ -60,6 +60,38 @@ CONFIG_CASES = [
     ("not-utf8", _gen_config("c.json", b"\xff\xfe{}"), "utf-8"),
     ("config-missing", lambda tmp: ["gen", "--config", str(tmp / "nope.toml"),
                                     "--out", str(tmp / "out")], "does not exist"),
+    # strict files (issue 19)
+    ("json-duplicate-key", _gen_config("c.json", '{"adc_bits": 6, "adc_bits": 7}'),
+     "duplicate key 'adc_bits'"),
+    ("json-duplicate-nested", _gen_config("c.json", '{"sbnn": {"dac_bits": 3, "dac_bits": 4}}'),
+     "duplicate key 'dac_bits'"),
+    ("toml-duplicate-key", _gen_config("c.toml", "adc_bits = 6\nadc_bits = 7\n"),
+     "cannot parse"),
+    ("json-nan", _gen_config("c.json", '{"clock_mhz": NaN}'), "NaN is not a number"),
+    ("json-infinity", _gen_config("c.json", '{"clock_mhz": -Infinity}'), "-Infinity"),
+    ("field-beside-sbnn", _gen_config("c.toml", "adc_bits = 6\n[sbnn]\nlayers = [784, 10]\n"),
+     "'adc_bits': given at top level"),
+    ("unknown-table", _gen_config("c.toml", "[sbnnn]\nlayers = [784, 10]\n"),
+     "unknown table [sbnnn]"),
+    ("unknown-table-beside-sbnn", _gen_config("c.toml", "[sbnn]\n[trian]\nlr = 0.1\n"),
+     "unknown table [trian]"),
+    ("train-not-table", _gen_config("c.json", {"train": 5}), "'train'"),
+    # fields used to derive defaults: checked first
+    ("gains-empty", _gen_config("c.json", {"plane_gains": []}), "'plane_gains'"),
+    ("gains-zero", _gen_config("c.json", {"plane_gains": [0, 0]}), "'plane_gains'"),
+    ("gains-negative", _gen_config("c.json", {"plane_gains": [-2, 1]}), "'plane_gains'"),
+    ("gains-string", _gen_config("c.json", {"plane_gains": "42"}), "'plane_gains'"),
+    ("gains-int", _gen_config("c.json", {"plane_gains": 4}), "'plane_gains'"),
+    ("steps-string", _gen_config("c.json", {"adc_steps": "4"}), "'adc_steps'"),
+    ("dac-bits-string", _gen_config("c.json", {"dac_bits": "4"}), "'dac_bits'"),
+    ("adc-bits-float", _gen_config("c.json", {"adc_bits": 8.0}), "'adc_bits'"),
+    ("active-rows-zero", _gen_config("c.json", {"active_rows": 0}), "'active_rows'"),
+    ("supports-bool", _gen_config("c.json", {"num_supports": True}), "'num_supports'"),
+    # what the generated RTL could not hold
+    ("buffer-too-wide", _gen_config("c.json", {"layers": [65536, 10], "macro_rows": 65536}),
+     "activation buffer"),
+    ("macro-word-too-wide", _gen_config("c.json", {"active_rows": 1024, "macro_cols": 128,
+                                                   "macro_rows": 8192}), "'macro_cols'"),
 ]
 
 
@@ -158,6 +190,30 @@ def _cfg_bytes(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
+def _model_padded(tmp: Path) -> list[str]:
+    """A 12-input layer: its packed planes have 4 padding bits per row, set here."""
+    from sbnn.golden.qmodel import QuantizedModel
+
+    cfg = SbnnConfig(layers=(12, 8, 4), active_rows=4, macro_cols=8, macro_rows=64)
+    model = QuantizedModel.random(cfg, np.random.default_rng(0)).save(tmp / "m.npz")
+    with np.load(model) as d:
+        arrays = dict(d)
+    arrays["planes0"] = arrays["planes0"] | np.uint8(1)
+    np.savez(model, **arrays)
+    return ["gen", "--model", str(model), "--config", str(cfg.write_snapshot(tmp / "c.json")),
+            "--out", str(tmp / "out")]
+
+
+def _model_npy(tmp: Path) -> list[str]:
+    with open(tmp / "m.npz", "wb") as f:
+        np.save(f, np.zeros(3))
+    return ["eval", "--model", str(tmp / "m.npz"), "--json", str(tmp / "out" / "e.json")]
+
+
+def _thr(value, dtype=np.float64) -> np.ndarray:
+    return np.full(8, value, dtype)
+
+
 MODEL_CASES = [
     ("model-other-config", _model_other_config, "different config (fields differ: adc_bits)"),
     ("model-missing-planes", _model_npz(planes1=None), "planes1"),
@@ -181,6 +237,35 @@ MODEL_CASES = [
      "not a valid sbnn model file"),
     ("model-empty", _model_raw(b""), "not a valid sbnn model file"),
     ("model-missing", lambda tmp: ["eval", "--model", str(tmp / "nope.npz")], "does not exist"),
+    # validated in full (issue 19)
+    ("model-planes-short", _model_npz(planes0=np.zeros((2, 8, 1), np.uint8)),
+     "planes0 is uint8 (2, 8, 1), the config needs uint8 (2, 8, 2)"),
+    ("model-planes-long", _model_npz(planes1=np.zeros((2, 4, 2), np.uint8)),
+     "planes1 is uint8 (2, 4, 2)"),
+    ("model-planes-int16", _model_npz(planes0=np.zeros((2, 8, 2), np.int16)), "planes0 is int16"),
+    ("model-padding-bits", _model_padded, "bits set past the layer's 12 inputs"),
+    ("model-thresholds-nan", _model_npz(thresholds0=_thr(np.nan)), "NaN or infinite"),
+    ("model-thresholds-inf", _model_npz(thresholds0=_thr(-np.inf)), "NaN or infinite"),
+    ("model-thresholds-float", _model_npz(thresholds0=_thr(1.5)), "needs integers"),
+    ("model-thresholds-uint64", _model_npz(thresholds0=_thr(2**63 + 5, np.uint64)),
+     "signed range"),
+    ("model-mask-values", _model_npz(mask0=np.full((8, 1), 2, np.uint8)), "only 0/1"),
+    ("model-mask-float", _model_npz(mask1=np.ones((4, 1), np.float32)), "mask1 is float32"),
+    ("model-extra-array", _model_npz(planes2=np.zeros((2, 4, 1), np.uint8)),
+     "unexpected array(s) planes2"),
+    ("model-version-future", _model_npz(format_version=np.array(99)), "format version 99"),
+    ("model-version-zero", _model_npz(format_version=np.array(0)), "format version 0"),
+    ("model-version-list", _model_npz(format_version=np.array([1, 1])), "one integer"),
+    ("model-version-text", _model_npz(format_version=np.array("1")), "one integer"),
+    ("model-config-duplicate", _model_npz(config_json=_cfg_bytes('{"adc_bits": 8, '
+                                                                 '"adc_bits": 6}')),
+     "duplicate key"),
+    ("model-config-not-utf8", _model_npz(config_json=np.frombuffer(b"\xff{}", np.uint8)),
+     "config_json is not JSON"),
+    ("model-config-int16", _model_npz(config_json=np.zeros(4, np.int16)), "1-D uint8"),
+    ("model-object-array", _model_npz(planes0=np.array([None, 1], dtype=object)),
+     "cannot read it"),
+    ("model-npy", _model_npy, "single .npy array"),
 ]
 
 
@@ -254,7 +339,125 @@ ARG_CASES = [
                  marks=needs_mnist),
 ]
 
-ALL = CONFIG_CASES + DATA_CASES + MODEL_CASES + ARG_CASES
+
+def _blocker(tmp: Path) -> str:
+    """A plain file where a command wants a folder."""
+    return str(_write(tmp / "blocker", "x"))
+
+
+def _folder(tmp: Path, name: str = "adir") -> str:
+    (tmp / name).mkdir()
+    return str(tmp / name)
+
+
+def _energy(content):
+    return lambda tmp: ["sweep", "--energy", str(_write(tmp / "e.json", content)),
+                        "--out", str(tmp / "out")]
+
+
+DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "golden/assets/default_model.npz")
+# The default design's EXIT_MARGIN register: threshold_bits + 1 = 16 bits.
+MARGIN_MAX = "65535"
+
+# Runtime controls and outputs, checked against the design and its registers (issue 19).
+RANGE_CASES = [
+    ("sim-exit-margin-too-wide", _sim("--exit-margin", "65536", "--budgets", "0"),
+     f"--exit-margin must be in 0..{MARGIN_MAX}"),
+    ("sim-exit-margin-negative", _sim("--exit-margin", "-1", "--budgets", "0"),
+     "--exit-margin must be in 0.."),
+    ("sim-random-seed-negative", _sim("--random-seed", "-3", "--budgets", "0"),
+     "--random-seed must be in 0..4294967295"),
+    ("sim-random-seed-huge", _sim("--random-seed", str(2**70), "--budgets", "0"),
+     "--random-seed must be in 0..4294967295"),
+    ("sim-workers-huge", _sim("--workers", "100000", "--budgets", "0"),
+     "--workers must be in 1..256"),
+    ("sim-images-float", _sim_images(lambda tmp: _images(tmp, images=GOOD.astype(np.float32),
+                                                         labels=np.zeros(3, np.uint8))),
+     "must be uint8"),
+    ("sim-images-27x27", _sim_images(lambda tmp: _images(tmp, images=GOOD[:, 1:, 1:],
+                                                         labels=np.zeros(3, np.uint8))),
+     "784 pixels per image"),
+    ("sim-images-empty", _sim_images(lambda tmp: _images(tmp, images=GOOD[:0],
+                                                         labels=np.zeros(0, np.uint8))),
+     "N >= 1"),
+    ("sim-labels-range", _sim_images(lambda tmp: _images(tmp, images=GOOD,
+                                                         labels=np.array([0, 12, 1]))),
+     "labels must be in 0..9"),
+    ("sim-labels-count", _sim_images(lambda tmp: _images(tmp, images=GOOD,
+                                                         labels=np.zeros(2, np.uint8))),
+     "one per image"),
+    ("sim-labels-float", _sim_images(lambda tmp: _images(tmp, images=GOOD,
+                                                         labels=np.zeros(3, np.float32))),
+     "need integers"),
+    ("sim-build-is-file", lambda tmp: ["sim", "--budgets", "0", "--build", _blocker(tmp)],
+     "--build"),
+    ("sim-report-is-folder", lambda tmp: ["sim", "--budgets", "0", "--report", _folder(tmp),
+                                          "--build", str(tmp / "out")], "is a folder"),
+    ("sweep-keeps-above-1", lambda tmp: ["sweep", "--keeps", "1.5", "--out", str(tmp / "out")],
+     "--keeps values must be fractions in [0, 1], got 1.5"),
+    ("sweep-keeps-nan", lambda tmp: ["sweep", "--keeps", "nan", "--out", str(tmp / "out")],
+     "--keeps"),
+    ("sweep-margins-too-wide", lambda tmp: ["sweep", "--margins", "10,70000",
+                                            "--out", str(tmp / "out")],
+     f"--margins must be in 0..{MARGIN_MAX}"),
+    ("sweep-margins-negative", lambda tmp: ["sweep", "--margins", "-5",
+                                            "--out", str(tmp / "out")], "--margins"),
+    ("sweep-confirm-too-many", lambda tmp: ["sweep", "--confirm", "500",
+                                            "--out", str(tmp / "out")],
+     "--confirm must be in 0..300"),
+    ("sweep-count-zero", lambda tmp: ["sweep", "--count", "0", "--out", str(tmp / "out")],
+     "--count must be in 1..10000"),
+    ("sweep-out-is-file", lambda tmp: ["sweep", "--out", _blocker(tmp)], "is not a folder"),
+    ("sweep-energy-nan", _energy('{"cycle_pj": NaN}'), "cannot parse energy"),
+    ("sweep-energy-duplicate", _energy('{"cycle_pj": 1, "cycle_pj": 2}'), "duplicate key"),
+    ("sweep-energy-array", _energy("[1, 2]"), "must hold a JSON object"),
+    ("sweep-energy-string", _energy({"cycle_pj": "x"}), "'cycle_pj' must be a finite number"),
+    ("sweep-energy-not-utf8", _energy(b"\xff\xfe"), "cannot parse energy"),
+    ("equiv-seed-negative", lambda tmp: ["equiv", "--seed", "-1", "--build", str(tmp / "out")],
+     "--seed must be in 0.."),
+    ("equiv-seed-span", lambda tmp: ["equiv", "--seed", str(2**32 - 2), "--configs", "5",
+                                     "--build", str(tmp / "out")], "--seed must be in 0.."),
+    ("equiv-case-negative-seed", lambda tmp: ["equiv", "--case=-1:0",
+                                              "--build", str(tmp / "out")],
+     "--case CONFIG_SEED must be in 0.."),
+    ("equiv-workers-huge", lambda tmp: ["equiv", "--workers", "999",
+                                        "--build", str(tmp / "out")], "--workers"),
+    ("gen-out-is-file", lambda tmp: ["gen", "--out", _blocker(tmp)], "is not a folder"),
+    ("gen-out-under-file", lambda tmp: ["gen", "--out", _blocker(tmp) + "/rtl"], "is a file"),
+    ("lint-out-is-file", lambda tmp: ["lint", "--out", _blocker(tmp)], "is not a folder"),
+    ("train-layers-inputs", lambda tmp: ["train", "--layers", "100,10", "--out",
+                                         str(tmp / "out")], "must start with 784 inputs"),
+    ("train-layers-outputs", lambda tmp: ["train", "--layers", "784,64,5", "--out",
+                                          str(tmp / "out")], "at least 10 outputs"),
+    ("train-config-inputs", lambda tmp: ["train", "--config", str(_write(
+        tmp / "c.json", {"layers": [16, 8, 10], "macro_rows": 1024})), "--out",
+        str(tmp / "out")], "must start with 784 inputs"),
+    ("train-seed-huge", lambda tmp: ["train", "--seed", str(2**40), "--out", str(tmp / "out")],
+     "--seed (or [train] seed) must be in 0..4294967295"),
+    ("train-out-is-file", lambda tmp: ["train", "--out", _blocker(tmp)], "is not a folder"),
+    ("train-table-unknown", lambda tmp: ["train", "--config", str(_write(
+        tmp / "c.toml", "[sbnn]\n[train]\nbase_epoch = 3\n")), "--out", str(tmp / "out")],
+     "base_epoch"),
+    ("train-table-duplicate", lambda tmp: ["train", "--config", str(_write(
+        tmp / "c.json", '{"train": {"lr": 0.1, "lr": 0.2}}')), "--out", str(tmp / "out")],
+     "duplicate key 'lr'"),
+    ("eval-json-is-folder", lambda tmp: ["eval", "--json", _folder(tmp)], "is a folder"),
+    ("eval-table-out-is-file", lambda tmp: ["eval", "--baseline", DEFAULT_MODEL,
+                                            "--out", _blocker(tmp)], "is not a folder"),
+    ("prune-out-is-folder", lambda tmp: ["prune", "--model", DEFAULT_MODEL,
+                                         "--out", _folder(tmp, "p.npz")], "is a folder"),
+    ("prune-seed-negative", lambda tmp: ["prune", "--model", DEFAULT_MODEL, "--seed", "-2",
+                                         "--out", str(tmp / "out" / "p.npz")], "--seed"),
+    ("sample-data-not-npz", lambda tmp: ["sample-data", "--out", str(tmp / "out" / "s.txt")],
+     "must name a .npz file"),
+    ("sample-data-out-is-folder", lambda tmp: ["sample-data", "--out", _folder(tmp, "s.npz")],
+     "is a folder"),
+    ("sample-data-count-huge", lambda tmp: ["sample-data", "--count", "20000",
+                                            "--out", str(tmp / "out" / "s.npz")],
+     "--count must be in 1..10000"),
+]
+
+ALL = CONFIG_CASES + DATA_CASES + MODEL_CASES + ARG_CASES + RANGE_CASES
 
 
 def _ids(cases):
@@ -270,12 +473,21 @@ def quiet_env(tmp_path, monkeypatch):
     return work
 
 
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
 @pytest.mark.parametrize("name, build, words", ALL, ids=_ids(ALL))
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. numpy's NaN cast warning
 def test_bad_input_one_clear_line(name, build, words, quiet_env, capsys):
     argv = build(quiet_env)
+    before = _tree(quiet_env)
     status = main(argv)
     out, err = capsys.readouterr()
-    assert status != 0, out
+    assert status == 2, out + err
+    assert _tree(quiet_env) == before  # nothing written, nothing touched
     assert "Traceback" not in out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
