@@ -27,12 +27,13 @@ from sbnn.gen.verilog import SIM_TOP, emit_all, write_if_changed
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp
 
+from sbnn import progress
 from sbnn.config import SbnnConfig
 from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
 
 from .codec import Codec
 from .controls import random_controls
-from .harness import HARNESS_TOP, RAW_MAIN_CPP, harness_verilog
+from .harness import HARNESS_TOP, RAW_MAIN_CPP, HarnessLayout, harness_verilog
 from .runner import CosimJob, _config_dir
 
 __all__ = ["Block", "Plan", "plan_job", "write_commands", "build_fast", "build_raw",
@@ -59,6 +60,8 @@ class Block:
     model_seed: int | None = None
     #: Single-image blocks of one group run in the same worker, in order (default: by image).
     group: int | None = None
+    #: Position in the job's plan (reports name mismatching images by block and image).
+    index: int = -1
 
 
 @dataclass
@@ -194,7 +197,8 @@ def build_raw(cfg: SbnnConfig, build_root: str | Path) -> Path:
 
 def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, images: Path,
                  model: QuantizedModel | None, model_path: Path | None,
-                 golden_model: Path | None, hdl_clock: bool) -> tuple[list[Path], int]:
+                 golden_model: Path | None, hdl_clock: bool,
+                 full: bool = False) -> tuple[list[Path], int]:
     """Command files and plan JSONs for each worker; returns (plan files, images).
 
     ``model`` is programmed first in every worker (None: each block programs its own)."""
@@ -219,10 +223,10 @@ def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, imag
             "images": str(Path(images).resolve()),
             "masks": str(masks_file) if masks_file else None,
             "log": str(wdir / "log"), "report": str(wdir / "report.json"),
-            "hdl_clock": hdl_clock,
+            "hdl_clock": hdl_clock, "full": full,
             "blocks": [{"images": list(b.images), "budget": b.budget, "margin": b.margin,
-                        "mask": b.mask, "run": b.run, "model_seed": b.model_seed}
-                       for b in part.blocks],
+                        "mask": b.mask, "run": b.run, "model_seed": b.model_seed,
+                        "index": b.index} for b in part.blocks],
         }, indent=1))
         files.append(plan_file)
     return files, total
@@ -236,44 +240,47 @@ def run_fast(job: CosimJob, build_root: str | Path, workers: int | None = None,
     model = QuantizedModel.load(job.model, job.config)
     with np.load(job.images) as data:
         count = min(job.count, len(data["images"]))
-    plan = plan_job(job, model, count)
+    plan = _indexed(plan_job(job, model, count))
     if only_image is not None:
-        plan = Plan([replace(b, images=(only_image,)) for b in plan.blocks
-                     if only_image in b.images][:1], plan.masks)
+        blk = next(b for b in plan.blocks if only_image in b.images)
+        plan = _alone(plan, blk.index, only_image)
         workers = 1
     return execute(job.config, build_root, plan, job.images, model, job.model,
                    job.golden_model, workers, waves=waves, hdl_clock=hdl_clock)
 
 
-def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
-            model: QuantizedModel | None, model_path: Path | None,
-            golden_model: Path | None = None, workers: int | None = None,
-            waves: bool = False, hdl_clock: bool = HDL_CLOCK) -> dict:
-    """Build (cached), write the workers' stimulus, run them in parallel, merge reports."""
-    workers = workers or os.cpu_count() or 1
-    t_build = time.time()
-    build_dir = build_fast(cfg, build_root, waves=waves, hdl_clock=hdl_clock)
-    build_s = time.time() - t_build
-    run_root = build_dir.parent / build_dir.name.replace("build", "run")
-    plans, total = _write_plans(cfg, plan, run_root, workers, images, model, model_path,
-                                golden_model, hdl_clock)
-    t0 = time.time()
+def _indexed(plan: Plan) -> Plan:
+    return Plan([replace(b, index=i) for i, b in enumerate(plan.blocks)], plan.masks)
+
+
+def _alone(plan: Plan, block: int, image: int) -> Plan:
+    """One image of one block, after replaying the programming of every block before it
+    (so the hardware is in the state it was in when that image ran)."""
+    before = [replace(b, images=()) for b in plan.blocks if b.index < block]
+    target = next(b for b in plan.blocks if b.index == block)
+    return Plan(before + [replace(target, images=(image,))], plan.masks)
+
+
+def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int,
+                 waves: bool) -> list[dict]:
+    """One cocotb simulator process per plan, in parallel, with a progress bar fed by the
+    digest records the harnesses write."""
 
     def one(plan_file: Path) -> dict:
         wdir = plan_file.parent
         report = wdir / "report.json"
         report.unlink(missing_ok=True)
-        for suffix in (".start", ".done", ".image", ".result"):
+        for suffix in (".start", ".done", ".image", ".result", ".digest", ".totals"):
             (wdir / f"log{suffix}").unlink(missing_ok=True)
         env = {"SBNN_COSIM_JOB": str(plan_file), "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
                "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-        runner = _lean_runner()
         try:
-            runner.test(test_module=FAST_TB, hdl_toplevel=HARNESS_TOP,
-                        hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=wdir,
-                        extra_env=env, waves=waves,
-                        plusargs=[f"+cmd={wdir / 'commands.txt'}", f"+log={wdir / 'log'}"],
-                        results_xml=str(wdir / "results.xml"), log_file=wdir / "sim.log")
+            _lean_runner().test(
+                test_module=FAST_TB, hdl_toplevel=HARNESS_TOP, hdl_toplevel_lang="verilog",
+                build_dir=build_dir, test_dir=wdir, extra_env=env, waves=waves,
+                plusargs=[f"+cmd={wdir / 'commands.txt'}", f"+log={wdir / 'log'}",
+                          *(["+full"] if json.loads(plan_file.read_text())["full"] else [])],
+                results_xml=str(wdir / "results.xml"), log_file=wdir / "sim.log")
         except SystemExit:
             pass
         if not report.exists():
@@ -282,12 +289,54 @@ def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
                                f"\n{tail}")
         return json.loads(report.read_text())
 
-    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-        reports = list(pool.map(one, plans))
+    def done_images() -> int:
+        # records are fixed width; the simulator flushes them in blocks, so the count lags
+        record = HarnessLayout.of(cfg).digest_record_bytes()
+        n = 0
+        for plan_file in plans:
+            try:
+                n += (plan_file.parent / "log.digest").stat().st_size // record
+            except OSError:
+                pass
+        return n
+
+    with ThreadPoolExecutor(max_workers=len(plans)) as pool, \
+            progress.bar(total, f"simulating on {len(plans)} process(es)", "image") as pbar:
+        futures = [pool.submit(one, p) for p in plans]
+        while not all(f.done() for f in futures):
+            time.sleep(0.25)
+            pbar.n = min(total, done_images())
+            pbar.refresh()
+        pbar.n = total
+        return [f.result() for f in futures]
+
+
+def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
+            model: QuantizedModel | None, model_path: Path | None,
+            golden_model: Path | None = None, workers: int | None = None,
+            waves: bool = False, hdl_clock: bool = HDL_CLOCK, full: bool = False,
+            localize: bool = True) -> dict:
+    """Build (cached), write the workers' stimulus, run them in parallel, merge reports.
+
+    The check compares per-image signatures (cosim/digest.py) unless ``full`` (or ``waves``)
+    asks for the full transaction log; when an image differs and ``localize``, that image is
+    rerun alone with the full log, so ``first_mismatch`` names the transaction and field."""
+    workers = workers or os.cpu_count() or 1
+    if any(b.index < 0 for b in plan.blocks):
+        plan = _indexed(plan)
+    t_build = time.time()
+    build_dir = build_fast(cfg, build_root, waves=waves, hdl_clock=hdl_clock)
+    build_s = time.time() - t_build
+    run_root = build_dir.parent / (build_dir.name.replace("build", "run")
+                                   + ("_full" if full else ""))
+    plans, total = _write_plans(cfg, plan, run_root, workers, images, model, model_path,
+                                golden_model, hdl_clock, full or waves)
+    t0 = time.time()
+    reports = _run_workers(cfg, build_dir, plans, total, waves)
     wall = time.time() - t0
     first = next((r["first_mismatch"] for r in reports if r["first_mismatch"]), None)
     per_image = [p for r in reports for p in r["per_image"]]
-    return {
+    merged = {
         "runs": _runs(per_image),
         "engine": "fast", "workers": len(plans), "images": sum(r["images"] for r in reports),
         "transactions_checked": sum(r["transactions_checked"] for r in reports),
@@ -298,12 +347,24 @@ def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
         "wall_s": round(wall, 3), "build_s": round(build_s, 3),
         "sim_wall_s": round(max(r["sim_wall_s"] for r in reports), 3),
         "check_wall_s": round(max(r["check_wall_s"] for r in reports), 3),
+        "log_bytes": sum(f.stat().st_size for p in plans for f in p.parent.glob("log.*")),
         "per_image": per_image,
         "run_dir": str(run_root),
         "waves": [str(p.parent / ("dump.fst" if fst_available() else "dump.vcd"))
                   for p in plans] if waves else [],
         "expected_images": total,
     }
+    bad = [p for p in per_image if not p["ok"]]
+    if bad and localize and not (full or waves):
+        worst = min(bad, key=lambda p: (p["block"], p["image"]))
+        progress.note(f"{len(bad)} image(s) differ; rerunning image {worst['image']} "
+                      f"(block {worst['block']}) with the full transaction log")
+        loc = execute(cfg, build_root, _alone(plan, worst["block"], worst["image"]), images,
+                      model, model_path, golden_model, workers=1, hdl_clock=hdl_clock,
+                      full=True, localize=False)
+        merged["first_mismatch_digest"] = merged["first_mismatch"]
+        merged["first_mismatch"] = loc["first_mismatch"] or merged["first_mismatch"]
+    return merged
 
 
 def _runs(per_image: list[dict]) -> list[dict]:

@@ -6,14 +6,19 @@ then costs ~100x the simulation itself. For throughput the loop moves into the s
 * a *command file* (one line per stream beat: ``p <hex>`` a prog word, ``i <hex>`` a pixel
   beat, ``l <hex>`` the last pixel beat of an image) is read with ``$fscanf`` and presented
   on the streams back to back, with no idle cycle between beats or images;
-* a monitor writes one fixed-width hex line per macro start, macro done, accepted image and
-  result into four log files, stamped with the cycle count;
+* a monitor folds every macro start and done into two 64-bit signatures per image
+  (cosim/digest.py) and writes one short line per image at its result: the cycle its
+  compute started, the result's cycle, the start and done counts, both signatures and the
+  result payload (``PREFIX.digest``; the totals at the end in ``PREFIX.totals``);
+* with ``+full`` it also writes one fixed-width hex line per macro start, macro done,
+  accepted image and result into four log files, stamped with the cycle count (what
+  cosim/bulk.py decodes to name the first differing transaction);
 * ``done`` rises when the command file is exhausted and every image has its result.
 
-Python (tb_fast.py, under cocotb) then decodes the logs with numpy and compares every field
-of every transaction and result with the golden model in bulk (cosim/bulk.py). Nothing is
-checked less than in the per-cycle bench: the logs hold every probe value at every start
-and done, stamped with its cycle.
+Python (tb_fast.py, under cocotb) then compares each image's signatures and result with the
+golden model's (cosim/digest.py), and with ``+full`` every field of every transaction
+(cosim/bulk.py). Every probe value at every start and done, and its cycle, enters the
+signatures, so nothing is checked less than in the per-cycle bench.
 
 The same harness also runs without cocotb (a C++ main toggling the clock, ``raw_main``), which
 gives the simulator's own speed on this design, the physical limit of the check.
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from sbnn.rtl.interfaces import Sizes, pixel_layout, prog_layout, result_layout, trace_layout
 
 from sbnn.config import SbnnConfig
+
+from .digest import SEED, sv_functions
 
 __all__ = ["HARNESS_TOP", "HarnessLayout", "harness_verilog", "RAW_MAIN_CPP"]
 
@@ -75,6 +82,10 @@ class HarnessLayout:
     def result_fields(self) -> list[tuple[str, int]]:
         return [("cycle", 8), ("payload", _hex(self.result_bits))]
 
+    def digest_record_bytes(self) -> int:
+        """Bytes of one ``PREFIX.digest`` line (fixed width: %h pads to the value's width)."""
+        return 4 * 8 + 2 * 16 + _hex(self.result_bits) + 7
+
 
 def _hex(bits: int) -> int:
     return (bits + 3) // 4
@@ -97,10 +108,13 @@ def harness_verilog(cfg: SbnnConfig, dut: str, hdl_clock: bool = False) -> str:
     ``hdl_clock``: the harness makes its own clock (needs Verilator ``--timing``), so the
     simulator never calls into cocotb per edge; otherwise ``clk`` is an input.
 
-    Plusargs: ``+cmd=FILE`` (stimulus), ``+log=PREFIX`` (writes PREFIX.start, .done, .image,
-    .result), ``+limit=N`` (cycles without progress before giving up, default 100000).
+    Plusargs: ``+cmd=FILE`` (stimulus), ``+log=PREFIX`` (writes PREFIX.digest and .totals;
+    with ``+full`` also PREFIX.start, .done, .image, .result), ``+limit=N`` (cycles without
+    progress before giving up, default 100000).
     """
     h = HarnessLayout.of(cfg)
+    sz = Sizes(cfg)
+    lb, pb = sz.layer_bits, sz.plane_bits
     rx, ad = h.rows * h.x_lane, h.cols * h.adc_lane
     half_ps = round(500_000 / cfg.clock_mhz)
     clk_port = "" if hdl_clock else "  input  wire clk /*verilator public_flat_rw*/,\n"
@@ -151,7 +165,13 @@ module {HARNESS_TOP} (
     .probe__wr_row(), .probe__wr_data(), .probe_trace(p_trace)
   );
 
-  integer f_cmd, f_start, f_done, f_image, f_result, n;
+{sv_functions(cfg)}
+  // Signatures and counts of the image being computed; its compute starts at cycle base.
+  logic [63:0] sig_start = 64'h{SEED:016x}, sig_done = 64'h{SEED:016x};
+  logic [31:0] n_start = 0, n_done = 0, base = 0, total_start = 0, total_done = 0;
+  reg full = 1'b0;
+
+  integer f_cmd, f_start, f_done, f_image, f_result, f_digest, f_totals, n;
   reg [8*1024-1:0] cmd_path, log_prefix;
   reg [7:0] kind;
   reg [{max(h.prog_bits, h.pixel_bits) - 1}:0] word;
@@ -173,11 +193,26 @@ module {HARNESS_TOP} (
     if (f_cmd == 0) begin
       $display("sbnn harness: cannot open %0s", cmd_path); $finish;
     end
-    f_start = $fopen({{log_prefix, ".start"}}, "w");
-    f_done = $fopen({{log_prefix, ".done"}}, "w");
-    f_image = $fopen({{log_prefix, ".image"}}, "w");
-    f_result = $fopen({{log_prefix, ".result"}}, "w");
+    full = $test$plusargs("full");
+    f_digest = $fopen({{log_prefix, ".digest"}}, "w");
+    f_totals = $fopen({{log_prefix, ".totals"}}, "w");
+    if (full) begin
+      f_start = $fopen({{log_prefix, ".start"}}, "w");
+      f_done = $fopen({{log_prefix, ".done"}}, "w");
+      f_image = $fopen({{log_prefix, ".image"}}, "w");
+      f_result = $fopen({{log_prefix, ".result"}}, "w");
+    end
   end
+
+  task automatic close_logs;
+    begin
+      $fwrite(f_totals, "%0d %0d %0d %0d\\n", total_start, total_done, sent, results);
+      $fclose(f_digest); $fclose(f_totals);
+      if (full) begin
+        $fclose(f_start); $fclose(f_done); $fclose(f_image); $fclose(f_result);
+      end
+    end
+  endtask
 
   // Present the next command (blocking: the values take effect at this edge).
   task automatic next_cmd;
@@ -213,17 +248,36 @@ module {HARNESS_TOP} (
       end
     end else if (!done) begin
       // Monitors: what the design shows in the cycle ending at this edge.
-      if (p_start) $fwrite(f_start, "%h %h %h %h %h %h\\n", cycle, p_trace, p_group, p_gain,
-                           p_col_en, row_x_lanes);
-      if (p_done) $fwrite(f_done, "%h %h\\n", cycle, adc_lanes);
+      if (p_start) begin
+        sig_start = mix64(sig_start ^ start_sig(cycle - base, p_trace[{lb - 1}:0],
+                                                p_trace[{lb} +: {pb}], p_trace[{lb + pb} +: {pb}],
+                                                p_group, p_gain, p_col_en, p_row_x));
+        n_start = n_start + 1;
+        total_start = total_start + 1;
+        if (full) $fwrite(f_start, "%h %h %h %h %h %h\\n", cycle, p_trace, p_group, p_gain,
+                          p_col_en, row_x_lanes);
+      end
+      if (p_done) begin
+        sig_done = mix64(sig_done ^ done_sig(cycle - base, p_adc));
+        n_done = n_done + 1;
+        total_done = total_done + 1;
+        if (full) $fwrite(f_done, "%h %h\\n", cycle, adc_lanes);
+      end
       if (result_valid) begin
-        $fwrite(f_result, "%h %h\\n", cycle, result_payload);
+        $fwrite(f_digest, "%h %h %h %h %h %h %h\\n", base, cycle - base, n_start, n_done,
+                sig_start, sig_done, result_payload);
+        sig_start = 64'h{SEED:016x};
+        sig_done = 64'h{SEED:016x};
+        n_start = 0;
+        n_done = 0;
+        if (full) $fwrite(f_result, "%h %h\\n", cycle, result_payload);
         results = results + 1;
       end
       // Driver: a beat presented in this cycle is taken at this edge if ready.
       if ((prog_valid && prog_ready) || (pix_valid && pix_ready)) begin
         if (pix_valid && pix_last) begin
-          $fwrite(f_image, "%h\\n", cycle);
+          base = cycle + 32'd1;  // compute cycle 0 follows the edge that took the last beat
+          if (full) $fwrite(f_image, "%h\\n", cycle);
           sent = sent + 1;
         end
         next_cmd();
@@ -232,13 +286,13 @@ module {HARNESS_TOP} (
                || (pix_valid && pix_ready)) ? 32'd0 : idle + 32'd1;
       if (eof && !have_cmd && results == sent) begin
         done <= 1'b1;
-        $fclose(f_start); $fclose(f_done); $fclose(f_image); $fclose(f_result);
+        close_logs();
       end else if (idle > limit) begin
         $display("sbnn harness: no progress for %0d cycles at cycle %0d (%0d images sent, %0d %s",
                  limit, cycle, sent, results, "results)");
         failed <= 1'b1;
         done <= 1'b1;
-        $fclose(f_start); $fclose(f_done); $fclose(f_image); $fclose(f_result);
+        close_logs();
       end
     end
   end

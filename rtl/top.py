@@ -65,11 +65,18 @@ class SimTop(wiring.Component):
 
 
 class TapeoutTop(wiring.Component):
-    """Controller with the analog macro as a black-box ``sbnn_macro`` instance."""
+    """Controller with the analog macro as a black-box ``sbnn_macro`` instance.
+
+    ``trace`` (layer, plane and pass of the evaluation starting) is an output so that the
+    simulation top (gen/sim_macro.py) wraps this very Verilog: the cosim then checks the
+    netlist text that goes to tapeout. A flow may leave it unconnected.
+    """
 
     def __init__(self, config: SbnnConfig):
         self._cfg = config
-        super().__init__(controller_members(config))
+        members = controller_members(config)
+        members["trace"] = Out(trace_layout(config))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -77,6 +84,7 @@ class TapeoutTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.prog), ctrl.prog)
         wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)
         wiring.connect(m, ctrl.result, wiring.flipped(self.result))
+        m.d.comb += self.trace.eq(ctrl.trace)
         kwargs = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
         for name, member in macro_signature(self._cfg).members.items():
             prefix = "i_" if member.flow == Out else "o_"
