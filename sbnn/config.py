@@ -30,6 +30,8 @@ PIXEL_BITS = 8  # MNIST pixels arrive as 8-bit unsigned values on the input stre
 #: The widest wire Amaranth converts (amaranth.back.rtlil refuses more than 2**16 bits).
 MAX_WIRE_BITS = 1 << 16
 
+#: Largest ADC step (a shift of up to 16 bits).
+_MAX_ADC_STEP = 1 << 16
 #: Integer fields: (lowest, highest) allowed value. Each is checked on its own, first.
 _INT_FIELDS: dict[str, tuple[int, int]] = {
     "num_supports": (0, 7), "active_rows": (1, 1024), "macro_cols": (1, 1024),
@@ -217,7 +219,15 @@ class SbnnConfig(JsonRecord):
             object.__setattr__(self, "plane_gains",
                                tuple(1 << (self.num_supports - k) for k in range(self.planes)))
         if self.adc_steps is None:
-            object.__setattr__(self, "adc_steps", self._default_adc_steps())
+            steps = self._default_adc_steps()
+            # A derived value obeys the same range as a given one: the snapshot of this
+            # config (in every model file) must load again.
+            if max(steps) > _MAX_ADC_STEP:
+                raise ConfigError("adc_steps", f"the default steps {list(steps)} (derived "
+                                               f"from active_rows, plane_gains[0], dac_bits "
+                                               f"and adc_bits) exceed {_MAX_ADC_STEP}; give "
+                                               f"adc_steps or raise adc_bits")
+            object.__setattr__(self, "adc_steps", steps)
         self._check_design()
 
     def _default_adc_steps(self) -> tuple[int, ...]:
@@ -269,7 +279,7 @@ class SbnnConfig(JsonRecord):
             self._int_tuple("plane_gains", self.planes, 1, (1 << self.gain_bits) - 1,
                             f"one DAC gain code per plane, K+1 = {self.planes}")
         if self.adc_steps is not None:
-            self._int_tuple("adc_steps", self.num_layers, 1, 1 << 16,
+            self._int_tuple("adc_steps", self.num_layers, 1, _MAX_ADC_STEP,
                             f"one ADC step per weight layer, {self.num_layers}")
             for i, step in enumerate(self.adc_steps):
                 if step & (step - 1):

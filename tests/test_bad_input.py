@@ -531,3 +531,82 @@ def test_bad_arguments_exit_2_with_usage(name, argv, words, prefix, quiet_env, c
     assert last.startswith(prefix) and words in last, err
     assert err.strip().splitlines()[0].startswith("usage:")
     assert not any(quiet_env.iterdir())
+
+
+# ----------------------------------------------------------------- atomic outputs
+
+def test_staged_folder_new_target_appears_whole_or_not_at_all(tmp_path):
+    from sbnn.fileio import staged_folder
+
+    target = tmp_path / "a" / "b"
+    with pytest.raises(KeyboardInterrupt), staged_folder(target) as stage:
+        (stage / "one.v").write_text("1")
+        raise KeyboardInterrupt  # an interrupt half way: nothing appears
+    assert list(tmp_path.iterdir()) == []
+    with staged_folder(target) as stage:
+        (stage / "one.v").write_text("1")
+        (stage / "sub").mkdir()
+        (stage / "sub" / "two.hex").write_text("2")
+        assert not target.exists()  # not before the block ends
+    assert (target / "one.v").read_text() == "1" and (target / "sub/two.hex").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no staging folder left
+
+
+def test_staged_folder_existing_target_keeps_unchanged_files(tmp_path):
+    from sbnn.fileio import staged_folder
+
+    for name, text in (("same.v", "s"), ("old.v", "o"), ("user.txt", "u"), ("stale.hex", "x")):
+        _write(tmp_path / name, text)
+    before = _tree(tmp_path)
+    with pytest.raises(RuntimeError), staged_folder(tmp_path, reuse=["same.v"]) as stage:
+        (stage / "old.v").write_text("new")
+        raise RuntimeError("generation failed")
+    assert _tree(tmp_path) == before
+    with staged_folder(tmp_path, reuse=["same.v"], remove=["stale.hex"]) as stage:
+        assert (stage / "same.v").read_text() == "s"  # seeded from the target
+        (stage / "old.v").write_text("new")
+    after = _tree(tmp_path)
+    assert after["same.v"] == before["same.v"]  # same bytes: not rewritten (same mtime)
+    assert (tmp_path / "old.v").read_text() == "new"
+    assert (tmp_path / "user.txt").read_text() == "u"  # not ours: kept
+    assert "stale.hex" not in after
+
+
+def test_gen_interrupted_leaves_out_as_it_was(tmp_path, monkeypatch, capsys):
+    """Issue 19: files used to be written one by one into --out."""
+    import sbnn.gen.verilog as verilog
+
+    out = tmp_path / "rtl"
+    out.mkdir()
+    _write(out / "sbnn_sim_top.v", "// an earlier design\n")
+    before = _tree(tmp_path)
+
+    def half_then_interrupt(cfg, out_dir):
+        (Path(out_dir) / "sbnn_sim_top.v").write_text("// half written\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verilog, "emit_all", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        main(["gen", "--out", str(out)])
+    assert _tree(tmp_path) == before
+    with pytest.raises(KeyboardInterrupt):
+        main(["gen", "--out", str(tmp_path / "new")])
+    assert _tree(tmp_path) == before
+
+
+def test_model_save_failure_leaves_no_file(tmp_path, monkeypatch):
+    from sbnn.golden.qmodel import QuantizedModel
+
+    model = QuantizedModel.random(SMALL, np.random.default_rng(0))
+    model.save(tmp_path / "m.npz")
+    before = _tree(tmp_path)
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", broken)
+    with pytest.raises(OSError):
+        model.save(tmp_path / "m.npz")
+    with pytest.raises(OSError):
+        model.save(tmp_path / "n.npz")
+    assert _tree(tmp_path) == before

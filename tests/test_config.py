@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -82,3 +83,92 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path, capsys, command):
     assert err.count("\n") == 0
     assert err.startswith("sbnn: error: config field 'adc_bits'")
     assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"plane_gains": ()}, "plane_gains"),          # was an IndexError deriving adc_steps
+    ({"plane_gains": (0, 0)}, "plane_gains"),      # was a math domain error
+    ({"plane_gains": "21"}, "plane_gains"),
+    ({"dac_bits": "4"}, "dac_bits"),               # was a TypeError deriving adc_steps
+    ({"adc_bits": None}, "adc_bits"),
+    ({"active_rows": None}, "active_rows"),
+    ({"num_supports": "1"}, "num_supports"),       # was a TypeError deriving plane_gains
+    ({"layers": (784, "10")}, "layers"),
+    # a derived default obeys the range of a given value (the snapshot must load again)
+    ({"num_supports": 2, "gain_bits": 8, "plane_gains": (255, 1, 1), "adc_bits": 2,
+      "active_rows": 1024, "macro_rows": 4096}, "adc_steps"),
+])
+def test_fields_are_checked_before_defaults_are_derived(changes, field):
+    with pytest.raises(ConfigError) as err:
+        SbnnConfig(**changes)
+    assert err.value.field_name == field and "\n" not in str(err.value)
+
+
+def test_activation_buffers_grow_with_the_design_not_an_lcm():
+    """Issue 19: buffers were sized by lcm(active_rows, neurons_per_tile, input_lanes)."""
+    default = SbnnConfig()
+    assert (default.pixel_buffer_rows, default.hidden_buffer_rows) == (832, 256)  # unchanged
+    coprime = SbnnConfig(layers=(784, 10), active_rows=13, macro_cols=34, input_lanes=251,
+                         macro_rows=13 * 122)
+    assert math.lcm(13, coprime.neurons_per_tile, 251) * coprime.x_bits > 1 << 16
+    assert coprime.pixel_buffer_rows == 4 * 251  # 4 beats of 251 lanes cover 784 pixels
+    assert coprime.pixel_buffer_rows * coprime.x_bits <= 1 << 16
+
+
+def test_coprime_config_generates():
+    """A config the validator accepts converts: the old sizing made a 277,355-bit wire here."""
+    from amaranth.back import rtlil
+    from sbnn.rtl.controller import Controller
+
+    cfg = SbnnConfig(layers=(784, 10), active_rows=13, macro_cols=34, input_lanes=251,
+                     macro_rows=13 * 122, adc_bits=6)
+    text = rtlil.convert(Controller(cfg))
+    assert f"wire width {cfg.pixel_buffer_rows * cfg.x_bits} " in text
+
+
+@pytest.mark.parametrize("changes, field, words", [
+    ({"layers": (65536, 10), "macro_rows": 65536}, "layers", "activation buffer"),
+    ({"layers": (784, 20000, 10), "active_rows": 1024, "macro_cols": 64,
+      "macro_rows": 1 << 20}, "layers", "hidden layer"),
+    ({"active_rows": 1024, "macro_cols": 128, "macro_rows": 8192}, "macro_cols",
+     "bitcell word"),
+])
+def test_configs_the_rtl_cannot_hold_are_refused(changes, field, words):
+    with pytest.raises(ConfigError) as err:
+        SbnnConfig(**changes)
+    assert err.value.field_name == field and words in str(err.value)
+    assert "65536 bits" in str(err.value)
+
+
+@pytest.mark.parametrize("text, fmt, words", [
+    ('{"layers": [64, 10], "layers": [64, 10]}', "json", "duplicate key 'layers'"),
+    ('{"train": {"lr": 0.1}, "train": {"lr": 0.2}}', "json", "duplicate key 'train'"),
+    ("layers = [64, 10]\nlayers = [64, 10]\n", "toml", "cannot parse"),
+    ("num_supports = 0\n[sbnn]\nlayers = [64, 10]\n", "toml", "'num_supports': given at top"),
+    ("[sbnn]\n[extra]\n", "toml", "unknown table [extra]"),
+    ("[layers]\n", "toml", "unknown table [layers]"),
+    ("sbnn = 3\n", "toml", "'sbnn': in"),
+    ('{"clock_mhz": Infinity}', "json", "Infinity is not a number"),
+])
+def test_strict_config_files(tmp_path, text, fmt, words):
+    path = tmp_path / f"c.{fmt}"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_empty_file_is_the_default_design_and_train_table_is_read(tmp_path):
+    from sbnn.config import load_train_table
+
+    (tmp_path / "e.toml").write_text("# nothing set\n")
+    (tmp_path / "e.json").write_text("{}")
+    assert load_config(tmp_path / "e.toml") == load_config(tmp_path / "e.json") == SbnnConfig()
+    t = tmp_path / "t.toml"
+    t.write_text("[sbnn]\nnum_supports = 0\n[train]\nlr = 0.01\n")
+    assert load_config(t) == SbnnConfig(num_supports=0)
+    assert load_train_table(t) == {"lr": 0.01}
+    top = tmp_path / "top.toml"
+    top.write_text("num_supports = 0\n[train]\nlr = 0.01\n")  # fields at top level + recipe
+    assert load_config(top) == SbnnConfig(num_supports=0) and load_train_table(top)["lr"] == 0.01
+    assert load_train_table(None) == {}
