@@ -84,7 +84,7 @@ def test_waves_for_one_image(cosim_build_root, verilator):
 def test_random_configs_are_valid_varied_and_reproducible():
     cfgs = [random_config(s) for s in range(40)]
     assert cfgs[3] == random_config(3)
-    assert len({c.num_supports for c in cfgs}) == 4
+    assert len({c.num_supports for c in cfgs}) >= 4  # K = 0..7 (the whole valid range)
     assert len({c.num_layers for c in cfgs}) == 3
     assert len({c.active_rows for c in cfgs}) >= 5
     assert any(c.total_col_blocks == 1 for c in cfgs)  # the one-entry-memory corner
