@@ -19,7 +19,7 @@ from sbnn.cli import main
 from sbnn.config import SbnnConfig
 from sbnn.options import SEED_MAX, WORKERS_MAX, margin_max
 
-FUZZ = settings(max_examples=150, deadline=None, database=None,
+FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 MARGIN_MAX = margin_max(SbnnConfig())
 BIG = 2**70

@@ -23,7 +23,7 @@ from sbnn.golden.qmodel import ModelFileError, QuantizedModel
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
 
-FUZZ = settings(max_examples=80, deadline=None, database=None,
+FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 # 12 inputs: packed planes have 4 padding bits per row.
 CFG = SbnnConfig(layers=(12, 8, 4), active_rows=4, macro_cols=8, macro_rows=64)
