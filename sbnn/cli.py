@@ -113,7 +113,8 @@ def cmd_gen(args) -> int:
 def _staged_rtl(out: Path):
     """A staging folder for emit_all into ``out``, seeded with ``out``'s Verilog and cache
     stamp so that an unchanged design is not converted again (and keeps its timestamps)."""
-    reuse = [p.name for p in out.glob("*.v")] + [".rtl_digest"] if out.is_dir() else []
+    reuse = [p.name for p in (*out.glob("*.v"), *out.glob("*.sv"))] + [".rtl_digest"] \
+        if out.is_dir() else []
     return staged_folder(out, reuse=reuse)
 
 
