@@ -63,6 +63,17 @@ def synth(session: nox.Session) -> None:
 
 
 @nox.session
+def silicon(session: nox.Session) -> None:
+    """SKY130 area, flip-flops, OpenSTA slack and Fmax, energy per inference of the default
+    design and configs/mnist_large.toml (docs/silicon.md, docs/silicon.json). Needs OpenSTA
+    (`sta`; Debian: apt-get install opensta) and the library (--liberty, SBNN_LIBERTY or
+    ../shared/pdk)."""
+    _install(session)
+    session.run("sbnn", "synth", "--config", "default", "--config", "configs/mnist_large.toml",
+                "--out", "docs", *session.posargs)
+
+
+@nox.session
 def perf(session: nox.Session) -> None:
     """Cosim throughput: 10,000 MNIST test images through the RTL, fully checked, beside raw
     Verilator and the golden model alone (docs/performance.md); options after --."""

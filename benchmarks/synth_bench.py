@@ -133,6 +133,9 @@ def markdown(rows: list[dict], fits: list[dict]) -> str:
     return "\n".join([
         "# Controller synthesis figures",
         "",
+        "For the controller in real cells (SKY130 hd area in um^2, OpenSTA slack and Fmax, "
+        "energy per inference) see [silicon.md](silicon.md) (`sbnn synth`).",
+        "",
         f"Measured with `{COMMAND}` (written by it; {wall:.0f} s on this project's 2-core "
         "machine). Each row is the tapeout controller `sbnn_controller` of one config, "
         "converted as `sbnn gen --bundle` converts it and synthesized with the macro stub by "

@@ -27,6 +27,13 @@ SETUP_FRACTION = 0.2
 CLK_TO_OUT_FRACTION = 0.2
 PIN_CAP_PF = 0.005
 OUT_TRANSITION_NS = 0.1
+# Measurement thresholds (% of the supply) and nominal process / temperature (C) / voltage
+# (V): those of the SKY130 hd tt_025C_1v80 library the controller is timed with.
+INPUT_THRESHOLD_PCT = 50.0
+OUTPUT_THRESHOLD_PCT = 50.0
+SLEW_THRESHOLDS_PCT = (20.0, 80.0)
+NOMINAL = (1.0, 25.0, 1.8)
+MAX_TRANSITION_NS = 1.5
 
 
 def pin_table(cfg: SbnnConfig, prefix: str) -> list[str]:
@@ -93,7 +100,8 @@ def lib_text(cfg: SbnnConfig) -> str:
              f"library ({MACRO_MODULE}_placeholder) {{",
              "  delay_model : table_lookup;", '  time_unit : "1ns";', '  voltage_unit : "1V";',
              '  current_unit : "1mA";', '  pulling_resistance_unit : "1kohm";',
-             '  leakage_power_unit : "1nW";', "  capacitive_load_unit (1, pf);"]
+             '  leakage_power_unit : "1nW";', "  capacitive_load_unit (1, pf);",
+             *_library_header()]
     for width in sorted({w for _, _, w in ports if w > 1}):
         lines += [f"  type (bus{width}) {{", "    base_type : array;", "    data_type : bit;",
                   f"    bit_width : {width};", f"    bit_from : {width - 1};", "    bit_to : 0;",
@@ -117,6 +125,26 @@ def lib_text(cfg: SbnnConfig) -> str:
         lines.append("    }")
     lines += ["  }", "}", ""]
     return "\n".join(lines)
+
+
+def _library_header() -> list[str]:
+    """Measurement thresholds and nominal conditions, the SKY130 hd library's values.
+
+    OpenSTA refuses a library without the ``*_threshold_pct_*`` attributes ("missing one or
+    more thresholds"); the values match the standard cells' so that slews handed across the
+    macro boundary mean the same in both libraries.
+    """
+    lines = []
+    for edge in ("rise", "fall"):
+        lines += [f"  input_threshold_pct_{edge} : {INPUT_THRESHOLD_PCT:g};",
+                  f"  output_threshold_pct_{edge} : {OUTPUT_THRESHOLD_PCT:g};",
+                  f"  slew_lower_threshold_pct_{edge} : {SLEW_THRESHOLDS_PCT[0]:g};",
+                  f"  slew_upper_threshold_pct_{edge} : {SLEW_THRESHOLDS_PCT[1]:g};"]
+    process, temperature, voltage = NOMINAL
+    return [*lines, "  slew_derate_from_library : 1;",
+            f"  nom_process : {process:g};", f"  nom_temperature : {temperature:g};",
+            f"  nom_voltage : {voltage:g};",
+            f"  default_max_transition : {MAX_TRANSITION_NS:g};"]
 
 
 def _arc(kind: str, rise: str, fall: str, value: float,

@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sbnn.golden.variability_cli import add_variability_parser
 
     add_variability_parser(sub)  # sbnn variability: process-variability Monte Carlo
+    from sbnn.gen.silicon_report import add_synth_parser
+
+    add_synth_parser(sub)  # sbnn synth: SKY130 area, timing (OpenSTA), energy
     return p
 
 

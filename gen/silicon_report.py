@@ -1,0 +1,295 @@
+"""docs/silicon.md and docs/silicon.json: the silicon figures of gen/silicon.py, with energy.
+
+Energy per inference comes from the golden model's counters (golden/sweep.py
+``pass_counters``: the same counters the RTL reports, confirmed by the cosim) times the
+per-event energies of golden/energy.py, whose macro figures are derived from published SRAM
+compute-in-memory macros, plus the controller's own power from OpenSTA at the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from sbnn.golden.energy import ENERGY_SOURCES, EnergyModel
+
+from sbnn.config import SbnnConfig
+
+__all__ = ["energy_rows", "markdown", "write_docs", "JSON_KEYS"]
+
+#: The keys every silicon.json object has (issue 17's list), first in each object.
+JSON_KEYS = ("config", "liberty", "clock_mhz", "area_um2", "logic_area_um2", "cells",
+             "flip_flops", "sram_bits", "wns_ns", "tns_ns", "fmax_mhz")
+
+
+def energy_rows(cfg: SbnnConfig, model, pixels: np.ndarray, power_mw: float,
+                fmax_mhz: float, energy: EnergyModel | None = None) -> list[dict]:
+    """Per budget: mean cycles, macro energy, controller energy, TOPS/W and throughput.
+
+    Ops are counted as macro papers count them: 2 per bitcell MAC, active_rows MACs per
+    enabled column per evaluation. The controller's energy per cycle is its OpenSTA power
+    divided by the clock.
+    """
+    from sbnn.golden.hwpath import schedule
+    from sbnn.golden.sweep import pass_counters
+
+    energy = energy or EnergyModel()
+    ctl_pj_per_cycle = power_mw * 1e-3 / (cfg.clock_mhz * 1e6) * 1e12
+    rows = []
+    for budget in range(cfg.num_supports + 1):
+        sched = schedule(model, budget)
+        counters = pass_counters(model, sched, pixels)[sched.passes[-1]]
+        mean = {k: float(np.mean(v)) for k, v in counters.items()}
+        macro_pj = float(np.mean(energy.energy_pj(**{**counters, "cycles": 0})))
+        ctl_pj = ctl_pj_per_cycle * mean["cycles"]
+        ops = 2 * cfg.active_rows * mean["column_evals"]
+        total = macro_pj + ctl_pj
+        rows.append({
+            "budget": budget, "cycles": mean["cycles"], "macro_evals": mean["macro_evals"],
+            "column_evals": mean["column_evals"], "macro_pj": round(macro_pj, 1),
+            "controller_pj": round(ctl_pj, 1), "total_pj": round(total, 1),
+            "ops": ops, "macro_tops_w": round(ops / macro_pj, 2) if macro_pj else None,
+            "system_tops_w": round(ops / total, 3),
+            "inferences_per_s": round(cfg.clock_mhz * 1e6 / mean["cycles"]),
+            "inferences_per_s_fmax": round(fmax_mhz * 1e6 / mean["cycles"]),
+        })
+    return rows
+
+
+def _fmt(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _table(results: list[dict]) -> list[str]:
+    lines = ["| config | layers | clock | area um^2 | logic area um^2 | cells | flip-flops | "
+             "register-file bits | SRAM bits | WNS ns | TNS ns | hold WNS ns | Fmax MHz | "
+             "power mW |", "|" + " --- |" * 14]
+    for r in results:
+        lines.append(
+            f"| {r['config']} | {'-'.join(map(str, r['layers']))} | {r['clock_mhz']:g} MHz | "
+            f"{_fmt(r['area_um2'])} | {_fmt(r['logic_area_um2'])} | {_fmt(r['cells'])} | "
+            f"{_fmt(r['flip_flops'])} | {_fmt(r['memory_bits'])} | {_fmt(r['sram_bits'])} | "
+            f"{r['wns_ns']:.3f} | {r['tns_ns']:.3f} | {r['whs_ns']:.3f} | "
+            f"{r['fmax_mhz']:.1f} | {r['power_mw']:.1f} |")
+    return lines
+
+
+def _paths(results: list[dict]) -> list[str]:
+    lines = ["| config | from (register) | to (register) | stages | arrival ns | required ns "
+             "| slack ns | largest fanout on it |", "|" + " --- |" * 8]
+    for r in results:
+        p = r["critical_path"]
+        lines.append(
+            f"| {r['config']} | `{p.get('start_register') or p.get('startpoint')}` | "
+            f"`{p.get('end_register') or p.get('endpoint')}` | {p.get('stages')} | "
+            f"{p.get('arrival_ns')} | {p.get('required_ns')} | {p.get('slack_ns')} | "
+            f"{p.get('max_fanout')} |")
+    return lines
+
+
+def _energy(results: list[dict]) -> list[str]:
+    lines = ["| config | budget | cycles | column evals | macro pJ | controller pJ | total pJ | "
+             "macro TOPS/W | system TOPS/W | inferences/s at clock | at Fmax |",
+             "|" + " --- |" * 11]
+    for r in results:
+        for e in r.get("energy", []):
+            lines.append(
+                f"| {r['config']} | {e['budget']} | {_fmt(e['cycles'], 1)} | "
+                f"{_fmt(e['column_evals'], 1)} | {_fmt(e['macro_pj'], 1)} | "
+                f"{_fmt(e['controller_pj'], 1)} | {_fmt(e['total_pj'], 1)} | "
+                f"{e['macro_tops_w']} | {e['system_tops_w']} | {_fmt(e['inferences_per_s'])} "
+                f"| {_fmt(e['inferences_per_s_fmax'])} |")
+    return lines
+
+
+def _sources() -> list[str]:
+    lines = ["| field | default | source and derivation |", "| --- | --- | --- |"]
+    defaults = EnergyModel().to_dict()
+    for name, text in ENERGY_SOURCES.items():
+        lines.append(f"| `{name}` | {defaults[name]:g} pJ | {text} |")
+    return lines
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    """docs/silicon.md from the result objects and the run's metadata."""
+    r0 = results[0]
+    return "\n".join([
+        "# Silicon figures: SKY130 hd, typical corner, synthesis without placement",
+        "",
+        f"Measured with `{meta['command']}` (writes this file and `silicon.json`; "
+        f"wall {meta['wall_s']:.0f} s, CPU {meta['cpu_s']:.0f} s on this project's 2-core "
+        f"machine, {meta['machine']}).",
+        "",
+        f"Library `{r0['liberty']}`. Each row is the tapeout bundle's controller "
+        "(`sbnn gen --bundle`), mapped by YoWASP Yosys "
+        "(`gen/silicon.py: yosys_script`: flatten, `dfflibmap` and timing-driven `abc -D "
+        "<period ps> -constr` with the library, which buffers and sizes high-fanout nets, "
+        "`-dont_use *lpflow*`) and timed by OpenSTA (`sta`, Debian `opensta` 2.0.17) with "
+        "the bundle's SDC and its placeholder macro .lib. No placement: wires have no "
+        "capacitance, the clock is ideal; read WNS as the logic's, before routing.",
+        "",
+        "`area` = every standard cell; `logic area` = the cells that stay in the controller "
+        "when register files go to SRAM macros (the same here: no SRAM macros in these "
+        "runs); the analog macro `sbnn_macro` is a black box in both. Register-file bits "
+        "(thresholds, column masks, stored accumulators) are flip-flops here. Fmax = 1 / "
+        "(period - worst setup slack), with the SDC's I/O delays (20 % of the period) and "
+        "the macro's placeholder setup and clock-to-output (20 % each) held fixed. Power: "
+        "OpenSTA `report_power`, every non-clock net toggling at 10 % of the cycles "
+        "(an assumption: no simulation activity), no clock gating.",
+        "",
+        *_table(results),
+        "",
+        "## Critical paths",
+        "",
+        *_paths(results),
+        "",
+        "## Energy per inference",
+        "",
+        "Counters from the golden model on the embedded 300 MNIST test images (the model "
+        "named per config below; `golden/sweep.py: pass_counters`, the counters the RTL "
+        "reports), times the per-event energies of `golden/energy.py` (table below); the "
+        "controller's energy is its power above divided by the clock, per cycle. Ops: 2 per "
+        "bitcell multiply-accumulate, `active_rows` per enabled column per evaluation, as "
+        "macro papers count them.",
+        "",
+        *_energy(results),
+        "",
+        *[f"* {r['config']}: model `{r.get('model', 'none')}`." for r in results],
+        "",
+        "### Per-event energies (golden/energy.py defaults)",
+        "",
+        *_sources(),
+        "",
+        "What it says: with these macro figures the analog macro spends far less than the "
+        "digital controller, which keeps its register files in flip-flops and clocks every "
+        "one of them every cycle. Clock gating and SRAM macros for the register files are "
+        "the levers; the macro figures are 65 nm silicon results scaled by nothing.",
+        "",
+    ])
+
+
+def write_docs(results: list[dict], out_dir: Path, meta: dict) -> tuple[Path, Path]:
+    """Write silicon.json and silicon.md into ``out_dir``, each atomically (tmp + rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ordered = [{**{k: r[k] for k in JSON_KEYS}, **r} for r in results]
+    paths = (out_dir / "silicon.json", out_dir / "silicon.md")
+    texts = (json.dumps(ordered, indent=2) + "\n", markdown(results, meta))
+    for path, text in zip(paths, texts):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (Yosys, OpenSTA)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _model_for(cfg: SbnnConfig, root: Path):
+    """The trained model energy is computed with: the embedded default for the default
+    design, else the first of models/*.npz made for ``cfg`` (None when there is none)."""
+    from sbnn.golden.qmodel import QuantizedModel
+
+    candidates = [Path(__file__).resolve().parents[1] / "golden" / "assets" / "default_model.npz",
+                  *sorted((root / "models").glob("*.npz"))]
+    for path in candidates:
+        try:
+            return path, QuantizedModel.load(path, cfg)
+        except Exception:  # noqa: BLE001 - a model for another config: try the next
+            continue
+    return None, None
+
+
+def run_silicon(designs: list[tuple[str, SbnnConfig]], liberty: Path, out_dir: Path | None,
+                command: str, machine: str = "", keep: Path | None = None,
+                log=print) -> list[dict]:
+    """Synthesize and time every design, add energy, and write the docs into ``out_dir``."""
+    import time
+
+    from sbnn.gen.silicon import synthesize_silicon
+
+    root = Path(__file__).resolve().parents[1]
+    sample = np.load(root / "golden" / "assets" / "mnist_test_sample.npz")["images"]
+    t0, c0 = time.time(), _cpu()
+    results = []
+    for name, cfg in designs:
+        log(f"{name}: bundle, Yosys ({liberty.name}), OpenSTA ...")
+        res, _ = synthesize_silicon(cfg, liberty, name,
+                                    keep=None if keep is None else keep / name)
+        row = res.to_dict()
+        row["layers"] = list(cfg.layers)
+        path, model = _model_for(cfg, root)
+        if model is not None:
+            row["model"] = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+            row["energy"] = energy_rows(cfg, model, sample, res.power_mw, res.fmax_mhz)
+        log(f"{name}: {res.cells:,} cells, {res.area_um2:,.0f} um^2, {res.flip_flops:,} FFs, "
+            f"WNS {res.wns_ns:.3f} ns, TNS {res.tns_ns:.3f} ns, Fmax {res.fmax_mhz:.1f} MHz "
+            f"(Yosys {res.yosys_s:.0f} s, OpenSTA {res.sta_s:.0f} s)")
+        results.append(row)
+    meta = {"command": command, "wall_s": time.time() - t0, "cpu_s": _cpu() - c0,
+            "machine": machine or "nothing else recorded"}
+    for row in results:
+        row["run"] = meta  # kept with the figures, so the docs can be rendered again
+    if out_dir is not None:
+        for path in write_docs(results, out_dir, meta):
+            log(f"wrote {path}")
+    return results
+
+
+def render_docs(out_dir: Path) -> tuple[Path, Path]:
+    """Rewrite silicon.md (and silicon.json) from silicon.json, synthesizing nothing."""
+    results = json.loads((out_dir / "silicon.json").read_text())
+    return write_docs(results, out_dir, results[0]["run"])
+
+
+def _design(spec: str) -> tuple[str, SbnnConfig]:
+    from sbnn.config import load_config
+
+    if spec == "default":
+        return "default", SbnnConfig()
+    return Path(spec).stem, load_config(Path(spec))
+
+
+def cmd_synth(args) -> int:
+    """``sbnn synth``: map, time and report; exit 2 on a missing library or bad config."""
+    import shutil as _shutil
+
+    from sbnn.gen.silicon import LibertyError, resolve_liberty
+
+    from sbnn.options import OptionError as CliError  # main() prints it, exit 2
+
+    try:
+        liberty = resolve_liberty(args.liberty)
+    except LibertyError as exc:
+        raise CliError(str(exc)) from None
+    if _shutil.which("sta") is None:
+        raise CliError("OpenSTA ('sta') is not on PATH: install it (Debian/Ubuntu: "
+                       "apt-get install opensta)")
+    designs = [_design(spec) for spec in (args.config or ["default"])]
+    command = "sbnn synth " + " ".join(args.argv[1:]) if getattr(args, "argv", None) \
+        else "sbnn synth"
+    run_silicon(designs, liberty, args.out, command, args.machine or "", args.keep)
+    return 0
+
+
+def add_synth_parser(sub) -> None:
+    """The ``sbnn synth`` subcommand (called by sbnn/cli.py's build_parser)."""
+    sp = sub.add_parser("synth", help="map the controller to a Liberty library (Yosys), time "
+                                      "it with OpenSTA; area, flip-flops, slack, Fmax, energy")
+    sp.add_argument("--config", action="append", metavar="FILE",
+                    help="design config (TOML or JSON), repeatable; 'default' = the built-in "
+                         "default design (the default when none is given)")
+    sp.add_argument("--liberty", type=Path, default=None,
+                    help="standard-cell Liberty file, .lib or .lib.gz (default: "
+                         "$SBNN_LIBERTY, else the one in ../shared/pdk)")
+    sp.add_argument("--out", type=Path, default=None,
+                    help="write silicon.md and silicon.json into this folder (e.g. docs)")
+    sp.add_argument("--keep", type=Path, default=None,
+                    help="keep each design's work folder (netlist, scripts, logs) under here")
+    sp.add_argument("--machine", default=None,
+                    help="what else ran on the machine, recorded beside the timings")
+    sp.set_defaults(func=cmd_synth)
