@@ -11,6 +11,7 @@ Also here: the harness built without cocotb (``raw``), for the simulator's own s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,7 +35,8 @@ from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
 from .codec import Codec
 from .controls import random_controls
 from .harness import HARNESS_TOP, RAW_MAIN_CPP, HarnessLayout, harness_verilog
-from .runner import CosimJob, _config_dir
+from .runner import VERILATOR_OPT as _OPT
+from .runner import CosimJob, _config_dir, verilator_build
 
 __all__ = ["Block", "Plan", "plan_job", "write_commands", "build_fast", "build_raw",
            "run_fast", "execute", "run_raw", "FAST_TB"]
@@ -42,7 +44,6 @@ __all__ = ["Block", "Plan", "plan_job", "write_commands", "build_fast", "build_r
 FAST_TB = "sbnn.cosim.tb_fast"
 #: The harness makes its own clock (Verilator --timing): no call into cocotb per edge.
 HDL_CLOCK = True
-_OPT = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _sources(cfg: SbnnConfig, base: Path, hdl_clock: bool = False) -> list[Path]
     files = emit_all(cfg, base / "rtl")
     harness = base / "rtl" / f"{HARNESS_TOP}{'_hdlclk' if hdl_clock else ''}.sv"
     write_if_changed(harness, harness_verilog(cfg, SIM_TOP, hdl_clock))
-    return [files["sim_top"], harness]
+    return [files["controller"], files["sim_top"], harness]
 
 
 def _lean_runner():
@@ -167,16 +168,19 @@ def build_fast(cfg: SbnnConfig, build_root: str | Path, waves: bool = False,
     sources = _sources(cfg, base, hdl_clock)
     build_dir = base / ("fast_build" + ("_hdlclk" if hdl_clock else "")
                         + ("_waves" if waves else ""))
-    _lean_runner().build(
-        sources=sources, hdl_toplevel=HARNESS_TOP, build_dir=build_dir,
-        build_args=[*waiver_flags(), *_OPT, *(trace_flags() if waves else []),
-                    *(["--timing", "--timescale", "1ps/1ps"] if hdl_clock else [])],
-        waves=waves, always=False, log_file=build_dir / "build.log")
+    with verilator_build(build_dir / HARNESS_TOP):
+        _lean_runner().build(
+            sources=sources, hdl_toplevel=HARNESS_TOP, build_dir=build_dir,
+            build_args=[*waiver_flags(), *_OPT, *(trace_flags() if waves else []),
+                        *(["--timing", "--timescale", "1ps/1ps"] if hdl_clock else [])],
+            waves=waves, always=False, log_file=build_dir / "build.log")
     return build_dir
 
 
-def build_raw(cfg: SbnnConfig, build_root: str | Path) -> Path:
-    """The harness with a C++ main and no cocotb: the simulator alone. Returns the binary."""
+def build_raw(cfg: SbnnConfig, build_root: str | Path, opt: str | None = None,
+              jobs: int | None = None) -> Path:
+    """The harness with a C++ main and no cocotb: the simulator alone. Returns the binary.
+    ``opt``: g++ level for the generated code (default: sbnn.toolchain.opt_level())."""
     setup_toolchain()
     base = _config_dir(Path(build_root).resolve(), cfg)
     sources = _sources(cfg, base)
@@ -184,9 +188,12 @@ def build_raw(cfg: SbnnConfig, build_root: str | Path) -> Path:
     build_dir.mkdir(parents=True, exist_ok=True)
     main = build_dir / "raw_main.cpp"
     write_if_changed(main, RAW_MAIN_CPP)
-    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs or os.cpu_count() or 1),
            "--top-module", HARNESS_TOP, "--prefix", "Vraw", "-Mdir", str(build_dir),
            "-o", "sbnn_raw", *waiver_flags(), *_OPT, str(main), *map(str, sources)]
+    if opt is not None:
+        cmd += ["-MAKEFLAGS", " ".join(f"{v}={opt}" for v in ("OPT_FAST", "OPT_SLOW",
+                                                               "OPT_GLOBAL"))]
     log = build_dir / "build.log"
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
@@ -303,11 +310,16 @@ def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int
     with ThreadPoolExecutor(max_workers=len(plans)) as pool, \
             progress.bar(total, f"simulating on {len(plans)} process(es)", "image") as pbar:
         futures = [pool.submit(one, p) for p in plans]
+        checking = False
         while not all(f.done() for f in futures):
             time.sleep(0.25)
-            pbar.n = min(total, done_images())
-            pbar.refresh()
-        pbar.n = total
+            n = min(total, done_images())
+            pbar.update(n - pbar.n)
+            if n == total and not checking:
+                pbar.close()  # simulated; each worker now checks its images
+                progress.note("checking against the golden model ...")
+                checking = True
+        pbar.update(total - pbar.n)
         return [f.result() for f in futures]
 
 
@@ -327,8 +339,12 @@ def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
     t_build = time.time()
     build_dir = build_fast(cfg, build_root, waves=waves, hdl_clock=hdl_clock)
     build_s = time.time() - t_build
-    run_root = build_dir.parent / (build_dir.name.replace("build", "run")
-                                   + ("_full" if full else ""))
+    # One folder per distinct run, so parallel runs (pytest -n) of one design do not collide.
+    key = hashlib.sha256(repr((plan.blocks, str(images), str(model_path), str(golden_model),
+                               workers, full, waves)).encode())
+    for name in sorted(plan.masks):
+        key.update(np.ascontiguousarray(plan.masks[name]).tobytes())
+    run_root = build_dir.parent / f"{build_dir.name.replace('build', 'run')}_{key.hexdigest()[:10]}"
     plans, total = _write_plans(cfg, plan, run_root, workers, images, model, model_path,
                                 golden_model, hdl_clock, full or waves)
     t0 = time.time()

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sbnn.gen.lint import waiver_flags
 from sbnn.gen.verilog import SIM_TOP, emit_all
 
+from sbnn import progress
 from sbnn.config import SbnnConfig
-from sbnn.toolchain import setup_toolchain, trace_flags
+from sbnn.toolchain import opt_level, setup_toolchain, trace_flags
 
 __all__ = ["CosimJob", "build_sim", "run_cosim", "run_bench"]
 
 TB_MODULE = "sbnn.cosim.tb_inference"
+#: Verilator's own optimization, X handling, and C++ split into files make -j can share.
+VERILATOR_OPT = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--output-split", "3000")
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,28 @@ def build_sim(cfg: SbnnConfig, build_root: str | Path, waves: bool = False) -> P
     base = _config_dir(Path(build_root).resolve(), cfg)
     files = emit_all(cfg, base / "rtl")
     build_dir = base / ("sim_build_waves" if waves else "sim_build")
-    runner = get_runner("verilator")
-    runner.build(
-        sources=[files["sim_top"]], hdl_toplevel=SIM_TOP, build_dir=build_dir,
-        build_args=[*waiver_flags(), "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                    *(trace_flags() if waves else [])],
-        waves=waves, always=False, log_file=build_dir / "build.log",
-    )
+    with verilator_build(build_dir / SIM_TOP):
+        get_runner("verilator").build(
+            sources=[files["controller"], files["sim_top"]], hdl_toplevel=SIM_TOP,
+            build_dir=build_dir,
+            build_args=[*waiver_flags(), *VERILATOR_OPT, *(trace_flags() if waves else [])],
+            waves=waves, always=False, log_file=build_dir / "build.log",
+        )
     return build_dir
+
+
+@contextmanager
+def verilator_build(binary: Path):
+    """One build of ``binary``'s folder at a time across processes (pytest -n, parallel
+    commands), with progress that says when the build was up to date."""
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with open(binary.parent.parent / f".{binary.parent.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        before = binary.stat().st_mtime if binary.exists() else None
+        with progress.step(f"building the simulator (Verilator + g++, {opt_level()})") as info:
+            yield
+            if before is not None and binary.exists() and binary.stat().st_mtime == before:
+                info["detail"] = "up to date"
 
 
 def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
@@ -63,13 +82,20 @@ def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
     """Run a testbench (default: the inference regression); returns its report (raises if
     it could not run)."""
     build_dir = build_sim(job.config, build_root, waves=waves)
-    return run_bench(job, build_dir, build_dir.parent / "run", test_module, waves=waves)
+    # One folder per distinct job, so parallel runs (pytest -n) of one design do not collide.
+    run_dir = build_dir.parent / f"run_{_digest_of(repr((job, test_module, waves)))}"
+    return run_bench(job, build_dir, run_dir, test_module, waves=waves)
+
+
+def _digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def run_bench(job: CosimJob, build_dir: Path, run_dir: Path, test_module: str,
-              waves: bool = False, extra: dict | None = None) -> dict:
+              waves: bool = False, extra: dict | None = None,
+              plusargs: list[str] | None = None) -> dict:
     """Write the job file (plus ``extra`` entries) into ``run_dir``, run ``test_module`` on
-    the simulator built in ``build_dir`` and return the report it writes."""
+    the simulator built in ``build_dir`` (with ``plusargs``) and return its report."""
     from cocotb_tools.runner import get_runner
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +121,8 @@ def run_bench(job: CosimJob, build_dir: Path, run_dir: Path, test_module: str,
     try:  # under pytest the runner sys.exit()s on a failed test; the report says why
         runner.test(test_module=test_module, hdl_toplevel=SIM_TOP, hdl_toplevel_lang="verilog",
                     build_dir=build_dir, test_dir=run_dir, extra_env=env, waves=waves,
-                    results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
+                    plusargs=plusargs or [], results_xml=str(run_dir / "results.xml"),
+                    log_file=run_dir / "sim.log")
     except SystemExit:
         pass
     if not report.exists():

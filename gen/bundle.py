@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sbnn.gen.image import build_image
 from sbnn.gen.macro_views import lef_text, lib_text
-from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, manifest
+from sbnn.gen.verilog import CONTROLLER_TOP, SIM_FILE, SIM_TOP, emit_all, manifest
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.top import MACRO_MODULE
 
@@ -54,7 +54,7 @@ BUNDLE_FILES: dict[str, str] = {
     "sdc": f"src/{CONTROLLER_TOP}.sdc",
     "macro_lef": f"macro/{MACRO_MODULE}.lef",
     "macro_lib": f"macro/{MACRO_MODULE}.lib",
-    "sim_top": f"sim/{SIM_TOP}.v",
+    "sim_top": f"sim/{SIM_FILE}",
     "manifest": "manifest.json",
     "config": "config.json",
     "flow_config": "librelane_config.json",
@@ -70,7 +70,7 @@ IMAGE_FILES: dict[str, str] = {
 # emit_all's cache stamp, kept in the bundle so an unchanged design is not converted again.
 _STAMP = "src/.rtl_digest"
 # emit_all output name -> bundle role (the stamp travels with the Verilog it describes).
-_EMITTED = {f"{CONTROLLER_TOP}.v": "controller", f"{SIM_TOP}.v": "sim_top",
+_EMITTED = {f"{CONTROLLER_TOP}.v": "controller", SIM_FILE: "sim_top",
             f"{MACRO_MODULE}_stub.v": "macro_stub"}
 
 
@@ -237,8 +237,8 @@ def _readme(cfg: SbnnConfig, man: dict) -> str:
         "geometry |",
         f"| `{files['macro_lib']}` | **PLACEHOLDER** Liberty model: real pins, assumed "
         "timing |",
-        f"| `{files['sim_top']}` | simulation top: controller + behavioral macro (not for the "
-        "flow) |",
+        f"| `{files['sim_top']}` | simulation top and behavioral macro, SystemVerilog; compile "
+        f"with `{files['controller']}` (not for the flow) |",
         f"| `{files['manifest']}` | every parameter, derived size and port |",
         f"| `{files['config']}` | the sbnn design config |",
         f"| `{files['flow_config']}` | LibreLane flow config naming the files above |",

@@ -1,46 +1,90 @@
-"""Verilog emission: simulation top, tapeout controller, macro stub, manifest.
+"""Verilog emission: tapeout controller, simulation top, macro stub, manifest.
 
-Outputs are written only when their content changes, so Verilator builds stay cached; the
-(slow) Amaranth conversion itself is skipped when the config and the RTL sources are unchanged.
+One Amaranth conversion per design: the controller (``TapeoutTop``, the macro a black box).
+The simulation top is SystemVerilog around that very Verilog (gen/sim_macro.py: the
+behavioral macro computed once per evaluation), so the cosim checks the netlist text that
+goes to tapeout, and nothing else needs converting.
+
+The controller's Verilog is cached by content in a per-user folder (:func:`cache_dir`), keyed
+by the config, the RTL sources and the Amaranth version, so `sbnn sim` after `sbnn gen` (or a
+test after another) does not convert again. Outputs are written only when their content
+changes, so Verilator builds stay cached too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from pathlib import Path
 
+import amaranth
 from amaranth.back import verilog
 from amaranth.hdl import Shape
-from sbnn.rtl import controller, interfaces, macro, top
+from sbnn.gen import comb_check
+from sbnn.gen.sim_macro import macro_sv, sim_top_sv
+from sbnn.rtl import controller, interfaces, top
 from sbnn.rtl.interfaces import Sizes
 from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list
 
-from sbnn import __version__
+from sbnn import __version__, progress
 from sbnn.config import SbnnConfig
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub",
-           "manifest", "top_verilog"]
+           "manifest", "top_verilog", "cache_dir", "SIM_FILE"]
 
 SIM_TOP = "sbnn_sim_top"
 CONTROLLER_TOP = "sbnn_controller"
+#: The simulation top and the behavioral macro, SystemVerilog (compile with the controller).
+SIM_FILE = f"{SIM_TOP}.sv"
+
+comb_check.install()  # Amaranth 0.5's cycle check is quadratic on part-selects
 
 
 def write_if_changed(path: Path, text: str) -> bool:
     """Write ``text`` unless the file already holds it; True when written."""
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own: parallel processes may write the same file (same content) at once
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return True
 
 
 def _rtl_digest(cfg: SbnnConfig) -> str:
+    """Key of the controller's Verilog: everything it is generated from."""
     h = hashlib.sha256(cfg.to_json().encode())
-    for mod in (controller, interfaces, macro, top):
+    h.update(f"sbnn {__version__} amaranth {amaranth.__version__}".encode())
+    for mod in (controller, interfaces, top):
         h.update(Path(mod.__file__).read_bytes())
     return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """``$SBNN_CACHE``, else ``$XDG_CACHE_HOME/sbnn``, else ``~/.cache/sbnn``."""
+    if os.environ.get("SBNN_CACHE"):
+        return Path(os.environ["SBNN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sbnn"
+
+
+def _controller_verilog(cfg: SbnnConfig, digest: str) -> str:
+    """The controller's Verilog, from the content cache or converted (and cached)."""
+    cached = cache_dir() / "verilog" / digest / f"{CONTROLLER_TOP}.v"
+    try:
+        return cached.read_text()
+    except OSError:
+        pass
+    with progress.step("generating the controller Verilog (Amaranth)"):
+        text = top_verilog(cfg, CONTROLLER_TOP)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_if_changed(cached, text)
+    except OSError:
+        pass  # a read-only or full cache only costs the next conversion
+    return text
 
 
 def macro_stub(cfg: SbnnConfig) -> str:
@@ -94,7 +138,9 @@ def manifest(cfg: SbnnConfig) -> dict:
             "col_blocks": [cfg.col_blocks(i) for i in range(cfg.num_layers)],
         },
         "tops": {
-            SIM_TOP: {"file": f"{SIM_TOP}.v", "ports": _component_ports(SimTop(cfg))},
+            SIM_TOP: {"file": SIM_FILE, "ports": _component_ports(SimTop(cfg)),
+                      "compile_with": [f"{CONTROLLER_TOP}.v"],
+                      "note": "simulation only: controller + behavioral macro (SystemVerilog)"},
             CONTROLLER_TOP: {"file": f"{CONTROLLER_TOP}.v",
                              "ports": _component_ports(TapeoutTop(cfg)),
                              "black_boxes": [MACRO_MODULE]},
@@ -111,18 +157,26 @@ def manifest(cfg: SbnnConfig) -> dict:
 
 
 def top_verilog(cfg: SbnnConfig, name: str) -> str:
-    """Verilog of one top, ``SIM_TOP`` or ``CONTROLLER_TOP``, as :func:`emit_all` writes it."""
-    component = {SIM_TOP: SimTop, CONTROLLER_TOP: TapeoutTop}[name](cfg)
-    text = verilog.convert(component, name=name, emit_src=False)
+    """Text of one top as :func:`emit_all` writes it: ``CONTROLLER_TOP`` is Amaranth's
+    conversion of ``TapeoutTop`` (not cached here), ``SIM_TOP`` the SystemVerilog of the
+    simulation top and behavioral macro (needs the controller's file beside it)."""
+    if name == SIM_TOP:
+        return (f"// Generated by sbnn {__version__}: simulation only, never taped out.\n"
+                f"{sim_top_sv(cfg, CONTROLLER_TOP)}\n{macro_sv(cfg)}")
+    if name != CONTROLLER_TOP:
+        raise ValueError(f"unknown top {name!r}")
+    text = verilog.convert(TapeoutTop(cfg), name=name, emit_src=False)
     return f"// Generated by sbnn {__version__}\n{text}"
 
 
 def emit_all(cfg: SbnnConfig, out_dir: str | Path) -> dict[str, Path]:
-    """Write both tops, the macro stub, manifest.json and config.json into ``out_dir``."""
+    """Write the controller, the simulation top (with the behavioral macro), the macro
+    stub, manifest.json and config.json into ``out_dir``. A simulator compiles
+    ``files["controller"]`` and ``files["sim_top"]``; a tapeout flow the controller."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "sim_top": out / f"{SIM_TOP}.v",
+        "sim_top": out / SIM_FILE,
         "controller": out / f"{CONTROLLER_TOP}.v",
         "macro_stub": out / f"{MACRO_MODULE}_stub.v",
         "manifest": out / "manifest.json",
@@ -130,12 +184,11 @@ def emit_all(cfg: SbnnConfig, out_dir: str | Path) -> dict[str, Path]:
     }
     digest = _rtl_digest(cfg)
     stamp = out / ".rtl_digest"
-    fresh = stamp.exists() and stamp.read_text() == digest and all(
-        files[k].exists() for k in ("sim_top", "controller"))
+    fresh = stamp.exists() and stamp.read_text() == digest and files["controller"].exists()
     if not fresh:
-        for key, name in (("sim_top", SIM_TOP), ("controller", CONTROLLER_TOP)):
-            write_if_changed(files[key], top_verilog(cfg, name))
+        write_if_changed(files["controller"], _controller_verilog(cfg, digest))
         stamp.write_text(digest)
+    write_if_changed(files["sim_top"], top_verilog(cfg, SIM_TOP))
     write_if_changed(files["macro_stub"], macro_stub(cfg))
     write_if_changed(files["manifest"], json.dumps(manifest(cfg), indent=2) + "\n")
     write_if_changed(files["config"], cfg.to_json())

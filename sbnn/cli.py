@@ -128,7 +128,7 @@ def cmd_lint(args) -> int:
         files = {key: out / path.relative_to(stage)
                  for key, path in emit_all(cfg, stage).items()}
     bad = 0
-    for top, srcs in ((SIM_TOP, [files["sim_top"]]),
+    for top, srcs in ((SIM_TOP, [files["controller"], files["sim_top"]]),
                       (CONTROLLER_TOP, [files["controller"], files["macro_stub"]])):
         proc = lint(srcs, top, wall=args.wall)
         status = "clean" if proc.returncode == 0 else "FAILED"

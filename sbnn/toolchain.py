@@ -14,7 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["setup_toolchain", "verilator_bin_dir"]
+__all__ = ["setup_toolchain", "verilator_bin_dir", "verilator_make_flags", "opt_level",
+           "DEFAULT_OPT"]
+
+#: g++ level for Verilator's generated code (OPT_FAST, OPT_SLOW and OPT_GLOBAL alike);
+#: docs/performance.md has the build-time / speed measurements behind the choice.
+DEFAULT_OPT = "-O2"
 
 
 def verilator_bin_dir() -> Path | None:
@@ -66,7 +71,31 @@ def _fix_make_flags(verilated_mk: Path) -> None:
     for name, value in _MAKE_FIXES.items():
         if name in empty and name not in flags:
             flags = (flags + f" {name}={value}").strip()
+    for name, value in _speed_flags().items():
+        if name not in flags:  # a user's own MAKEFLAGS setting wins
+            flags = (flags + f" {name}={value}").strip()
     os.environ["MAKEFLAGS"] = flags
+
+
+def opt_level() -> str:
+    """``$SBNN_OPT`` (for example ``-O2``), else :data:`DEFAULT_OPT`."""
+    return os.environ.get("SBNN_OPT", DEFAULT_OPT)
+
+
+def _speed_flags() -> dict[str, str]:
+    """Compile-speed settings: one g++ level for all generated code (Verilator's default
+    ``-Os`` costs several times the compile time of ``-O1`` for little simulation speed), and
+    ccache as the object cache where it is installed."""
+    level = opt_level()
+    out = {"OPT_FAST": level, "OPT_SLOW": level, "OPT_GLOBAL": level}
+    if shutil.which("ccache"):
+        out["OBJCACHE"] = "ccache"
+    return out
+
+
+def verilator_make_flags() -> str:
+    """The MAKEFLAGS the builds run with (after :func:`setup_toolchain`)."""
+    return os.environ.get("MAKEFLAGS", "")
 
 
 def fst_available() -> bool:

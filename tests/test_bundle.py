@@ -155,7 +155,7 @@ def test_flow_config_names_existing_files(bundle):
 
 def test_wall_lint_clean_on_both_tops(bundle, verilator):
     _, files = bundle
-    sim = lint([files["sim_top"]], SIM_TOP, wall=True)
+    sim = lint([files["controller"], files["sim_top"]], SIM_TOP, wall=True)
     assert sim.returncode == 0, sim.stderr
     ctl = lint([files["controller"], files["macro_stub"]], CONTROLLER_TOP, wall=True)
     assert ctl.returncode == 0, ctl.stderr

@@ -66,7 +66,8 @@ def test_program_sequence_and_image_file(tmp_path):
 def test_emit_writes_tops_stub_manifest_and_is_cached(tmp_path):
     files = emit_all(SMALL, tmp_path)
     text = files["sim_top"].read_text()
-    assert f"module {SIM_TOP}(" in text
+    assert f"module {SIM_TOP} (" in text and "module sbnn_macro (" in text
+    assert files["sim_top"].name == "sbnn_sim_top.sv"
     assert f"module {CONTROLLER_TOP}(" in files["controller"].read_text()
     assert "sbnn_macro macro" in files["controller"].read_text()
     man = json.loads(files["manifest"].read_text())
@@ -95,7 +96,7 @@ def test_stub_declares_every_macro_port():
                          ids=["K2", "K1", "single-layer"])
 def test_generated_verilog_lints_clean(tmp_path, verilator, cfg):
     files = emit_all(cfg, tmp_path)
-    sim = lint([files["sim_top"]], SIM_TOP)
+    sim = lint([files["controller"], files["sim_top"]], SIM_TOP)
     assert sim.returncode == 0, sim.stderr
     ctl = lint([files["controller"], files["macro_stub"]], CONTROLLER_TOP)
     assert ctl.returncode == 0, ctl.stderr
@@ -109,7 +110,7 @@ def test_cli_gen_with_model_writes_image(tmp_path, capsys):
     assert main(["gen", "--config", str(cfg_path), "--model", str(model_path),
                  "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"sbnn_sim_top.v", "sbnn_controller.v", "sbnn_macro_stub.v", "manifest.json",
+    assert {"sbnn_sim_top.sv", "sbnn_controller.v", "sbnn_macro_stub.v", "manifest.json",
             "config.json", "bitcells.hex", "col_enables.hex", "thresholds.hex",
             "program.txt"} <= names
     assert (out / "program.txt").read_text().startswith("WEIGHT_ROW 0x0 ")
