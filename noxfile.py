@@ -20,16 +20,19 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def sim(session: nox.Session) -> None:
-    """Embedded default model + 200 embedded MNIST test images through the generated RTL."""
+    """Embedded default model + 200 embedded MNIST test images through the generated RTL.
+    Installs only what that needs (no torch: the model is an .npz)."""
     _install(session, "sim")
     session.run("sbnn", "sim", *session.posargs)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests and the cocotb regression on Verilator (what CI runs)."""
+    """Unit tests and the cocotb regression on Verilator (what CI runs), on every core
+    (pytest-xdist; Verilator builds of one design are serialized by a lock, runs get
+    folders of their own)."""
     _install(session)
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-n", "auto", "-m", "not slow", *session.posargs)
 
 
 @nox.session

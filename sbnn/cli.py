@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Packages of the ``train`` extra: training, evaluation plots and sweeps need them; the
+#: main job (``sbnn sim`` on an .npz model) does not.
+OPTIONAL_MODULES = ("torch", "matplotlib")
+
+
 def main(argv: list[str] | None = None) -> int:
     from sbnn.golden.mnist import MnistError
     from sbnn.golden.qmodel import ModelFileError
@@ -394,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # a tool failed (Verilator build, simulator): say where
         print(f"sbnn: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # torch and matplotlib are the [train] extra
+        if exc.name not in OPTIONAL_MODULES:
+            raise
+        print(f"sbnn: error: `sbnn {args.command}` needs {exc.name}, which `nox -s sim` does "
+              f"not install: pip install -c constraints.txt -e '.[train]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
