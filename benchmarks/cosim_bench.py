@@ -2,14 +2,18 @@
 
 Measured in one run, on one machine, with the same stimulus:
 
-* the checked cosim (cocotb + Verilator, fast engine: harness stimulus, compact logs, bulk
-  comparison of every transaction and result with the golden model), parallel workers;
+* the checked cosim (cocotb + Verilator, fast engine: harness stimulus, per-image
+  transaction signatures and results compared with the golden model's), parallel workers;
 * raw Verilator: the same harness and stimulus with a C++ main, no cocotb, no checks (the
   physical limit of this simulator on this design and machine);
-* the golden model alone: the integer path plus the expected transaction trace.
+* the golden model alone: the integer path plus the expected signatures and results;
+* Verilog generation (empty cache) of the default design, configs/mnist_large.toml and every
+  config of the random-config equivalence run, and a from-scratch Verilator build;
+* with ``--first-run``: a clean clone's ``nox -s sim`` (new venv, empty cache) and a rerun.
 
 Prints the figures and writes docs/performance.json and docs/performance.md (or --out).
 Usage: python benchmarks/cosim_bench.py [--count 10000] [--model M.npz] [--workers N]
+       [--first-run]
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+EQUIV_CONFIGS = 20
 
 
 def _cpu_name() -> str:
@@ -39,13 +47,50 @@ def _cpu_name() -> str:
 
 def golden_alone(model, pixels: np.ndarray, budget: int, chunk: int = 1000) -> float:
     """Seconds for the golden model to produce every expected transaction and result."""
-    from sbnn.cosim import bulk
+    from sbnn.cosim import digest
 
     t0 = time.time()
     for lo in range(0, len(pixels), chunk):
-        idx = np.arange(lo, min(len(pixels), lo + chunk))
-        bulk.expected_block(model, pixels[idx], budget, None, idx)
+        digest.expected_block(model, pixels[lo:lo + chunk], budget, None)
     return time.time() - t0
+
+
+def generation_times() -> dict:
+    """Seconds of Amaranth conversion (empty cache) per config, each in a fresh process."""
+    from sbnn.cosim.equivalence import random_config
+
+    code = ("import json, sys, time; from sbnn.config import SbnnConfig, load_config; "
+            "from sbnn.gen.verilog import top_verilog, CONTROLLER_TOP; "
+            "c = SbnnConfig() if sys.argv[1] == 'default' else "
+            "SbnnConfig.from_dict(json.loads(sys.argv[1])) if sys.argv[1][0] == '{' else "
+            "load_config(sys.argv[1]); t = time.time(); top_verilog(c, CONTROLLER_TOP); "
+            "print(time.time() - t)")
+    cases = {"default": "default", "mnist_large": str(ROOT / "configs/mnist_large.toml")}
+    for seed in range(EQUIV_CONFIGS):  # the configs of `sbnn equiv` (seeds 0..19)
+        cases[f"equiv_{seed}"] = random_config(seed).to_json()
+    out = {}
+    for name, arg in cases.items():
+        res = subprocess.run([sys.executable, "-c", code, arg], capture_output=True,
+                             text=True, check=True)
+        out[name] = round(float(res.stdout.split()[-1]), 1)
+        print(f"  generation {name}: {out[name]} s", flush=True)
+    return out
+
+
+def first_run() -> tuple[float, float]:
+    """Wall seconds of `python3 -m nox -s sim` in a clean clone (new venv, empty Verilog
+    cache), then of the same command again."""
+    with tempfile.TemporaryDirectory(prefix="sbnn_first_run_") as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = dict(os.environ, XDG_CACHE_HOME=str(Path(tmp) / "cache"))
+        times = []
+        for _ in range(2):
+            t0 = time.time()
+            subprocess.run([sys.executable, "-m", "nox", "-s", "sim"], cwd=clone, env=env,
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append(round(time.time() - t0, 1))
+        return times[0], times[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     from sbnn.cosim.runner import CosimJob
     from sbnn.golden.mnist import MnistError, load_mnist
     from sbnn.golden.qmodel import QuantizedModel
+
+    from sbnn.toolchain import opt_level
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=10000, help="MNIST test images (1..10000)")
@@ -64,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build", type=Path, default=ROOT / "out" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "docs",
                     help="folder for performance.json and performance.md")
+    ap.add_argument("--first-run", action="store_true",
+                    help="also time a clean clone's `nox -s sim` and its rerun")
     args = ap.parse_args(argv)
     if not 1 <= args.count <= 10000:
         ap.error(f"--count must be in 1..10000, got {args.count}")
@@ -83,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     pixels = images[: args.count].reshape(args.count, -1)
     job = CosimJob(cfg, args.model, sample, args.count, (budget,))
 
-    print(f"building (not timed): {cfg.layers} K={cfg.num_supports}", flush=True)
+    print("Verilog generation, empty cache:", flush=True)
+    gen = generation_times()
+    print(f"building from scratch: {cfg.layers} K={cfg.num_supports}", flush=True)
+    shutil.rmtree(args.build / "fresh", ignore_errors=True)
+    t0 = time.time()
+    build_fast(cfg, args.build / "fresh")
+    build_s = time.time() - t0
     build_fast(cfg, args.build)
     build_raw(cfg, args.build)
 
@@ -97,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         # The raw count includes each worker's final edge that raises done; report both.
         print(f"note: raw cycles {raw['sim_cycles']}, cosim cycles {fast['sim_cycles']}")
     correct = sum(p["cls"] == p["label"] for p in fast["per_image"])
+    first_s = rerun_s = None
+    if args.first_run:
+        print("first run of `nox -s sim` in a clean clone ...", flush=True)
+        first_s, rerun_s = first_run()
     result = {
         "images": fast["images"],
         "budget": budget,
@@ -117,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         "raw_verilator_cycles_per_s": round(raw["sim_cycles"] / raw["wall_s"]),
         "raw_verilator_images_per_s": round(raw["images"] / raw["wall_s"], 2),
         "cosim_over_raw": round(fast["wall_s"] / raw["wall_s"], 2),
+        "sim_check_s": fast["wall_s"],
+        "log_bytes_per_image": round(fast["log_bytes"] / fast["images"], 1),
+        "gen_s": gen["default"], "gen_large_s": gen["mnist_large"],
+        "gen_equiv_max_s": max(v for k, v in gen.items() if k.startswith("equiv_")),
+        "gen_all_s": gen,
+        "build_s": round(build_s, 1),
+        "build_opt": opt_level(),
+        "first_run_s": first_s, "rerun_s": rerun_s,
         "golden_wall_s": round(golden_s, 2),
         "golden_images_per_s": round(args.count / golden_s, 1),
         "machine": f"{os.cpu_count()} cores, {_cpu_name()}",
@@ -136,40 +203,53 @@ def markdown(r: dict) -> str:
         f"| raw Verilator (same harness and stimulus, C++ main, no checks) | "
         f"{r['raw_verilator_wall_s']} | {r['raw_verilator_cycles_per_s']:,} | "
         f"{r['raw_verilator_images_per_s']} |",
-        f"| golden model alone (integer path + expected trace) | {r['golden_wall_s']} | | "
-        f"{r['golden_images_per_s']} |"])
+        f"| golden model alone (integer path + expected signatures and results) | "
+        f"{r['golden_wall_s']} | | {r['golden_images_per_s']} |"])
+    per_proc = round(r["raw_verilator_cycles_per_s"] / r["workers"])
+    first = (f"| first `nox -s sim` in a clean clone (new venv, empty cache) | "
+             f"{r['first_run_s']} s |\n| the same command again | {r['rerun_s']} s |\n"
+             if r.get("first_run_s") is not None else "")
     return f"""# Cosim throughput
 
 Measured by `nox -s perf` (which runs `{r['command']}`), on {r['machine']}.
 Model `{r['model']}` (layers {r['layers']}, K={r['num_supports']}), latency budget
 {r['budget']}, {r['images']} MNIST test images, {r['workers']} simulator processes.
-Builds are not timed (they are cached between runs).
 
 | what | wall s | cycles/s | images/s |
 | --- | ---: | ---: | ---: |
 {rows}
 
-Checked cosim / raw Verilator: **{r['cosim_over_raw']}x** the wall time.
-Simulated cycles {r['sim_cycles']:,}; macro transactions checked {r['transactions_checked']:,};
-results checked {r['results_checked']:,}; mismatches **{r['mismatches']}**; RTL error on
-these images {r['rtl_error_pct']} %.
+Checked cosim / raw Verilator: **{r['cosim_over_raw']}x** the wall time; raw Verilator
+{per_proc:,} cycles/s per process. Simulated cycles {r['sim_cycles']:,}; macro transactions
+checked {r['transactions_checked']:,}; results checked {r['results_checked']:,}; mismatches
+**{r['mismatches']}**; RTL error on these images {r['rtl_error_pct']} %. Log written and
+read: {r['log_bytes_per_image']} bytes per image.
 
-## How the check stays complete and gets fast
+| step | time |
+| --- | ---: |
+| Verilog generation, default design (empty cache) | {r['gen_s']} s |
+| Verilog generation, configs/mnist_large.toml | {r['gen_large_s']} s |
+| Verilog generation, slowest of the 20 `sbnn equiv` configs | {r['gen_equiv_max_s']} s |
+| Verilator build from scratch, default design (g++ {r['build_opt']}) | {r['build_s']} s |
+{first}
+## Where the speed comes from (and what it rests on)
 
-* The stimulus and the monitor run inside the simulator (`cosim/harness.py`): a generated
-  SystemVerilog harness reads a command file (prog words and pixel beats, back to back)
-  and writes one fixed-width hex line per macro start, macro done, accepted image and
-  result, stamped with the cycle. The harness makes its own clock (Verilator `--timing`),
-  so cocotb is not called per clock edge, and the build drops cocotb's
-  `--public-flat-rw` (the harness marks the three signals cocotb reads public itself).
-* After the run, `cosim/bulk.py` decodes the logs with numpy and compares every field
-  (cycle relative to compute start, pass, layer, tile, plane, gain, column enables, every
-  row DAC code, every ADC code, done latency; every result field and the cycle the result
-  is offered) with arrays built from the golden model, and reports the first mismatch
-  with image, evaluation, cycle, field, expected and actual.
-* Image batches run as independent simulator processes (`--workers`, default: all cores),
-  each programming the hardware image first.
-* Wave dumps for one failing image: `sbnn sim --image I --waves` (FST, off by default).
+* **The tapeout Verilog, a fast macro.** The simulation top is SystemVerilog around the
+  controller's own Verilog (the file that goes to tapeout) and a behavioral macro
+  (gen/sim_macro.py) that computes the ADC codes once per evaluation with loops; the
+  Amaranth macro converted by Yosys was an adder tree re-evaluated at every edge.
+  tests/test_sim_macro.py proves the two macros equal code for code, cycle for cycle.
+* **Signatures, not logs.** The harness folds every macro start (cycle, context, gain,
+  column enables, every DAC code) and done (cycle, every ADC code) into two 64-bit
+  signatures per image and writes one line per image; the golden model computes the
+  same signatures vectorized over images (cosim/digest.py). An image that differs is
+  rerun alone with the full transaction log, which names the first differing field.
+* **Quick generation and builds.** Amaranth's combinational-cycle check is replaced by an
+  exact linear one (gen/comb_check.py); the controller's Verilog is cached by content;
+  Verilator's C++ is split for `make -j` and compiled at g++ {r['build_opt']}
+  (benchmarks/build_bench.py measures the levels); ccache is used when installed.
+* Image batches run as independent simulator processes (`--workers`, default: all
+  cores), each programming the hardware image first.
 """
 
 
