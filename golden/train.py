@@ -14,7 +14,6 @@ command resumes.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sbnn import progress
 from sbnn.config import SbnnConfig
 
 from .augment import distort_images, shift_images
@@ -134,18 +134,6 @@ class TrainSettings:
         return cls(**data)
 
 
-def _progress(prefix: str, done: int, total: int, extra: str = "") -> None:
-    stream = sys.stderr  # looked up per call: the stream may be replaced (pytest, redirects)
-    if not stream.isatty():
-        return
-    width = 30
-    fill = width * done // max(1, total)
-    stream.write(f"\r{prefix} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {extra}")
-    if done == total:
-        stream.write("\r" + " " * (len(prefix) + len(extra) + width + 20) + "\r")
-    stream.flush()
-
-
 @torch.no_grad()
 def evaluate_float(model: SupportedBNN, pixels: np.ndarray, labels: np.ndarray,
                    budget: int | None = None) -> float:
@@ -202,6 +190,7 @@ def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epoch
         order = torch.randperm(len(x_all), generator=gen)
         steps = len(order) // settings.batch_size
         total_loss, correct, t0 = 0.0, 0, time.time()
+        pbar = progress.bar(steps, f"{name} epoch {epoch + 1}/{epochs}", "batch")
         for step in range(steps):
             idx = order[step * settings.batch_size:(step + 1) * settings.batch_size]
             out = model(x_all[idx], budget)
@@ -212,11 +201,12 @@ def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epoch
             model.clip_latent()
             total_loss += loss.item()
             correct += int((out.argmax(1) == y_all[idx]).sum())
+            pbar.update(1)
             if step % 20 == 0 or step == steps - 1:
                 seen = (step + 1) * settings.batch_size
-                _progress(f"{name} epoch {epoch + 1}/{epochs}", step + 1, steps,
-                          f"loss {total_loss / (step + 1):.4f} "
-                          f"train acc {100 * correct / seen:.2f} %")
+                pbar.set_postfix_str(f"loss {total_loss / (step + 1):.4f}, "
+                                     f"train acc {100 * correct / seen:.2f} %", refresh=False)
+        pbar.close()
         sched.step()
         err = evaluate_float(model, *test, budget=budget)
         log(f"{name} epoch {epoch + 1}/{epochs}: loss {total_loss / steps:.4f}, "
