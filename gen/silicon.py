@@ -233,7 +233,8 @@ def register_of(netlist: str, instance: str) -> str:
     """The net a flip-flop instance drives (its register bit), or '' for a port or a pin."""
     match = re.search(rf"^\s*\w+ {re.escape(instance)} \((.*?)\);", netlist, re.M | re.S)
     q = re.search(r"\.Q\((.*?)\)", match.group(1)) if match else None
-    return q.group(1).strip() if q else ""
+    # Yosys writes escaped identifiers (\\ctrl.logit0[6] ): the name is what follows.
+    return q.group(1).strip().lstrip("\\") if q else ""
 
 
 def parse_sta(output: str) -> dict:

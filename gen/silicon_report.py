@@ -112,6 +112,25 @@ def _sources() -> list[str]:
     return lines
 
 
+def _targets(results: list[dict]) -> list[str]:
+    """Issue 17's targets, met or not, from the measured rows."""
+    lines = []
+    for r in results:
+        met = "met" if r["wns_ns"] >= 0 and r["critical_path"].get("slack_ns", 0) > 0 else \
+            "NOT met"
+        lines.append(f"* {r['config']}: {r['clock_mhz']:g} MHz with positive setup slack: "
+                     f"{met} (worst slack {r['critical_path'].get('slack_ns')} ns, Fmax "
+                     f"{r['fmax_mhz']:.1f} MHz).")
+    d = next((r for r in results if r["config"] == "default"), None)
+    if d is not None:
+        ok = "met" if d["logic_area_um2"] <= 150_000 else "NOT met"
+        lines.append(f"* default logic area <= 0.15 mm^2 (SRAM macros excluded): {ok} "
+                     f"({d['logic_area_um2'] / 1e6:.3f} mm^2; {d['sram_bits']:,} bits in SRAM "
+                     f"macros, {d['memory_bits']:,} register-file bits still in flip-flops: "
+                     "SRAM macros for the register files are not implemented yet).")
+    return lines
+
+
 def markdown(results: list[dict], meta: dict) -> str:
     """docs/silicon.md from the result objects and the run's metadata."""
     r0 = results[0]
@@ -144,6 +163,17 @@ def markdown(results: list[dict], meta: dict) -> str:
         "## Critical paths",
         "",
         *_paths(results),
+        "",
+        "The worst path of both designs is the exit decision: the logit registers, the "
+        "top-two tournament (rtl/controller.py `_top_two`), the test top1 - top2 >= "
+        "EXIT_MARGIN and the state register, all in the cycle after the last logits are "
+        "written (the timing contract gives it one cycle). High-fanout selects such as "
+        "`irb` (about 1,011 loads in issue 17's untimed mapping) are buffered by ABC here: "
+        "the largest fanout on either worst path is the number in the table.",
+        "",
+        "## Issue 17 targets",
+        "",
+        *_targets(results),
         "",
         "## Energy per inference",
         "",
@@ -194,8 +224,9 @@ def _model_for(cfg: SbnnConfig, root: Path):
     design, else the first of models/*.npz made for ``cfg`` (None when there is none)."""
     from sbnn.golden.qmodel import QuantizedModel
 
-    candidates = [Path(__file__).resolve().parents[1] / "golden" / "assets" / "default_model.npz",
-                  *sorted((root / "models").glob("*.npz"))]
+    # The results table's case (i) model first (docs/results.md), then any other.
+    candidates = [root / "golden" / "assets" / "default_model.npz",
+                  root / "models" / "case_i.npz", *sorted((root / "models").glob("*.npz"))]
     for path in candidates:
         try:
             return path, QuantizedModel.load(path, cfg)
@@ -222,6 +253,7 @@ def run_silicon(designs: list[tuple[str, SbnnConfig]], liberty: Path, out_dir: P
                                     keep=None if keep is None else keep / name)
         row = res.to_dict()
         row["layers"] = list(cfg.layers)
+        row["design"] = cfg.to_dict()
         path, model = _model_for(cfg, root)
         if model is not None:
             row["model"] = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
@@ -241,8 +273,22 @@ def run_silicon(designs: list[tuple[str, SbnnConfig]], liberty: Path, out_dir: P
 
 
 def render_docs(out_dir: Path) -> tuple[Path, Path]:
-    """Rewrite silicon.md (and silicon.json) from silicon.json, synthesizing nothing."""
+    """Rewrite silicon.md and silicon.json from silicon.json, synthesizing nothing: the
+    energy rows are recomputed from the stored power and Fmax with the current
+    golden/energy.py defaults."""
+    from sbnn.config import SbnnConfig as _Cfg
+
+    root = Path(__file__).resolve().parents[1]
+    sample = np.load(root / "golden" / "assets" / "mnist_test_sample.npz")["images"]
     results = json.loads((out_dir / "silicon.json").read_text())
+    for row in results:
+        cfg = _Cfg.from_dict(row["design"]) if "design" in row else None
+        if cfg is None:
+            continue
+        path, model = _model_for(cfg, root)
+        if model is not None:
+            row["model"] = str(path.relative_to(root))
+            row["energy"] = energy_rows(cfg, model, sample, row["power_mw"], row["fmax_mhz"])
     return write_docs(results, out_dir, results[0]["run"])
 
 
@@ -270,8 +316,10 @@ def cmd_synth(args) -> int:
         raise CliError("OpenSTA ('sta') is not on PATH: install it (Debian/Ubuntu: "
                        "apt-get install opensta)")
     designs = [_design(spec) for spec in (args.config or ["default"])]
-    command = "sbnn synth " + " ".join(args.argv[1:]) if getattr(args, "argv", None) \
-        else "sbnn synth"
+    import shlex
+
+    # Quoted as a shell would need it, so that the docs' command can be pasted back.
+    command = shlex.join(["sbnn", *getattr(args, "argv", ["synth"])])
     run_silicon(designs, liberty, args.out, command, args.machine or "", args.keep)
     return 0
 

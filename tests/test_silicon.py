@@ -116,7 +116,6 @@ def test_top_two_matches_a_sort(n):
 
 
 @needs_sta
-@pytest.mark.slow
 def test_flow_on_a_small_config(tmp_path):
     """sbnn synth end to end: every silicon.json key, sane numbers, docs written."""
     cfg_file = tmp_path / "small.json"
