@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sbnn.fileio import atomic_file, atomic_write_text
+
 from .hwpath import run_hw, schedule
 from .model import SupportedBNN, pixels_to_codes
 from .qmodel import QuantizedModel
@@ -196,7 +198,8 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return Path(path)
 
@@ -304,5 +307,5 @@ def build_results(models: dict[str, Path], pixels: np.ndarray, labels: np.ndarra
     results["plots"] = {"latency": str(out_dir / "results_latency.png"),
                         "dropout": str(out_dir / "results_dropout.png")}
     results["eval_minutes"] = round((time.time() - t0) / 60, 2)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results

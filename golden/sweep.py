@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sbnn.fileio import atomic_file
+
 from .energy import EnergyModel
 from .hwpath import Schedule, input_codes, run_hw, schedule
 from .qmodel import QuantizedModel
@@ -135,5 +137,6 @@ def plot_sweep(rows: list[dict], path) -> None:
     axes[1].set_title("error vs energy")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)

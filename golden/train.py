@@ -24,6 +24,7 @@ from torch import nn
 
 from sbnn import progress
 from sbnn.config import SbnnConfig
+from sbnn.fileio import atomic_file, atomic_write_text
 
 from .augment import distort_images, shift_images
 from .fold import fold_model
@@ -235,7 +236,7 @@ def _prepare(cfg: SbnnConfig, out_dir: str | Path,
 
 
 def _record_time(out: Path, t0: float) -> None:
-    (out / "train_seconds.json").write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+    atomic_write_text(out / "train_seconds.json", json.dumps({"seconds": time.time() - t0}) + "\n")
 
 
 def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
@@ -245,7 +246,8 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
     cfg = model.cfg
     qmodel = fold_model(model)
     qmodel.save(out / "model.npz")
-    torch.save(model.state_dict(), out / "model_float.pt")
+    with atomic_file(out / "model_float.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     _record_time(out, t0)
     minutes = (time.time() - t0) / 60
     summary = {
@@ -262,7 +264,7 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
                                    for b in range(cfg.num_supports + 1)],
         "test_images": int(len(test[1])),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -282,13 +284,14 @@ def train_case_i(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
     # Stage 1's time, kept from the run that finished it (a resumed run skips stage 1).
     base_file = out / "base_seconds.json"
     if not base_file.exists():
-        base_file.write_text(json.dumps({"seconds": time.time() - t0}) + "\n")
+        atomic_write_text(base_file, json.dumps({"seconds": time.time() - t0}) + "\n")
     base_minutes = json.loads(base_file.read_text())["seconds"] / 60
     base_float_error = evaluate_float(model, *test, budget=0)
     folded = fold_model(model)
     baseline = folded.with_mask(tuple(np.zeros_like(m) for m in folded.support_mask))
     baseline.save(out / "baseline.npz")
-    torch.save(model.state_dict(), out / "baseline_float.pt")
+    with atomic_file(out / "baseline_float.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
 
     if cfg.num_supports:
         # Start every support plane at the base plane's signs with small latent magnitude:

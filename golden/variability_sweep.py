@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sbnn.fileio import atomic_file, atomic_write_text
+
 from .hwpath import run_hw
 from .qmodel import QuantizedModel
 from .variability import FloatMacro, IntegerMacro, Variation, draw
@@ -339,7 +341,8 @@ def plot(summary: dict, param: str, path: Path) -> None:
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -403,7 +406,7 @@ def write_report(summary: dict, meta: dict, out: Path) -> list[Path]:
     jpath = out / "variability.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {}
     data[param] = {"meta": meta, **summary}
-    jpath.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write_text(jpath, json.dumps(data, indent=1) + "\n")
     png = out / f"variability_{param}.png"
     plot(summary, param, png)
     md = out / "variability.md"
@@ -414,7 +417,7 @@ def write_report(summary: dict, meta: dict, out: Path) -> list[Path]:
         text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    md.write_text(text)
+    atomic_write_text(md, text)
     return [jpath, png, md]
 
 
