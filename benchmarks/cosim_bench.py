@@ -198,11 +198,30 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, {_cpu_name()}",
         "command": "python benchmarks/cosim_bench.py " + " ".join(argv or sys.argv[1:]),
     }
+    levels = args.out / "build.json"  # benchmarks/build_bench.py, recorded separately
+    if levels.exists():
+        result["build_levels"] = json.loads(levels.read_text())
     print(json.dumps(result, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "performance.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "performance.md").write_text(markdown(result))
     return 0 if result["mismatches"] == 0 else 1
+
+
+def _levels(data: dict | None) -> str:
+    if not data:
+        return ""
+    rows = "\n".join(f"| {x['opt_fast']} | {x['build_cpu_s']} | {x['cycles_per_cpu_s']:,} |"
+                     for x in data["rows"])
+    return f"""
+g++ level of Verilator's generated code, default design: from-scratch build CPU seconds
+against simulation speed (`{data['command'].strip()}`, make -j{data['make_jobs']},
+{data['images']} images, one process):
+
+| OPT_FAST/OPT_SLOW/OPT_GLOBAL | build CPU-s | cycles per CPU-s |
+| --- | ---: | ---: |
+{rows}
+"""
 
 
 def markdown(r: dict) -> str:
@@ -240,7 +259,7 @@ read: {r['log_bytes_per_image']} bytes per image.
 | Verilog generation, configs/mnist_large.toml | {r['gen_large_s']} s |
 | Verilog generation, slowest of the 20 `sbnn equiv` configs | {r['gen_equiv_max_s']} s |
 | Verilator build from scratch, default design (g++ {r['build_opt']}) | {r['build_s']} s |
-{first}
+{first}{_levels(r.get("build_levels"))}
 ## Where the speed comes from (and what it rests on)
 
 * **The tapeout Verilog, a fast macro.** The simulation top is SystemVerilog around the

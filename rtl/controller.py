@@ -204,9 +204,14 @@ class Controller(wiring.Component):
         # Row codes of row block irb, zero past the layer's inputs.
         words = [pix.word_select(irb, a * xb)] + \
                 [h.word_select(irb, a * xb) for h in hid]
-        row_word = Mux(il == 0, words[0], Mux(il[0], words[1], words[2]))
+        # A signal, not an expression: Amaranth lowers an expression once per use, so the
+        # `a` slices below would each rebuild the whole selection (quadratic in active_rows).
+        row_word = Signal(a * xb)
+        m.d.comb += row_word.eq(Mux(il == 0, words[0], Mux(il[0], words[1], words[2])))
         n_in_l = _lut(cfg.layers[:-1], il)
-        row_x = [Mux((irb * a + r) < n_in_l, row_word[r * xb:(r + 1) * xb], 0)
+        first_row = Signal(range(max(nrb) * a + 1))  # input index of row 0 (once, see above)
+        m.d.comb += first_row.eq(irb * a)
+        row_x = [Mux((first_row + r) < n_in_l, row_word[r * xb:(r + 1) * xb], 0)
                  for r in range(a)]
         col_en = Signal(cfg.macro_cols)
         m.d.comb += col_en.eq(mword & _lut([plane_cols(k) for k in range(planes)], ik))
