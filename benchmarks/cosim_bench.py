@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     from sbnn.cosim.runner import CosimJob
     from sbnn.golden.mnist import MnistError, load_mnist
     from sbnn.golden.qmodel import QuantizedModel
-
     from sbnn.toolchain import opt_level
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sbnn.gen.synth import synth_script, synthesize_config
 
 from sbnn.config import SbnnConfig
+from sbnn.gen.synth import synth_script, synthesize_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python benchmarks/synth_bench.py"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
-
-from sbnn.config import SbnnConfig
 
 from .codec import Codec
 from .harness import HarnessLayout

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Shape
-from sbnn.rtl.interfaces import ProgOp, pixel_layout, prog_layout, result_layout
 
 from sbnn.config import SbnnConfig
+from sbnn.rtl.interfaces import ProgOp, pixel_layout, prog_layout, result_layout
 
 __all__ = ["Codec"]
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 from sbnn.gen.image import build_image
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp

@@ -31,11 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
-
-from sbnn.config import SbnnConfig
 
 __all__ = ["Constants", "constants", "mix64", "expected_block", "ExpectedDigests",
            "sv_functions", "SEED"]

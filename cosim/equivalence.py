@@ -21,11 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from sbnn.config import ConfigError, SbnnConfig
 from sbnn.gen.image import build_image
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp, Sizes
-
-from sbnn.config import ConfigError, SbnnConfig
 
 __all__ = ["random_config", "random_model", "plan_config", "run_config", "run_equivalence",
            "CASES_PER_MODEL"]

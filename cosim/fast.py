@@ -22,14 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from sbnn import progress
+from sbnn.config import SbnnConfig
 from sbnn.gen.image import build_image
 from sbnn.gen.lint import waiver_flags
 from sbnn.gen.verilog import SIM_TOP, emit_all, write_if_changed
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp
-
-from sbnn import progress
-from sbnn.config import SbnnConfig
 from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
 
 from .codec import Codec

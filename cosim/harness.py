@@ -28,9 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sbnn.rtl.interfaces import Sizes, pixel_layout, prog_layout, result_layout, trace_layout
-
 from sbnn.config import SbnnConfig
+from sbnn.rtl.interfaces import Sizes, pixel_layout, prog_layout, result_layout, trace_layout
 
 from .digest import SEED, sv_functions
 

@@ -10,11 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sbnn.gen.lint import waiver_flags
-from sbnn.gen.verilog import SIM_TOP, emit_all
-
 from sbnn import progress
 from sbnn.config import SbnnConfig
+from sbnn.gen.lint import waiver_flags
+from sbnn.gen.verilog import SIM_TOP, emit_all
 from sbnn.toolchain import opt_level, setup_toolchain, trace_flags
 
 __all__ = ["CosimJob", "build_sim", "run_cosim", "run_bench"]

@@ -22,11 +22,11 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim import bulk, digest
 from sbnn.cosim.equivalence import random_model
 from sbnn.golden.qmodel import QuantizedModel
-
-from sbnn.config import SbnnConfig
 
 
 def _block_model(blk: dict, cfg: SbnnConfig, model, masks):

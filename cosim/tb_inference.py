@@ -21,6 +21,8 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.codec import Codec
 from sbnn.cosim.controls import random_controls
 from sbnn.cosim.scoreboard import Scoreboard
@@ -28,8 +30,6 @@ from sbnn.gen.image import build_image
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp, Sizes
-
-from sbnn.config import SbnnConfig
 
 
 class Bench:

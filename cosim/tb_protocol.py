@@ -45,14 +45,14 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.scoreboard import TRACE_FIELDS, Scoreboard
 from sbnn.cosim.tb_inference import Bench
 from sbnn.gen.image import build_image
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp, Sizes, pixel_layout, prog_layout
-
-from sbnn.config import SbnnConfig
 
 __all__ = ["Image", "StreamChecker", "ProtoBench"]
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.controls import random_controls
 from sbnn.cosim.scoreboard import Scoreboard
 from sbnn.cosim.tb_inference import Bench
@@ -25,8 +27,6 @@ from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.golden.variability import DrawnVariation, IntegerMacro
 from sbnn.rtl.interfaces import ProgOp
-
-from sbnn.config import SbnnConfig
 
 
 @cocotb.test()

@@ -15,12 +15,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbnn.config import SbnnConfig
 from sbnn.gen.sim_macro import MISMATCH_PLUSARG, write_mismatch_files
 from sbnn.gen.verilog import write_if_changed
 from sbnn.golden.variability import DrawnVariation, Variation, draw
 from sbnn.rtl.macro import MismatchTable
-
-from sbnn.config import SbnnConfig
 
 from .runner import CosimJob, build_sim, run_bench
 

@@ -24,15 +24,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sbnn import __version__
+from sbnn.config import SbnnConfig
+from sbnn.fileio import staged_folder
 from sbnn.gen.image import build_image
 from sbnn.gen.macro_views import lef_text, lib_text
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_FILE, SIM_TOP, emit_all, manifest
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.top import MACRO_MODULE
-
-from sbnn import __version__
-from sbnn.config import SbnnConfig
-from sbnn.fileio import staged_folder
 
 __all__ = ["BUNDLE_FILES", "IMAGE_FILES", "CLOCK_PORT", "RESET_PORT", "write_bundle",
            "sdc_text", "flow_config", "verilog_ports", "macro_instance"]

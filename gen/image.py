@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sbnn.golden.qmodel import QuantizedModel
-from sbnn.rtl.interfaces import ProgOp, Sizes
 
 from sbnn.config import SbnnConfig
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.interfaces import ProgOp, Sizes
 
 __all__ = ["HardwareImage", "build_image"]
 

@@ -9,10 +9,9 @@ below and written into each file's header. Replace both files before tapeout.
 
 from __future__ import annotations
 
-from sbnn.rtl.top import MACRO_MODULE, macro_port_list
-
 from sbnn import __version__
 from sbnn.config import SbnnConfig
+from sbnn.rtl.top import MACRO_MODULE, macro_port_list
 
 __all__ = ["lef_text", "lib_text", "pin_table"]
 

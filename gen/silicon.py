@@ -25,12 +25,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sbnn.config import SbnnConfig
 from sbnn.gen.bundle import BUNDLE_FILES, sdc_text, verilog_ports
 from sbnn.gen.macro_views import lib_text
 from sbnn.gen.synth import SynthError, run_yosys
 from sbnn.gen.verilog import CONTROLLER_TOP, macro_stub, top_verilog
-
-from sbnn.config import SbnnConfig
 
 __all__ = ["LIBERTY_ENV", "LibertyError", "SiliconResult", "resolve_liberty", "yosys_script",
            "sta_script", "parse_sta", "synthesize_silicon", "sequential_cells", "sta_path"]

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sbnn.golden.energy import ENERGY_SOURCES, EnergyModel
 
 from sbnn.config import SbnnConfig
+from sbnn.golden.energy import ENERGY_SOURCES, EnergyModel
 
 __all__ = ["energy_rows", "markdown", "write_docs", "JSON_KEYS"]
 
@@ -305,7 +305,6 @@ def cmd_synth(args) -> int:
     import shutil as _shutil
 
     from sbnn.gen.silicon import LibertyError, resolve_liberty
-
     from sbnn.options import OptionError as CliError  # main() prints it, exit 2
 
     try:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from amaranth.hdl import Shape
 from amaranth.lib.wiring import In
-from sbnn.rtl.macro import MismatchTable
-from sbnn.rtl.top import MACRO_MODULE, SimTop, macro_port_list
 
 from sbnn import __version__
 from sbnn.config import SbnnConfig
+from sbnn.rtl.macro import MismatchTable
+from sbnn.rtl.top import MACRO_MODULE, SimTop, macro_port_list
 
 __all__ = ["MISMATCH_PLUSARG", "MISMATCH_SUFFIXES", "FACTOR_WIDTH", "OFFSET_WIDTH",
            "macro_sv", "mismatch_prefix", "write_mismatch_files", "sim_top_ports",

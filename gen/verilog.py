@@ -22,14 +22,14 @@ from pathlib import Path
 import amaranth
 from amaranth.back import verilog
 from amaranth.hdl import Shape
+
+from sbnn import __version__, progress
+from sbnn.config import SbnnConfig
 from sbnn.gen import comb_check
 from sbnn.gen.sim_macro import macro_sv, sim_top_sv
 from sbnn.rtl import controller, interfaces, top
 from sbnn.rtl.interfaces import Sizes
 from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list
-
-from sbnn import __version__, progress
-from sbnn.config import SbnnConfig
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub",
            "manifest", "top_verilog", "cache_dir", "SIM_FILE"]

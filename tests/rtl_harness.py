@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.sim import Simulator
+
 from sbnn.cosim.codec import Codec
 from sbnn.rtl.interfaces import ProgOp
 from sbnn.rtl.top import SimTop

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sbnn.golden.augment import distort_images, shift_images
 from sbnn.golden.train import TrainSettings, TrainSettingsError
 

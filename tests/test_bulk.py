@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim import bulk
 from sbnn.cosim.harness import HarnessLayout, harness_verilog
 from sbnn.golden.qmodel import QuantizedModel
-
-from sbnn.config import SbnnConfig
 
 CFG = SbnnConfig(layers=(20, 9, 4), num_supports=1, active_rows=8, macro_cols=6,
                  macro_rows=128, adc_bits=6, input_lanes=4, macro_latency=3)

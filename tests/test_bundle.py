@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
 from sbnn.gen import bundle as bundle_mod
 from sbnn.gen.bundle import BUNDLE_FILES, IMAGE_FILES, verilog_ports, write_bundle
 from sbnn.gen.lint import VERILATOR_WAIVERS, VERILATOR_WALL_WAIVERS, lint
@@ -17,9 +20,6 @@ from sbnn.gen.synth import SynthError, run_yosys, synthesize
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.top import MACRO_MODULE, macro_port_list
-
-from sbnn.cli import main
-from sbnn.config import SbnnConfig
 
 # Small enough to convert in about a second; a clock other than the default so the SDC test
 # can tell the config's clock from a constant.

@@ -7,6 +7,7 @@ import random
 import pytest
 from amaranth.hdl import Module, Signal, _nir
 from amaranth.hdl._ir import Fragment, _emit_netlist
+
 from sbnn.gen import comb_check
 
 

@@ -118,6 +118,7 @@ def test_activation_buffers_grow_with_the_design_not_an_lcm():
 def test_coprime_config_generates():
     """A config the validator accepts converts: the old sizing made a 277,355-bit wire here."""
     from amaranth.back import rtlil
+
     from sbnn.rtl.controller import Controller
 
     cfg = SbnnConfig(layers=(784, 10), active_rows=13, macro_cols=34, input_lanes=251,

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from sbnn.cosim.runner import CosimJob, run_cosim
-from sbnn.golden.qmodel import QuantizedModel
 
 from sbnn.cli import _default_model, _default_sample
 from sbnn.config import SbnnConfig
+from sbnn.cosim.runner import CosimJob, run_cosim
+from sbnn.golden.qmodel import QuantizedModel
 
 pytestmark = pytest.mark.cosim
 

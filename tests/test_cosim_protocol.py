@@ -6,11 +6,11 @@ the checker's protocol rules are proven on synthetic cycle samples without a sim
 
 import numpy as np
 import pytest
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.runner import CosimJob, run_cosim
 from sbnn.cosim.tb_protocol import Image, StreamChecker
 from sbnn.golden.qmodel import QuantizedModel
-
-from sbnn.config import SbnnConfig
 
 # The same small K=2 config as test_cosim.py's three-layer test: its Verilator build is
 # shared (the build directory is keyed by the config), so these tests add no build.
@@ -240,6 +240,7 @@ def test_budget_op_taken_with_the_first_beat_applies_to_that_image():
     was latched from the old register value before the fix). Amaranth simulator, no
     Verilator: quick, and independent of the cocotb corner that found it."""
     from amaranth.sim import Simulator
+
     from sbnn.cosim.codec import Codec
     from sbnn.gen.image import build_image
     from sbnn.golden import hwpath

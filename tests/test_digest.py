@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim import digest
 from sbnn.cosim.fast import Block, Plan, execute
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp
-
-from sbnn.config import SbnnConfig
 
 #: Two weight layers, K=2, several row and column blocks, 5-bit DAC codes: quick to build.
 CFG = SbnnConfig(layers=(40, 24, 10), num_supports=2, active_rows=16, macro_cols=12,

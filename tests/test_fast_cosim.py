@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, SHARED_MNIST
+
+from sbnn.cli import _default_model, _default_sample
 from sbnn.cosim.equivalence import parse_case, plan_config, random_config, run_equivalence
 from sbnn.cosim.fast import run_fast
 from sbnn.cosim.runner import CosimJob
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
-
-from sbnn.cli import _default_model, _default_sample
 
 
 def _expected_transactions(model, pixels, budget, margin):

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+
+from sbnn.config import SbnnConfig
 from sbnn.golden.fold import fold_model
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.model import SupportedBNN, pixels_to_codes
-
-from sbnn.config import SbnnConfig
 
 # Step 1 and wide ADCs: no quantization, so the integer path must equal the float model.
 EXACT = SbnnConfig(layers=(30, 16, 12, 5), num_supports=2, active_rows=8, macro_cols=12,

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sbnn.cosim.equivalence import MAX_MACRO_WORD, random_config
 
 from sbnn.cli import main
 from sbnn.config import _INT_FIELDS, SbnnConfig
+from sbnn.cosim.equivalence import MAX_MACRO_WORD, random_config
 
 FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

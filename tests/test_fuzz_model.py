@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sbnn.golden.qmodel import ModelFileError, QuantizedModel
 
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
+from sbnn.golden.qmodel import ModelFileError, QuantizedModel
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

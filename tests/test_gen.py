@@ -2,15 +2,15 @@ import json
 
 import numpy as np
 import pytest
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
 from sbnn.gen.image import HardwareImage, build_image
 from sbnn.gen.lint import VERILATOR_WAIVERS, lint
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, macro_stub
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp, Sizes
 from sbnn.rtl.top import macro_port_list
-
-from sbnn.cli import main
-from sbnn.config import SbnnConfig
 
 SMALL = SbnnConfig(layers=(20, 9, 4), active_rows=8, macro_cols=6, macro_rows=256,
                    num_supports=2, input_lanes=8, adc_bits=6)

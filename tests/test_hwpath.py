@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
-from sbnn.golden import hwpath
-from sbnn.golden.qmodel import QuantizedModel
 
 from sbnn.config import SbnnConfig
+from sbnn.golden import hwpath
+from sbnn.golden.qmodel import QuantizedModel
 
 SMALL = [
     SbnnConfig(layers=(10, 7, 3), active_rows=4, macro_cols=6, macro_rows=128,

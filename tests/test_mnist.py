@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from sbnn.golden import mnist
 from sbnn.golden.mnist import FILES, MnistError, load_mnist, read_idx, resolve_data_dir
 

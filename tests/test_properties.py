@@ -9,11 +9,11 @@ schedule and the result counters against independent computations.
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sbnn.golden import hwpath
-from sbnn.golden.qmodel import QuantizedModel
 from test_hwpath import brute_force
 
 from sbnn.config import SbnnConfig
+from sbnn.golden import hwpath
+from sbnn.golden.qmodel import QuantizedModel
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

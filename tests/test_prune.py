@@ -5,6 +5,9 @@ import json
 import numpy as np
 import pytest
 from conftest import SHARED_MNIST
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
 from sbnn.golden.evaluate import build_results
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.prune import (
@@ -17,9 +20,6 @@ from sbnn.golden.prune import (
     score_columns,
 )
 from sbnn.golden.qmodel import QuantizedModel
-
-from sbnn.cli import main
-from sbnn.config import SbnnConfig
 
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_MNIST
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
 from sbnn.golden.fold import fold_model
 from sbnn.golden.mnist import load_mnist
 from sbnn.golden.model import SupportedBNN
 from sbnn.golden.prune import hw_error
 from sbnn.golden.prune_finetune import FinetuneSettings, masked_finetune, prune_finetune
 from sbnn.golden.train import TrainSettings
-
-from sbnn.cli import main
-from sbnn.config import SbnnConfig
 
 pytestmark = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from rtl_harness import random_images, run_pysim
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.codec import Codec
 from sbnn.cosim.scoreboard import Scoreboard
 from sbnn.gen.image import build_image
@@ -12,8 +14,6 @@ from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.controller import Controller
 from sbnn.rtl.interfaces import Sizes, macro_signature
 from sbnn.rtl.macro import BehavioralMacro
-
-from sbnn.config import SbnnConfig
 
 TINY = SbnnConfig(layers=(12, 7, 5, 6), active_rows=4, macro_cols=4, macro_rows=128,
                   num_supports=1, input_lanes=5, adc_bits=5, macro_latency=3,

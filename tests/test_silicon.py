@@ -9,14 +9,14 @@ import subprocess
 import pytest
 from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
 from sbnn.gen import silicon
 from sbnn.gen.macro_views import lib_text
 from sbnn.gen.silicon import LibertyError, parse_sta, resolve_liberty, sequential_cells
 from sbnn.gen.silicon_report import JSON_KEYS
 from sbnn.rtl.controller import _top_two
-
-from sbnn.cli import main
-from sbnn.config import SbnnConfig
 
 # Small: converts in about a second, maps and times in well under a minute.
 CFG = SbnnConfig(layers=(20, 9, 4), active_rows=8, macro_cols=6, macro_rows=256,

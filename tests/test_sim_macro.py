@@ -21,6 +21,8 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, Module, Value
 from amaranth.sim import Simulator
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.variability_runner import mismatch_table
 from sbnn.gen.lint import lint, waiver_flags
 from sbnn.gen.sim_macro import macro_sv, sim_top_ports, sim_top_sv, write_mismatch_files
@@ -29,8 +31,6 @@ from sbnn.golden.variability import Variation, draw
 from sbnn.rtl.interfaces import ProgOp, Sizes
 from sbnn.rtl.macro import BehavioralMacro, MismatchTable
 from sbnn.rtl.top import SimTop, macro_port_list
-
-from sbnn.config import SbnnConfig
 
 BUILD = Path(__file__).resolve().parents[1] / "out" / "test_sim_macro"
 CYCLES = 700

@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pytest
+
+from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.energy import EnergyModel
 from sbnn.golden.qmodel import QuantizedModel
@@ -12,8 +14,6 @@ from sbnn.golden.sweep import (
     rank_support_columns,
     sweep,
 )
-
-from sbnn.config import SbnnConfig
 
 CFG = SbnnConfig(layers=(30, 16, 5), num_supports=2, active_rows=8, macro_cols=12,
                  macro_rows=1024, adc_bits=6, gain_bits=3)

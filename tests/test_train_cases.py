@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import SHARED_MNIST
+
+from sbnn.cli import main
+from sbnn.config import SbnnConfig
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.model import SupportedBNN, SupportedLinear
 from sbnn.golden.qmodel import QuantizedModel
@@ -16,9 +19,6 @@ from sbnn.golden.train import (
     train_case_i,
     train_case_ii,
 )
-
-from sbnn.cli import main
-from sbnn.config import SbnnConfig
 
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 

@@ -7,6 +7,9 @@ import pytest
 import rtl_harness
 from amaranth.sim import Simulator
 from rtl_harness import random_images, run_pysim
+
+from sbnn.cli import _default_model, _default_sample
+from sbnn.config import SbnnConfig
 from sbnn.cosim.codec import Codec
 from sbnn.cosim.scoreboard import Scoreboard
 from sbnn.cosim.variability_runner import mismatch_table
@@ -24,9 +27,6 @@ from sbnn.golden.variability import (
 )
 from sbnn.rtl.macro import BehavioralMacro, MismatchTable
 from sbnn.rtl.top import SimTop
-
-from sbnn.cli import _default_model, _default_sample
-from sbnn.config import SbnnConfig
 
 TINY = SbnnConfig(layers=(12, 7, 5, 6), active_rows=4, macro_cols=4, macro_rows=128,
                   num_supports=1, input_lanes=5, adc_bits=5, macro_latency=3,

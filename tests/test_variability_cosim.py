@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from sbnn.config import SbnnConfig
 from sbnn.cosim.runner import CosimJob
 from sbnn.cosim.variability_runner import VariabilityJob, run_varied
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.golden.variability import Variation
-
-from sbnn.config import SbnnConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
