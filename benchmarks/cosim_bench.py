@@ -77,27 +77,27 @@ def generation_times() -> dict:
     return out
 
 
-def _nox() -> list[str]:
-    """The README's way (``python3 -m nox``), with whichever interpreter has nox."""
-    import importlib.util
-
-    if importlib.util.find_spec("nox") is not None:
-        return [sys.executable, "-m", "nox"]
-    return ["python3", "-m", "nox"]
-
-
 def first_run() -> tuple[float, float]:
     """Wall seconds of `python3 -m nox -s sim` in a clean clone (new venv, empty Verilog
     cache), then of the same command again."""
     with tempfile.TemporaryDirectory(prefix="sbnn_first_run_") as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        env = dict(os.environ, XDG_CACHE_HOME=str(Path(tmp) / "cache"))
+        # A new user's shell: none of this interpreter's venv (sbnn.toolchain puts it first on
+        # PATH, and `python3` must be the one with nox, as in the README).
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MAKEFLAGS")}
+        mine = {str(Path(sys.executable).parent), str(Path(sys.prefix) / "bin")}
+        env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep)
+                                      if d not in mine and "site-packages" not in d)
+        env["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
         times = []
         for _ in range(2):
             t0 = time.time()
-            subprocess.run([*_nox(), "-s", "sim"], cwd=clone, env=env,
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            res = subprocess.run(["python3", "-m", "nox", "-s", "sim"], cwd=clone, env=env,
+                                 capture_output=True, text=True)
+            if res.returncode:
+                raise RuntimeError(f"nox -s sim failed in the clone:\n{res.stdout[-2000:]}"
+                                   f"{res.stderr[-2000:]}")
             times.append(round(time.time() - t0, 1))
         return times[0], times[1]
 
