@@ -251,7 +251,8 @@ def markdown(r: dict) -> str:
              if r.get("first_run_s") is not None else "")
     return f"""# Cosim throughput
 
-Measured by `nox -s perf` (which runs `{r['command']}`), on {r['machine']}.
+Measured by `{r['command']}` (`nox -s perf -- OPTIONS` runs the same), on
+{r['machine']}, with nothing else running.
 Model `{r['model']}` (layers {r['layers']}, K={r['num_supports']}), latency budget
 {r['budget']}, {r['images']} MNIST test images, {r['workers']} simulator processes.
 
