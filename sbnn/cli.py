@@ -176,7 +176,7 @@ def cmd_sim(args) -> int:
           f"{report['results_checked']}, mismatches: {report['mismatches']}")
     run_s = f"simulation {report['sim_wall_s']} s"
     if args.engine == "fast":
-        run_s = f"simulation + bulk check {report['wall_s']} s ({report['workers']} processes)"
+        run_s = f"simulation + check {report['wall_s']} s ({report['workers']} processes)"
     print(f"simulated cycles: {report['total_sim_cycles']}, {run_s}, total wall (incl. "
           f"Verilog generation and build) {wall:.1f} s")
     for path in report.get("waves", []):
@@ -330,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also run the images with random per-inference budgets, exit "
                          "margins and support masks drawn from this seed")
     sp.add_argument("--engine", choices=("fast", "cycle"), default="fast",
-                    help="fast: stimulus and monitor in the simulator, bulk check after, "
-                         "parallel workers; cycle: Python drives and checks every clock "
-                         "(same checks, ~10x slower)")
+                    help="fast: stimulus and per-image transaction signatures in the "
+                         "simulator, checked against the golden model after, parallel "
+                         "workers; cycle: Python drives and checks every clock (same "
+                         "checks, ~100x slower)")
     sp.add_argument("--workers", type=int, default=None,
                     help="parallel simulator processes (fast engine; default: CPU cores)")
     sp.add_argument("--image", type=int, default=None,
