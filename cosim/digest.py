@@ -28,7 +28,10 @@ tests/test_digest.py runs them against each other.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -37,7 +40,8 @@ from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
 
-__all__ = ["Constants", "constants", "mix64", "expected_block", "ExpectedDigests",
+__all__ = ["Constants", "constants", "mix64", "expected_block", "expected_block_cached",
+           "ExpectedDigests",
            "sv_functions", "SEED"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -152,6 +156,45 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
                            cycles=cycles, exit_plane=exit_pass, macro_evals=n_evals,
                            column_evals=col_evals, dac_conversions=dac,
                            adc_conversions=col_evals)
+
+
+def _cache_key(model: QuantizedModel, pixels: np.ndarray, budget: int,
+               exit_margin: int | None) -> str:
+    """Everything the expected signatures depend on, this module's code included."""
+    h = hashlib.sha256(model.config.to_json().encode())
+    h.update(repr((budget, exit_margin, pixels.shape, str(pixels.dtype))).encode())
+    for arrays in (model.planes, model.thresholds, model.support_mask):
+        for arr in arrays:
+            h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(np.ascontiguousarray(pixels).tobytes())
+    for source in (__file__, hwpath.__file__):  # a changed reference invalidates the cache
+        h.update(Path(source).read_bytes())
+    return h.hexdigest()[:24]
+
+
+def expected_block_cached(model: QuantizedModel, pixels: np.ndarray, budget: int,
+                          exit_margin: int | None, cache: Path | None) -> ExpectedDigests:
+    """:func:`expected_block`, kept in ``cache`` (a folder; None: not cached). The record is
+    about 100 bytes per image, keyed by the model's arrays, the images, the controls and
+    the source of this module and the reference path, so rerunning a regression on the
+    same model and images skips the golden computation, and any change recomputes it."""
+    if cache is None:
+        return expected_block(model, pixels, budget, exit_margin)
+    path = Path(cache) / f"{_cache_key(model, pixels, budget, exit_margin)}.npz"
+    try:
+        with np.load(path) as data:
+            return ExpectedDigests(**{k: data[k] for k in ExpectedDigests.__dataclass_fields__})
+    except (OSError, KeyError, ValueError):
+        pass
+    exp = expected_block(model, pixels, budget, exit_margin)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, **{k: getattr(exp, k) for k in ExpectedDigests.__dataclass_fields__})
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only or full cache only costs the next computation
+    return exp
 
 
 def _sv_array(name: str, values: np.ndarray) -> str:

@@ -27,7 +27,7 @@ from sbnn import progress
 from sbnn.config import SbnnConfig
 from sbnn.gen.image import build_image
 from sbnn.gen.lint import waiver_flags
-from sbnn.gen.verilog import SIM_TOP, emit_all, write_if_changed
+from sbnn.gen.verilog import SIM_TOP, cache_dir, emit_all, write_if_changed
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp
 from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
@@ -202,6 +202,15 @@ def build_raw(cfg: SbnnConfig, build_root: str | Path, opt: str | None = None,
     return build_dir / "sbnn_raw"
 
 
+def golden_cache() -> str | None:
+    """Folder of cached golden signatures (cosim/digest.py): ``$SBNN_GOLDEN_CACHE``, else
+    ``golden/`` in the Verilog cache; ``SBNN_GOLDEN_CACHE=off`` computes every time."""
+    setting = os.environ.get("SBNN_GOLDEN_CACHE")
+    if setting == "off":
+        return None
+    return setting or str(cache_dir() / "golden")
+
+
 def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, images: Path,
                  model: QuantizedModel | None, model_path: Path | None,
                  golden_model: Path | None, hdl_clock: bool,
@@ -230,7 +239,7 @@ def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, imag
             "images": str(Path(images).resolve()),
             "masks": str(masks_file) if masks_file else None,
             "log": str(wdir / "log"), "report": str(wdir / "report.json"),
-            "hdl_clock": hdl_clock, "full": full,
+            "hdl_clock": hdl_clock, "full": full, "golden_cache": golden_cache(),
             "blocks": [{"images": list(b.images), "budget": b.budget, "margin": b.margin,
                         "mask": b.mask, "run": b.run, "model_seed": b.model_seed,
                         "index": b.index} for b in part.blocks],

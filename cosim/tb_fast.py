@@ -51,7 +51,8 @@ def _check_full(cfg, plan, blocks, flat) -> tuple[dict, list, np.ndarray]:
 
 def _check_digests(cfg, plan, blocks, flat) -> tuple[dict, list, np.ndarray]:
     expected = digest.ExpectedDigests.concat(
-        [digest.expected_block(m, flat[idx], b["budget"], b["margin"]) for b, m, idx in blocks])
+        [digest.expected_block_cached(m, flat[idx], b["budget"], b["margin"],
+                                      plan.get("golden_cache")) for b, m, idx in blocks])
     log = digest.read_log(cfg, plan["log"])
     check = digest.compare(log, expected)
     fields = {"images": check.images, "transactions_checked": check.transactions,

@@ -108,3 +108,28 @@ def test_signatures_on_verilator_agree_and_a_wrong_golden_is_localized(tmp_path,
     # the rerun with the full log names the transaction and the field
     assert bad["first_mismatch_digest"].startswith("image position")
     assert "eval" in bad["first_mismatch"] and "field 'row_x" in bad["first_mismatch"]
+
+
+def test_cached_signatures_equal_fresh_ones_and_follow_the_model(tmp_path, monkeypatch):
+    model = QuantizedModel.random(CFG, np.random.default_rng(5))
+    pixels = np.random.default_rng(6).integers(0, 256, (10, 40), dtype=np.uint8)
+    fresh = digest.expected_block(model, pixels, 2, 3)
+    first = digest.expected_block_cached(model, pixels, 2, 3, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def no_compute(*args):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(digest, "expected_block", no_compute)
+    again = digest.expected_block_cached(model, pixels, 2, 3, tmp_path)
+    for name in digest.ExpectedDigests.__dataclass_fields__:
+        assert np.array_equal(getattr(fresh, name), getattr(first, name)), name
+        assert np.array_equal(getattr(fresh, name), getattr(again, name)), name
+    # another threshold, image or control is another entry, never the stale one
+    thresholds = [t.copy() for t in model.thresholds]
+    thresholds[1][0] += 1
+    other = QuantizedModel(CFG, model.planes, tuple(thresholds), model.support_mask)
+    for args in ((other, pixels, 2, 3), (model, pixels[::-1].copy(), 2, 3),
+                 (model, pixels, 2, None)):
+        with pytest.raises(AssertionError, match="recomputed"):
+            digest.expected_block_cached(*args, tmp_path)
