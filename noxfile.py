@@ -32,7 +32,8 @@ def tests(session: nox.Session) -> None:
     (pytest-xdist; Verilator builds of one design are serialized by a lock, runs get
     folders of their own)."""
     _install(session)
-    session.run("pytest", "-n", "auto", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", "-m", "not slow",
+                *session.posargs)
 
 
 @nox.session

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import Shape
-from amaranth.lib.wiring import In
-
 from sbnn import __version__
 from sbnn.config import SbnnConfig
 from sbnn.rtl.macro import MismatchTable
-from sbnn.rtl.top import MACRO_MODULE, SimTop, macro_port_list
+from sbnn.rtl.top import MACRO_MODULE, SimTop, macro_port_list, signature_ports
 
 __all__ = ["MISMATCH_PLUSARG", "MISMATCH_SUFFIXES", "FACTOR_WIDTH", "OFFSET_WIDTH",
            "macro_sv", "mismatch_prefix", "write_mismatch_files", "sim_top_ports",
@@ -319,14 +316,7 @@ def write_mismatch_files(table: MismatchTable, prefix_or_dir: str | Path) -> lis
 def sim_top_ports(cfg: SbnnConfig) -> list[tuple[str, str, int]]:
     """(name, direction, width) of every ``SimTop`` port as Amaranth's Verilog backend
     names them (signature path joined by ``__``), clock and reset first."""
-    component = SimTop(cfg)
-    component._MustUse__silence = True  # only its signature is read here
-    ports = [("clk", "input", 1), ("rst", "input", 1)]
-    for path, member, _value in component.signature.flatten(component):
-        direction = "input" if member.flow == In else "output"
-        ports.append(("__".join(str(p) for p in path), direction,
-                      Shape.cast(member.shape).width))
-    return ports
+    return [("clk", "input", 1), ("rst", "input", 1), *signature_ports(SimTop(cfg))]
 
 
 def sim_top_sv(cfg: SbnnConfig, controller: str = "sbnn_controller") -> str:

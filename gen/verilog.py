@@ -21,7 +21,6 @@ from pathlib import Path
 
 import amaranth
 from amaranth.back import verilog
-from amaranth.hdl import Shape
 
 from sbnn import __version__, progress
 from sbnn.config import SbnnConfig
@@ -29,7 +28,7 @@ from sbnn.gen import comb_check
 from sbnn.gen.sim_macro import macro_sv, sim_top_sv
 from sbnn.rtl import controller, interfaces, top
 from sbnn.rtl.interfaces import Sizes
-from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list
+from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list, signature_ports
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub",
            "manifest", "top_verilog", "cache_dir", "SIM_FILE"]
@@ -112,14 +111,7 @@ def macro_stub(cfg: SbnnConfig) -> str:
 
 
 def _component_ports(component) -> list[dict]:
-    component._MustUse__silence = True  # only its signature is read here
-    ports = []
-    for path, member, _value in component.signature.flatten(component):
-        name = "__".join(str(p) for p in path)
-        direction = "input" if member.flow == interfaces.In else "output"
-        ports.append({"name": name, "direction": direction,
-                      "width": Shape.cast(member.shape).width})
-    return ports
+    return [{"name": n, "direction": d, "width": w} for n, d, w in signature_ports(component)]
 
 
 def manifest(cfg: SbnnConfig) -> dict:

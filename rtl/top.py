@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
 
@@ -12,7 +12,8 @@ from .controller import Controller
 from .interfaces import controller_members, macro_signature, trace_layout
 from .macro import BehavioralMacro, MismatchTable
 
-__all__ = ["SimTop", "TapeoutTop", "MACRO_MODULE", "macro_port_list", "probe_signature"]
+__all__ = ["SimTop", "TapeoutTop", "MACRO_MODULE", "macro_port_list", "probe_signature",
+           "signature_ports"]
 
 #: Module name of the analog macro black box in the tapeout Verilog.
 MACRO_MODULE = "sbnn_macro"
@@ -24,6 +25,18 @@ def macro_port_list(config: SbnnConfig) -> list[tuple[str, str, int]]:
     for name, member in macro_signature(config).members.items():
         direction = "input" if member.flow == Out else "output"
         ports.append((name, direction, Shape.cast(member.shape).width))
+    return ports
+
+
+def signature_ports(component: wiring.Component) -> list[tuple[str, str, int]]:
+    """(name, direction, width) of a component's signature ports as Amaranth's Verilog
+    backend names them (path joined by ``__``), clock and reset not included."""
+    component._MustUse__silence = True  # only its signature is read here
+    ports = []
+    for path, member, _value in component.signature.flatten(component):
+        direction = "input" if member.flow == In else "output"
+        ports.append(("__".join(str(p) for p in path), direction,
+                      Shape.cast(member.shape).width))
     return ports
 
 

@@ -33,6 +33,9 @@ from sbnn.rtl.macro import BehavioralMacro, MismatchTable
 from sbnn.rtl.top import SimTop, macro_port_list
 
 BUILD = Path(__file__).resolve().parents[1] / "out" / "test_sim_macro"
+#: One build and one set of run folders for the module: under pytest-xdist its tests share
+#: a worker (nox -s tests runs with --dist loadgroup), so no two processes write BUILD.
+pytestmark = pytest.mark.xdist_group("sim_macro")
 CYCLES = 700
 
 #: Small configs covering the shape parameters: one word-line group (memory depth 2), 20
