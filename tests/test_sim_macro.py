@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import random
 import re
 import subprocess
@@ -264,7 +265,7 @@ def build_bench(verilator: str) -> Path:
     src = BUILD / "src"
     src.mkdir(parents=True, exist_ok=True)
     # -O0: the bench runs for milliseconds, so C++ compile time is all that counts
-    cmd = [verilator, "--cc", "--exe", "--build", "-j", "2", "--top-module", "tb",
+    cmd = [verilator, "--cc", "--exe", "--build", "-j", "1", "--top-module", "tb",
            "-Mdir", str(BUILD / "obj"), "-o", "tb_bin", *waiver_flags(), "-Wno-fatal",
            "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0",
            *(str(src / n) for n in sources)]
@@ -275,7 +276,12 @@ def build_bench(verilator: str) -> Path:
         return binary
     for name, text in sources.items():
         (src / name).write_text(text)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # The g++ level is this build's own (-O0 above): drop the session-wide OPT_* settings
+    # from MAKEFLAGS, so the precompiled header and the objects cannot see two levels.
+    flags = " ".join(f for f in os.environ.get("MAKEFLAGS", "").split()
+                     if not f.startswith(("OPT_FAST=", "OPT_SLOW=", "OPT_GLOBAL=")))
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env=dict(os.environ, MAKEFLAGS=flags))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stamp.write_text(digest)
     return binary
