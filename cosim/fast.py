@@ -278,7 +278,7 @@ def _alone(plan: Plan, block: int, image: int) -> Plan:
 
 
 def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int,
-                 waves: bool) -> list[dict]:
+                 waves: bool, full: bool) -> list[dict]:
     """One cocotb simulator process per plan, in parallel, with a progress bar fed by the
     digest records the harnesses write."""
 
@@ -295,7 +295,7 @@ def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int
                 test_module=FAST_TB, hdl_toplevel=HARNESS_TOP, hdl_toplevel_lang="verilog",
                 build_dir=build_dir, test_dir=wdir, extra_env=env, waves=waves,
                 plusargs=[f"+cmd={wdir / 'commands.txt'}", f"+log={wdir / 'log'}",
-                          *(["+full"] if json.loads(plan_file.read_text())["full"] else [])],
+                          *(["+full"] if full else [])],
                 results_xml=str(wdir / "results.xml"), log_file=wdir / "sim.log")
         except SystemExit:
             pass
@@ -305,9 +305,10 @@ def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int
                                f"\n{tail}")
         return json.loads(report.read_text())
 
+    # records are fixed width; the simulator flushes them in blocks, so the count lags
+    record = HarnessLayout.of(cfg).digest_record_bytes()
+
     def done_images() -> int:
-        # records are fixed width; the simulator flushes them in blocks, so the count lags
-        record = HarnessLayout.of(cfg).digest_record_bytes()
         n = 0
         for plan_file in plans:
             try:
@@ -357,7 +358,7 @@ def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
     plans, total = _write_plans(cfg, plan, run_root, workers, images, model, model_path,
                                 golden_model, hdl_clock, full or waves)
     t0 = time.time()
-    reports = _run_workers(cfg, build_dir, plans, total, waves)
+    reports = _run_workers(cfg, build_dir, plans, total, waves, full or waves)
     wall = time.time() - t0
     first = next((r["first_mismatch"] for r in reports if r["first_mismatch"]), None)
     per_image = [p for r in reports for p in r["per_image"]]
