@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sbnn.tiling import Tiling
+
 __all__ = ["ConfigError", "SbnnConfig", "load_config", "load_train_table",
            "read_record_file", "MAX_WIRE_BITS"]
 
@@ -344,9 +346,14 @@ class SbnnConfig(JsonRecord):
         return self.layers[-1]
 
     @property
+    def tiling(self) -> Tiling:
+        """Where each weight lives in the macro: tiles, blocks, columns (sbnn/tiling.py)."""
+        return Tiling.of(self)
+
+    @property
     def neurons_per_tile(self) -> int:
         """Neurons of one column block: each takes one column per plane."""
-        return self.macro_cols // self.planes
+        return self.tiling.neurons_per_tile
 
     @property
     def wordline_groups(self) -> int:
@@ -366,18 +373,22 @@ class SbnnConfig(JsonRecord):
         return (1 << (self.adc_bits - 1)) - 1
 
     def row_blocks(self, layer: int) -> int:
-        return _ceil_div(self.layers[layer], self.active_rows)
+        """Row blocks of ``layer`` (:meth:`Tiling.row_blocks`)."""
+        return self.tiling.row_blocks(layer)
 
     def col_blocks(self, layer: int) -> int:
-        return _ceil_div(self.layers[layer + 1], self.neurons_per_tile)
+        """Column blocks of ``layer`` (:meth:`Tiling.col_blocks`)."""
+        return self.tiling.col_blocks(layer)
 
     @property
     def total_tiles(self) -> int:
-        return sum(self.row_blocks(i) * self.col_blocks(i) for i in range(self.num_layers))
+        """Tiles of every layer (:attr:`Tiling.total_tiles`)."""
+        return self.tiling.total_tiles
 
     @property
     def total_col_blocks(self) -> int:
-        return sum(self.col_blocks(i) for i in range(self.num_layers))
+        """Column blocks of every layer (:attr:`Tiling.total_col_blocks`)."""
+        return self.tiling.total_col_blocks
 
     @property
     def acc_bits(self) -> int:
