@@ -1,6 +1,9 @@
-"""Hardware-exact integer inference and the expected macro transaction trace.
+"""The reference model of the hardware: hardware-exact integer inference, the evaluation
+schedule under the timing contract, and the macro transactions and result it implies.
 
-Written from the spec (docs/architecture.md), independently of the RTL:
+Every check of the RTL compares against this module (the cocotb benches, the fast cosim's
+signatures and logs, the random-config equivalence run), so it is written from the spec
+(docs/architecture.md), independently of the RTL:
 
 * layer-0 row codes are ``pixel >> (8 - dac_bits)``; hidden row codes are +-1;
 * every evaluation drives one row block (``active_rows`` rows, zero beyond the layer's
@@ -21,12 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sbnn import timing
 from sbnn.config import PIXEL_BITS, SbnnConfig
 
 from .qmodel import QuantizedModel
 
 __all__ = ["Evaluation", "Schedule", "HwResult", "schedule", "run_hw", "input_codes",
-           "expected_trace", "expected_result", "NEVER_EXIT"]
+           "column_bits", "evaluation_codes", "dac_conversions", "ExpectedTransactions",
+           "expected_transactions", "expected_trace", "expected_result", "NEVER_EXIT"]
 
 #: An exit margin no logit pair can reach: always run to the budget.
 NEVER_EXIT = None
@@ -68,26 +73,33 @@ class Schedule:
         """Cycle at which the result is valid (= the reported cycle count) for an image that
         stops after ``last_pass`` (default: runs every pass)."""
         last_pass = self.passes[-1] if last_pass is None else last_pass
-        return self.upto(last_pass)[-1].cycle + self.config.macro_latency + 3
+        return timing.result_cycle(self.upto(last_pass)[-1].cycle, self.config.macro_latency)
 
     def column_evals(self, last_pass: int) -> int:
         return sum(bin(e.col_en).count("1") for e in self.upto(last_pass))
 
-
-def _tile_base(cfg: SbnnConfig, layer: int) -> int:
-    return sum(cfg.row_blocks(i) * cfg.col_blocks(i) for i in range(layer))
+    def issued(self, exit_pass: np.ndarray) -> np.ndarray:
+        """(B,) evaluations an image issues for each exit pass: the length of its prefix."""
+        passes = np.array([e.pass_ for e in self.evals], dtype=np.int64)
+        return np.searchsorted(passes, np.asarray(exit_pass), side="right").astype(np.int64)
 
 
 def column_enables(cfg: SbnnConfig, model: QuantizedModel, layer: int, col_block: int,
                    plane: int) -> int:
     """Enabled columns of ``plane`` in one column block (plane 0: every real neuron)."""
-    nt, m = cfg.neurons_per_tile, cfg.layers[layer + 1]
+    tiling = cfg.tiling
     bits = 0
-    for i in range(nt):
-        j = col_block * nt + i
-        if j < m and (plane == 0 or model.support_mask[layer][j, plane - 1]):
-            bits |= 1 << (plane * nt + i)
+    for neuron in tiling.block_neurons(layer, col_block):
+        if plane == 0 or model.support_mask[layer][neuron, plane - 1]:
+            bits |= 1 << tiling.plane_column(plane, neuron)
     return bits
+
+
+def column_bits(words, columns: int) -> np.ndarray:
+    """Column-enable words (Python ints, any width) -> (N, columns) uint8 bits, column 0
+    first."""
+    return np.array([[(int(w) >> c) & 1 for c in range(columns)] for w in words],
+                    dtype=np.uint8).reshape(-1, columns)
 
 
 def _check_budget(cfg: SbnnConfig, budget: int) -> None:
@@ -119,11 +131,13 @@ def schedule(model: QuantizedModel, budget: int) -> Schedule:
     """Evaluation order and start cycles under the controller's timing contract.
 
     Consecutive evaluations are ``macro_latency`` cycles apart in the same layer and pass,
-    ``macro_latency + 2`` apart across a layer change (ADC codes accumulate, then thresholds
-    produce the activations the next layer reads) and ``macro_latency + 3`` apart across a
-    pass (plus the exit decision). The first starts at cycle 0.
+    ``macro_latency + LAYER_GAP`` apart across a layer change (ADC codes accumulate, then
+    thresholds produce the activations the next layer reads) and ``macro_latency +
+    PASS_GAP`` apart across a pass (plus the exit decision; sbnn/timing.py). The first
+    starts at cycle 0.
     """
     cfg = model.config
+    tiling = cfg.tiling
     _check_budget(cfg, budget)
     evals: list[Evaluation] = []
     passes = []
@@ -133,17 +147,16 @@ def schedule(model: QuantizedModel, budget: int) -> Schedule:
             continue  # only a single-layer network can have an empty pass
         passes.append(p)
         for layer, plan in plans:
-            nrb = cfg.row_blocks(layer)
             for cb, rb, k in plan:
                 if evals:
                     prev = evals[-1]
-                    gap = 3 if prev.pass_ != p else 2 if prev.layer != layer else 0
-                    cycle = prev.cycle + cfg.macro_latency + gap
+                    cycle = prev.cycle + timing.start_gap(
+                        cfg.macro_latency, new_layer=prev.layer != layer, new_pass=prev.pass_ != p)
                 else:
                     cycle = 0
                 evals.append(Evaluation(
                     index=len(evals), cycle=cycle, pass_=p, layer=layer, col_block=cb,
-                    row_block=rb, plane=k, tile=_tile_base(cfg, layer) + cb * nrb + rb,
+                    row_block=rb, plane=k, tile=tiling.tile(layer, cb, rb),
                     gain=cfg.plane_gains[k], col_en=column_enables(cfg, model, layer, cb, k),
                     adc_shift=cfg.adc_steps[layer].bit_length() - 1))
     return Schedule(cfg, tuple(evals), tuple(passes))
@@ -179,14 +192,13 @@ def _adc_layer(model, layer, x, planes, keep, adc, pass_, variation=None):
     ``variation`` (golden/variability.py: IntegerMacro or FloatMacro) replaces the ideal
     column computation by the varied macro's."""
     cfg = model.config
-    a, n = cfg.active_rows, cfg.layers[layer]
     shift = cfg.adc_steps[layer].bit_length() - 1
     xf = x.astype(np.float64)  # BLAS matmul; exact, sums stay far below 2**53
     out = {}
     for k in planes:
         total = 0
         for rb in range(cfg.row_blocks(layer)):
-            rows = slice(rb * a, min(n, (rb + 1) * a))
+            rows = cfg.tiling.input_rows(layer, rb)
             if variation is not None:
                 q = variation.adc_codes(model, layer, k, rows, xf[:, rows])
             else:
@@ -254,26 +266,90 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
                     pass_logits=pass_logits, inputs=inputs, adc=adc if keep_adc else None)
 
 
+def evaluation_codes(model: QuantizedModel, ev: Evaluation, result: HwResult,
+                     images=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """What evaluation ``ev`` drives and returns for ``images`` (an index into the batch of
+    ``result``: one image, a slice or an array), vectorized over them.
+
+    Returns int64 ``(row_x, adc)``, shaped ``(..., active_rows)`` and ``(..., macro_cols)``:
+    the row DAC codes of its row block (0 past the layer's inputs) and the ADC code of each
+    column (the neuron's code on enabled columns, 0 on the others).
+    """
+    cfg = model.config
+    tiling = cfg.tiling
+    if result.adc is None:
+        raise ValueError("run_hw(..., keep_adc=True) is needed to build a trace")
+    inputs = result.inputs[(ev.pass_, ev.layer)][images]
+    rows = tiling.input_rows(ev.layer, ev.row_block)
+    row_x = np.zeros(inputs.shape[:-1] + (cfg.active_rows,), dtype=np.int64)
+    row_x[..., : rows.stop - rows.start] = inputs[..., rows]
+    neurons = np.array(tiling.block_neurons(ev.layer, ev.col_block), dtype=np.int64)
+    columns = tiling.plane_column(ev.plane, neurons)
+    enabled = column_bits([ev.col_en], cfg.macro_cols)[0, columns].astype(bool)
+    codes = result.adc[(ev.pass_, ev.layer, ev.row_block, ev.plane)][images]
+    adc = np.zeros(inputs.shape[:-1] + (cfg.macro_cols,), dtype=np.int64)
+    adc[..., columns[enabled]] = codes[..., neurons[enabled]]
+    return row_x, adc
+
+
+def dac_conversions(row_x: np.ndarray) -> np.ndarray:
+    """Row DACs converting in each transaction of ``row_x`` (row codes on the last axis):
+    the rows driven with a nonzero code (a zero code costs no DAC energy)."""
+    return np.count_nonzero(row_x, axis=-1)
+
+
+@dataclass(frozen=True)
+class ExpectedTransactions:
+    """The macro transactions of a batch of images: image ``b`` issues the schedule's first
+    ``issued[b]`` evaluations; the arrays hold every evaluation of the schedule for every
+    image (int16 holds every row code, ``dac_bits <= 8``, and ADC code, ``adc_bits <= 16``).
+    """
+
+    schedule: Schedule
+    issued: np.ndarray  # (B,) int64: evaluations each image issues
+    row_x: np.ndarray  # (B, E, active_rows) int16 row DAC codes
+    adc: np.ndarray  # (B, E, macro_cols) int16 ADC codes, 0 on disabled columns
+
+    @property
+    def issued_mask(self) -> np.ndarray:
+        """(B, E) True where the image issues the evaluation."""
+        return np.arange(len(self.schedule))[None, :] < self.issued[:, None]
+
+    @property
+    def col_en(self) -> np.ndarray:
+        """(E, macro_cols) uint8 column-enable bits of each evaluation."""
+        return column_bits([ev.col_en for ev in self.schedule.evals],
+                           self.schedule.config.macro_cols)
+
+    @property
+    def dac_conversions(self) -> np.ndarray:
+        """(B,) int64 row DAC conversions of each image over the evaluations it issues."""
+        return np.where(self.issued_mask, dac_conversions(self.row_x), 0).sum(axis=1)
+
+    def per_evaluation(self, name: str) -> np.ndarray:
+        """(E,) int64 attribute ``name`` of each :class:`Evaluation` (``cycle``, ``tile``..)."""
+        return np.array([getattr(ev, name) for ev in self.schedule.evals], dtype=np.int64)
+
+
+def expected_transactions(model: QuantizedModel, sched: Schedule,
+                          result: HwResult) -> ExpectedTransactions:
+    """Every macro transaction of every image of ``result`` (``run_hw(..., keep_adc=True)``
+    on the budget of ``sched``), one vectorized step per evaluation of the schedule."""
+    cfg = model.config
+    images, evals = len(result.exit_pass), len(sched)
+    row_x = np.zeros((images, evals, cfg.active_rows), dtype=np.int16)
+    adc = np.zeros((images, evals, cfg.macro_cols), dtype=np.int16)
+    for t, ev in enumerate(sched.evals):
+        row_x[:, t], adc[:, t] = evaluation_codes(model, ev, result)
+    return ExpectedTransactions(sched, sched.issued(result.exit_pass), row_x, adc)
+
+
 def expected_trace(model: QuantizedModel, sched: Schedule, result: HwResult,
                    image: int) -> list[dict]:
     """The macro transactions one image must produce, in order (one dict per evaluation)."""
-    cfg = model.config
-    a, nt = cfg.active_rows, cfg.neurons_per_tile
-    if result.adc is None:
-        raise ValueError("run_hw(..., keep_adc=True) is needed to build a trace")
     trace = []
     for ev in sched.upto(int(result.exit_pass[image])):
-        n, m = cfg.layers[ev.layer], cfg.layers[ev.layer + 1]
-        row_x = np.zeros(a, dtype=np.int64)
-        lo, hi = ev.row_block * a, min(n, (ev.row_block + 1) * a)
-        row_x[: hi - lo] = result.inputs[(ev.pass_, ev.layer)][image, lo:hi]
-        adc = np.zeros(cfg.macro_cols, dtype=np.int64)
-        q = result.adc[(ev.pass_, ev.layer, ev.row_block, ev.plane)][image]
-        for i in range(nt):
-            j = ev.col_block * nt + i
-            c = ev.plane * nt + i
-            if j < m and ev.col_en >> c & 1:
-                adc[c] = q[j]
+        row_x, adc = evaluation_codes(model, ev, result, image)
         trace.append({"cycle": ev.cycle, "layer": ev.layer, "tile": ev.tile,
                       "plane": ev.plane, "pass": ev.pass_, "gain": ev.gain,
                       "col_en": ev.col_en, "row_x": tuple(int(v) for v in row_x),
@@ -291,5 +367,6 @@ def expected_result(sched: Schedule, result: HwResult, image: int,
            "macro_evals": len(sched.upto(e)), "column_evals": sched.column_evals(e),
            "adc_conversions": sched.column_evals(e)}
     if trace is not None:
-        out["dac_conversions"] = sum(sum(1 for x in tx["row_x"] if x) for tx in trace)
+        out["dac_conversions"] = sum(int(dac_conversions(np.array(tx["row_x"])))
+                                     for tx in trace)
     return out
