@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +144,7 @@ def run_config(config_seed: int, build_root: Path, first: int = 0, count: int = 
     if rep["mismatches"]:  # a plan's image index is the case's offset from ``first``
         bad = [p["image"] for p in rep["per_image"] if not p["ok"]]
         rep["failing_case"] = f"{config_seed}:{first + min(bad)}" if bad else None
-    return rep | {"config": asdict(cfg)}
+    return rep | {"config": cfg.to_dict()}
 
 
 def _ledger(path: Path) -> list[dict]:

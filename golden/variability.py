@@ -42,14 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from sbnn.config import ConfigError, JsonRecord, SbnnConfig
+from sbnn.config import ConfigError, SbnnConfig
+from sbnn.params import ParamError, Record
 
 from .qmodel import QuantizedModel
 
@@ -63,71 +64,60 @@ FACTOR_INT_BITS = 2
 class VariationError(ConfigError):
     """A variability parameter is invalid; the message names the field and what is allowed."""
 
-    def __init__(self, field_name: str, message: str):
-        self.field_name = field_name
-        ValueError.__init__(self, f"variation field '{field_name}': {message}")
+    prefix = "variation field"
 
 
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class Variation(JsonRecord):
+class Variation(Record):
     """Parameters of the mismatch model; all sigmas 0 is the ideal macro.
 
     Validated at construction: an invalid value raises :class:`VariationError` naming the field.
     """
 
-    _field_error = VariationError  # unknown keys in from_dict (JsonRecord)
+    _record_name: ClassVar[str] = "variation field"
+    _error: ClassVar[type[ParamError]] = VariationError
 
-    #: Seed of the draw; the same seed and config give the same tables on every machine.
-    seed: int = 0
-    #: Relative sigma of a bitcell's read current (0.05 = 5 %). Exclusive with vth_sigma_mv.
-    cell_sigma: float = 0.0
-    #: Threshold-voltage sigma of the read transistor in mV, mapped through the alpha-power
-    #: law with ``overdrive_mv`` and ``alpha``. Exclusive with cell_sigma.
-    vth_sigma_mv: float = 0.0
-    #: Gate overdrive Vgs - Vth of the read transistor (mV), for the Vth mapping.
-    overdrive_mv: float = 200.0
-    #: Alpha-power-law exponent (2 long channel, ~1.3 short channel), for the Vth mapping.
-    alpha: float = 1.3
-    #: Relative sigma of each row DAC's gain.
-    dac_gain_sigma: float = 0.0
-    #: Sigma of each column ADC's offset, in LSB of the ADC code.
-    adc_offset_sigma: float = 0.0
-    #: Fractional bits F of the integerized factors (hardware-exact path and RTL tables).
-    frac_bits: int = 8
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1,
+        description="Seed of the draw; the same seed and config give the same tables on "
+                    "every machine.")
+    cell_sigma: float = Field(
+        0.0, ge=0, le=1,
+        description="Relative sigma of a bitcell's read current (0.05 = 5 %). Exclusive "
+                    "with vth_sigma_mv.")
+    vth_sigma_mv: float = Field(
+        0.0, ge=0, le=1000,
+        description="Threshold-voltage sigma of the read transistor in mV, mapped through "
+                    "the alpha-power law with overdrive_mv and alpha. Exclusive with "
+                    "cell_sigma.")
+    overdrive_mv: float = Field(
+        200.0, ge=10, le=2000,
+        description="Gate overdrive Vgs - Vth of the read transistor (mV), for the Vth "
+                    "mapping.")
+    alpha: float = Field(
+        1.3, ge=1, le=2,
+        description="Alpha-power-law exponent (2 long channel, ~1.3 short channel), for the "
+                    "Vth mapping.")
+    dac_gain_sigma: float = Field(
+        0.0, ge=0, le=1, description="Relative sigma of each row DAC's gain.")
+    adc_offset_sigma: float = Field(
+        0.0, ge=0, le=64, description="Sigma of each column ADC's offset, in LSB of the ADC "
+                                      "code.")
+    frac_bits: int = Field(
+        8, ge=1, le=12,
+        description="Fractional bits F of the integerized factors (hardware-exact path and "
+                    "RTL tables).")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) \
-                or not 0 <= self.seed < 2**63:
-            raise VariationError("seed", f"must be an integer in 0..2**63-1, got {self.seed!r}")
-        for name, hi in (("cell_sigma", 1.0), ("vth_sigma_mv", 1000.0),
-                         ("dac_gain_sigma", 1.0), ("adc_offset_sigma", 64.0)):
-            value = getattr(self, name)
-            if not _is_num(value) or not 0 <= value <= hi:
-                raise VariationError(name, f"must be a number in [0, {hi:g}], got {value!r}")
+    @model_validator(mode="after")
+    def _one_cell_sigma(self) -> Variation:
         if self.cell_sigma and self.vth_sigma_mv:
             raise VariationError("vth_sigma_mv", "give either cell_sigma (relative current "
                                                  "sigma) or vth_sigma_mv, not both")
-        if not _is_num(self.overdrive_mv) or not 10 <= self.overdrive_mv <= 2000:
-            raise VariationError("overdrive_mv", f"must be a number in [10, 2000] mV, got "
-                                                 f"{self.overdrive_mv!r}")
-        if not _is_num(self.alpha) or not 1 <= self.alpha <= 2:
-            raise VariationError("alpha", f"must be a number in [1, 2] (alpha-power law), "
-                                          f"got {self.alpha!r}")
-        if not isinstance(self.frac_bits, int) or isinstance(self.frac_bits, bool) \
-                or not 1 <= self.frac_bits <= 12:
-            raise VariationError("frac_bits", f"must be an integer in 1..12, got "
-                                              f"{self.frac_bits!r}")
+        return self
 
     @property
     def is_ideal(self) -> bool:
         return not (self.cell_sigma or self.vth_sigma_mv or self.dac_gain_sigma
                     or self.adc_offset_sigma)
-
 
 
 def load_variation(path: str | Path) -> Variation:

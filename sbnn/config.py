@@ -2,6 +2,9 @@
 
 Every generated artifact gets a JSON snapshot of the :class:`SbnnConfig` it was made from, so a
 Verilog file, a hardware image and a cosim run can always be traced back to the exact design.
+The fields are declared on the parameter-record mechanism (sbnn/params.py): types, ranges and
+descriptions in one place, from which the validation, the errors, the snapshot and the JSON
+schema of config files (docs/schema/sbnn-config.schema.json) all follow.
 
 Mapping rules that follow from the fields (documented in docs/architecture.md):
 
@@ -16,17 +19,17 @@ Mapping rules that follow from the fields (documented in docs/architecture.md):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
+from pydantic import Field, model_validator
+
+from sbnn.params import ParamError, Record, parse_record_text, read_record_file
 from sbnn.tiling import Tiling
 
 __all__ = ["ConfigError", "SbnnConfig", "load_config", "load_train_table",
-           "read_record_file", "MAX_WIRE_BITS"]
+           "read_record_file", "parse_record_text", "MAX_WIRE_BITS", "PIXEL_BITS"]
 
 PIXEL_BITS = 8  # MNIST pixels arrive as 8-bit unsigned values on the input stream
 #: The widest wire Amaranth converts (amaranth.back.rtlil refuses more than 2**16 bits).
@@ -34,189 +37,84 @@ MAX_WIRE_BITS = 1 << 16
 
 #: Largest ADC step (a shift of up to 16 bits).
 _MAX_ADC_STEP = 1 << 16
-#: Integer fields: (lowest, highest) allowed value. Each is checked on its own, first.
-_INT_FIELDS: dict[str, tuple[int, int]] = {
-    "num_supports": (0, 7), "active_rows": (1, 1024), "macro_cols": (1, 1024),
-    "macro_rows": (1, 1 << 20), "dac_bits": (1, PIXEL_BITS), "gain_bits": (1, 8),
-    "adc_bits": (2, 16), "macro_latency": (2, 64), "input_lanes": (1, 256),
-}
+#: Widest layer.
+_MAX_WIDTH = 1 << 16
+#: Widest gain code (gain_bits <= 8); the design's own gain_bits narrows it further.
+_MAX_GAIN = (1 << 8) - 1
 
 
-class ConfigError(ValueError):
+class ConfigError(ParamError):
     """A configuration value is invalid; the message names the field and what is allowed."""
 
-    def __init__(self, field_name: str, message: str):
-        self.field_name = field_name
-        super().__init__(f"config field '{field_name}': {message}")
+    prefix = "config field"
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_Width = Annotated[int, Field(ge=1, le=_MAX_WIDTH)]
+_Gain = Annotated[int, Field(ge=1, le=_MAX_GAIN)]
+_Step = Annotated[int, Field(ge=1, le=_MAX_ADC_STEP)]
 
 
-class JsonRecord:
-    """JSON I/O of the frozen parameter records (this config, golden.variability's
-    Variation): snapshot next to every artifact, and strict loading (see :meth:`load_file`)."""
-
-    #: Raised as ``error(field, message)`` for a key that is not a field.
-    _field_error: type[ConfigError] = ConfigError
-    #: Tables a file may hold beside the record's own table (e.g. ``[train]``).
-    _sibling_tables: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def write_snapshot(self, path: str | Path) -> Path:
-        """Write the JSON snapshot that accompanies a generated artifact (atomically)."""
-        from sbnn.fileio import atomic_write_text
-
-        return atomic_write_text(path, self.to_json())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise cls._field_error(key, f"unknown field; allowed fields are "
-                                            f"{', '.join(sorted(known))}")
-        return cls(**data)
-
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def load_file(cls, path: str | Path, option: str, table: str):
-        """From a TOML or JSON file, fields at top level or under ``[table]``; every problem
-        is one error naming ``option`` (the command-line option that gave the file) or the
-        field. See :func:`read_record_file` for what makes a file strict."""
-        fields, _ = read_record_file(path, option, table, cls._sibling_tables,
-                                     cls._field_error)
-        return cls.from_dict(fields)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object hook: a key given twice is an error, not "the last one wins"."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r} (give each field once)")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number a config may hold")
-
-
-def parse_record_text(text: str, toml: bool) -> Any:
-    """Parse TOML (``toml=True``) or strict JSON: no duplicate keys, no NaN/Infinity."""
-    if toml:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        return tomllib.loads(text)  # TOML itself forbids duplicate keys
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-
-
-def read_record_file(path: str | Path, option: str, table: str,
-                     siblings: tuple[str, ...] = (),
-                     error: type[ConfigError] = ConfigError
-                     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(fields, sibling tables) of a strict TOML/JSON record file.
-
-    The fields sit either at top level or under ``[table]``, not both: a top-level field
-    beside a ``[table]`` would be silently hidden by it, so it is an error. Besides, only
-    the tables named in ``siblings`` may appear (each must be a table). A file with no
-    fields at all (an empty TOML file, ``{}``) gives the record's defaults.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise error(option, f"file {str(path)!r} does not exist")
-    try:
-        data = parse_record_text(path.read_text(), path.suffix.lower() == ".toml")
-    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise error(option, f"cannot parse {str(path)!r}: {msg}") from None
-    if not isinstance(data, dict):
-        raise error(option, f"{str(path)!r} must hold a table/object of fields")
-    allowed = ", ".join(f"[{t}]" for t in (table, *siblings))
-    others: dict[str, dict[str, Any]] = {}
-    for key, value in data.items():
-        if key in (table, *siblings):
-            if not isinstance(value, dict):
-                raise error(key, f"in {str(path)!r} must be a table of fields, "
-                                 f"got {value!r}")
-            if key != table:
-                others[key] = value
-        elif isinstance(value, dict):
-            raise error(key, f"unknown table [{key}] in {str(path)!r}; allowed tables are "
-                             f"{allowed}")
-        elif table in data:
-            raise error(key, f"given at top level of {str(path)!r} beside a [{table}] "
-                             f"table, which would hide it; move it into [{table}]")
-    fields = data[table] if table in data else \
-        {k: v for k, v in data.items() if k not in siblings}
-    return fields, others
-
-
-@dataclass(frozen=True)
-class SbnnConfig(JsonRecord):
+class SbnnConfig(Record):
     """A Supported-BinaryNet design: network shape, analog macro and controller parameters.
 
     All fields are validated at construction; an invalid value raises :class:`ConfigError`
-    naming the field.
+    naming the field. Each field is checked on its own first (its type and range), then the
+    rules between fields; the omitted ``plane_gains`` and ``adc_steps`` are derived between.
     """
 
-    #: Layer widths, inputs first: ``(784, 256, 10)`` is 784 pixels -> 256 hidden -> 10 classes.
-    layers: tuple[int, ...] = (784, 256, 10)
-    #: Number of support planes K per weight (0 = plain BNN).
-    num_supports: int = 1
-    #: Total bitcell rows of the macro (word-line groups x ``active_rows``).
-    macro_rows: int = 16384
-    #: Rows driven together in one evaluation (one word-line group).
-    active_rows: int = 64
-    #: Bitcell columns of the macro; each has its own ADC.
-    macro_cols: int = 32
-    #: Resolution of the first layer's row DAC input code: pixel >> (8 - dac_bits).
-    dac_bits: int = 4
-    #: Width of the row DAC gain code.
-    gain_bits: int = 3
-    #: DAC gain code per plane (base first); support scale a_k = gain[k] / gain[0].
-    #: Omitted: powers of two, 2**K .. 1, so a_k = 2**-k.
-    plane_gains: tuple[int, ...] | None = None
-    #: ADC resolution (signed two's complement codes).
-    adc_bits: int = 8
-    #: ADC step per weight layer, a power of two: code = clamp(floor(sum / step)).
-    #: Omitted: the smallest step whose range covers a quarter of the first layer's full
-    #: scale and half of a hidden layer's (see docs/architecture.md).
-    adc_steps: tuple[int, ...] | None = None
-    #: Cycles from an evaluation's start to its ADC codes.
-    macro_latency: int = 4
-    #: Controller clock in MHz (for the SDC file and time-per-inference figures).
-    clock_mhz: float = 100.0
-    #: Pixels per beat on the input stream.
-    input_lanes: int = 16
-
+    _record_name: ClassVar[str] = "config field"
+    _error: ClassVar[type[ParamError]] = ConfigError
     #: A file may carry the training recipe beside the design (read by ``sbnn train``).
-    _sibling_tables = ("train",)
+    _sibling_tables: ClassVar[tuple[str, ...]] = ("train",)
 
-    def __post_init__(self) -> None:
-        for name in ("layers", "plane_gains", "adc_steps"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        # Every field is checked on its own before anything is derived from it, so a bad
-        # value always ends in its own field-named error, never in a derivation's traceback.
-        self._check_fields()
+    layers: tuple[_Width, ...] = Field(
+        (784, 256, 10), min_length=2,
+        description="Layer widths, inputs first: [784, 256, 10] is 784 pixels -> 256 hidden "
+                    "-> 10 classes.")
+    num_supports: int = Field(
+        1, ge=0, le=7, description="Number of support planes K per weight (0 = plain BNN).")
+    macro_rows: int = Field(
+        16384, ge=1, le=1 << 20,
+        description="Total bitcell rows of the macro (word-line groups x active_rows).")
+    active_rows: int = Field(
+        64, ge=1, le=1024,
+        description="Rows driven together in one evaluation (one word-line group).")
+    macro_cols: int = Field(
+        32, ge=1, le=1024, description="Bitcell columns of the macro; each has its own ADC.")
+    dac_bits: int = Field(
+        4, ge=1, le=PIXEL_BITS,
+        description="Resolution of the first layer's row DAC input code: "
+                    "pixel >> (8 - dac_bits).")
+    gain_bits: int = Field(3, ge=1, le=8, description="Width of the row DAC gain code.")
+    plane_gains: tuple[_Gain, ...] | None = Field(
+        None,
+        description="DAC gain code per plane (base first); support scale a_k = gain[k] / "
+                    "gain[0]. Omitted: powers of two, 2**K .. 1, so a_k = 2**-k.")
+    adc_bits: int = Field(
+        8, ge=2, le=16, description="ADC resolution (signed two's complement codes).")
+    adc_steps: tuple[_Step, ...] | None = Field(
+        None,
+        description="ADC step per weight layer, a power of two: code = clamp(floor(sum / "
+                    "step)). Omitted: the smallest step whose range covers a quarter of the "
+                    "first layer's full scale and half of a hidden layer's.")
+    macro_latency: int = Field(
+        4, ge=2, le=64, description="Cycles from an evaluation's start to its ADC codes.")
+    clock_mhz: float = Field(
+        100.0, gt=0, le=5000,
+        description="Controller clock in MHz (for the SDC file and time-per-inference "
+                    "figures).")
+    input_lanes: int = Field(
+        16, ge=1, le=256, description="Pixels per beat on the input stream.")
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> SbnnConfig:
+        # Every field has passed its own check, so a bad value always ends in its own
+        # field-named error, never in a derivation's traceback.
+        self._check_field_shapes()
         if self.plane_gains is None:
             object.__setattr__(self, "plane_gains",
                                tuple(1 << (self.num_supports - k) for k in range(self.planes)))
@@ -231,6 +129,7 @@ class SbnnConfig(JsonRecord):
                                                f"adc_steps or raise adc_bits")
             object.__setattr__(self, "adc_steps", steps)
         self._check_design()
+        return self
 
     def _default_adc_steps(self) -> tuple[int, ...]:
         g0 = self.plane_gains[0]
@@ -242,47 +141,33 @@ class SbnnConfig(JsonRecord):
 
     # ---------------------------------------------------------------- validation
 
-    def _int_tuple(self, name: str, length: int, lo: int, hi: int, what: str) -> None:
+    def _check_length(self, name: str, length: int, what: str) -> None:
         value = getattr(self, name)
-        if not isinstance(value, tuple) or len(value) != length:
+        if len(value) != length:
             raise ConfigError(name, f"must be a list of {length} integers ({what}), "
                                     f"got {value!r}")
-        for i, v in enumerate(value):
-            if not _is_int(v) or not lo <= v <= hi:
-                raise ConfigError(name, f"entry {i} must be an integer in {lo}..{hi}, "
-                                        f"got {v!r}")
 
-    def _check_fields(self) -> None:
-        """Each field's own type and range (the ones defaults are derived from included)."""
-        layers = self.layers
-        if not isinstance(layers, tuple) or len(layers) < 2:
-            raise ConfigError("layers", f"must list at least 2 widths (inputs, outputs), "
-                                        f"got {layers!r}")
-        for i, width in enumerate(layers):
-            if not _is_int(width) or not 1 <= width <= 65536:
-                raise ConfigError("layers", f"entry {i} must be an integer in 1..65536, "
-                                            f"got {width!r}")
-        if layers[-1] < 2:
+    def _check_field_shapes(self) -> None:
+        """Each field against the others it depends on: lengths, the gain codes' width,
+        the class count, the ADC steps' powers of two."""
+        if self.layers[-1] < 2:
             raise ConfigError("layers", "the output layer needs at least 2 classes")
-        for name, (lo, hi) in _INT_FIELDS.items():
-            value = getattr(self, name)
-            if not _is_int(value) or not lo <= value <= hi:
-                raise ConfigError(name, f"must be an integer in {lo}..{hi}, got {value!r}")
-        if not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool) \
-                or not 0 < self.clock_mhz <= 5000:
-            raise ConfigError("clock_mhz", f"must be a number in (0, 5000], "
-                                           f"got {self.clock_mhz!r}")
         if self.plane_gains is None:
             if self.num_supports >= self.gain_bits:
                 raise ConfigError("gain_bits", f"default gains 2**K..1 need gain_bits > K="
                                                f"{self.num_supports}; raise gain_bits or set "
                                                f"plane_gains")
         else:
-            self._int_tuple("plane_gains", self.planes, 1, (1 << self.gain_bits) - 1,
-                            f"one DAC gain code per plane, K+1 = {self.planes}")
+            self._check_length("plane_gains", self.planes,
+                               f"one DAC gain code per plane, K+1 = {self.planes}")
+            top = (1 << self.gain_bits) - 1
+            for i, gain in enumerate(self.plane_gains):
+                if gain > top:
+                    raise ConfigError("plane_gains", f"entry {i} must be an integer in "
+                                                     f"1..{top}, got {gain!r}")
         if self.adc_steps is not None:
-            self._int_tuple("adc_steps", self.num_layers, 1, _MAX_ADC_STEP,
-                            f"one ADC step per weight layer, {self.num_layers}")
+            self._check_length("adc_steps", self.num_layers,
+                               f"one ADC step per weight layer, {self.num_layers}")
             for i, step in enumerate(self.adc_steps):
                 if step & (step - 1):
                     raise ConfigError("adc_steps", f"entry {i} must be a power of two "
@@ -422,7 +307,7 @@ class SbnnConfig(JsonRecord):
         return max(max(_ceil_div(w, a) * a, _ceil_div(w, nt) * nt)
                    for w in (*self.layers[1:-1], 1))
 
-    # I/O (to_dict, to_json, write_snapshot, from_dict, replace): JsonRecord
+    # I/O (to_dict, to_json, write_snapshot, from_dict, replace, load_file): Record
 
 
 def load_config(path: str | Path | None) -> SbnnConfig:

@@ -19,14 +19,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sbnn.cli import main
-from sbnn.config import _INT_FIELDS, SbnnConfig
+from sbnn.config import SbnnConfig
 from sbnn.cosim.equivalence import MAX_MACRO_WORD, random_config
 
 FUZZ = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 BASE = {"layers": [16, 8, 4], "active_rows": 4, "macro_cols": 8, "macro_rows": 64}
-FIELDS = {f for f in SbnnConfig.__dataclass_fields__}
+FIELDS = set(SbnnConfig.model_fields)
+#: Integer fields: (lowest, highest) allowed value (the ranges docs/architecture.md gives).
+INT_FIELDS: dict[str, tuple[int, int]] = {
+    "num_supports": (0, 7), "active_rows": (1, 1024), "macro_cols": (1, 1024),
+    "macro_rows": (1, 1 << 20), "dac_bits": (1, 8), "gain_bits": (1, 8),
+    "adc_bits": (2, 16), "macro_latency": (2, 64), "input_lanes": (1, 256),
+}
 JUNK = st.one_of(st.text(max_size=5), st.booleans(), st.none(),
                  st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers()),
                  st.fixed_dictionaries({"x": st.integers()}))
@@ -62,12 +68,12 @@ def bad_files(draw):
     fmt = draw(st.sampled_from(["toml", "json"]))
     name = f"c.{fmt}"
     if kind == "int-range":
-        field = draw(st.sampled_from(sorted(_INT_FIELDS)))
-        lo, hi = _INT_FIELDS[field]
+        field = draw(st.sampled_from(sorted(INT_FIELDS)))
+        lo, hi = INT_FIELDS[field]
         fields[field] = draw(st.one_of(st.integers(max_value=lo - 1),
                                        st.integers(min_value=hi + 1, max_value=2**62)))
     elif kind == "int-type":
-        field = draw(st.sampled_from(sorted(_INT_FIELDS) + ["clock_mhz"]))
+        field = draw(st.sampled_from(sorted(INT_FIELDS) + ["clock_mhz"]))
         number = (int, float) if field == "clock_mhz" else int  # 5.0 MHz is a valid clock
         fields[field] = draw(JUNK.filter(lambda v: not isinstance(v, (number, dict))
                                          or isinstance(v, bool)))
