@@ -14,7 +14,10 @@ from amaranth.utils import ceil_log2
 from sbnn.config import PIXEL_BITS, SbnnConfig
 
 __all__ = ["ProgOp", "Sizes", "prog_layout", "pixel_layout", "result_layout",
-           "macro_signature", "trace_layout"]
+           "macro_signature", "trace_layout", "IndexShapes", "BlockContext", "RetireContext",
+           "ReadSignature", "WriteSignature", "ThresholdWriteSignature",
+           "PixelWriteSignature", "HiddenWriteSignature", "RowReadSignature",
+           "EvaluationSignature", "IssueSignature", "StageSignature", "WeightWriteSignature"]
 
 
 class ProgOp(enum.Enum, shape=3):
@@ -136,3 +139,157 @@ def controller_members(cfg: SbnnConfig) -> dict[str, wiring.Member]:
         "pixels": In(stream_of(pixel_layout(cfg))),
         "result": Out(stream_of(result_layout(cfg))),
     }
+
+
+# ---------------------------------------------------------------- inside the controller
+# Signatures below are seen from the side that drives the request (Out = driven by it); the
+# other side uses them flipped (``In(...)``), and ``wiring.connect`` joins the two.
+
+
+class IndexShapes:
+    """Shapes of the controller's indices, each wide enough for its largest value."""
+
+    def __init__(self, cfg: SbnnConfig):
+        s = Sizes(cfg)
+        layers = range(cfg.num_layers)
+        #: support plane (0 = base plane), also a pass number and a budget
+        self.plane = range(max(cfg.planes, 2))
+        #: layer
+        self.layer = range(max(cfg.num_layers, 2))
+        #: column block within a layer
+        self.col_block = range(max(*(cfg.col_blocks(i) for i in layers), 2))
+        #: row block within a layer
+        self.row_block = range(max(*(cfg.row_blocks(i) for i in layers), 2))
+        #: column block over all layers (the threshold and column-enable address)
+        self.global_col_block = unsigned(s.cb_bits)
+        #: tile (word-line group)
+        self.tile = unsigned(s.group_bits)
+        #: output class
+        self.class_index = range(max(cfg.num_classes, 2))
+
+
+class BlockContext(data.StructLayout):
+    """The column block an accumulation belongs to, as the threshold stage needs it.
+
+    ``layer``, ``col_block`` (within the layer), ``global_col_block`` (over all layers:
+    the threshold address), ``layer_end`` (this is the layer's last column block).
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        shapes = IndexShapes(cfg)
+        super().__init__({"layer": shapes.layer, "col_block": shapes.col_block,
+                          "global_col_block": shapes.global_col_block, "layer_end": 1})
+
+
+class RetireContext(data.StructLayout):
+    """What the retire side must know about the evaluation whose ADC codes arrive.
+
+    ``plane`` (whose columns' codes to add), ``first`` (first evaluation of its column block
+    in this pass: the accumulators restart), ``resume`` (first layer after pass 0: they
+    restart from the stored first-layer accumulators, not from 0), ``last`` (last
+    evaluation of the column block: threshold it next cycle), ``block``
+    (:class:`BlockContext`).
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({"plane": IndexShapes(cfg).plane, "first": 1, "resume": 1,
+                          "last": 1, "block": BlockContext(cfg)})
+
+
+class ReadSignature(wiring.Signature):
+    """Combinational read of a store, seen from the reader: ``addr`` out, ``data`` in
+    (valid in the same cycle)."""
+
+    def __init__(self, addr_shape, data_shape):
+        super().__init__({"addr": Out(addr_shape), "data": In(data_shape)})
+
+
+class WriteSignature(wiring.Signature):
+    """Write of one store word, seen from the writer: ``addr``, ``data``, ``en`` (written
+    at the clock edge)."""
+
+    def __init__(self, addr_shape, data_shape):
+        super().__init__({"addr": Out(addr_shape), "data": Out(data_shape), "en": Out(1)})
+
+
+class ThresholdWriteSignature(wiring.Signature):
+    """One neuron's threshold, seen from the writer: ``en``, ``col_block`` (global),
+    ``neuron`` (within the block), ``theta`` (signed ``threshold_bits``)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({"en": Out(1), "col_block": Out(IndexShapes(cfg).global_col_block),
+                          "neuron": Out(Sizes(cfg).nt_bits),
+                          "theta": Out(signed(cfg.threshold_bits))})
+
+
+class WeightWriteSignature(wiring.Signature):
+    """One bitcell row, seen from the writer (the macro's ``wr_*`` members): ``en``,
+    ``group`` (word-line group), ``row`` (within it), ``data`` (column bits, 1 = +1)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        s = Sizes(cfg)
+        super().__init__({"en": Out(1), "group": Out(s.group_bits), "row": Out(s.row_bits),
+                          "data": Out(cfg.macro_cols)})
+
+
+class PixelWriteSignature(wiring.Signature):
+    """One input beat's row codes into the pixel buffer, seen from the loader: ``en``,
+    ``beat`` (beat index: codes go to rows ``beat * input_lanes`` on), ``codes``
+    (``input_lanes`` signed row codes)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({
+            "en": Out(1), "beat": Out(range(max(cfg.input_beats, 2))),
+            "codes": Out(data.ArrayLayout(signed(cfg.x_bits), cfg.input_lanes))})
+
+
+class HiddenWriteSignature(wiring.Signature):
+    """One column block of a hidden layer's activations, seen from the threshold stage:
+    ``en``, ``buffer`` (layer % 2: hidden layer l writes buffer l % 2), ``col_block``,
+    ``activations`` (one bit per neuron of the block, 1 = +1, 0 = -1)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({"en": Out(1), "buffer": Out(1),
+                          "col_block": Out(IndexShapes(cfg).col_block),
+                          "activations": Out(cfg.neurons_per_tile)})
+
+
+class RowReadSignature(wiring.Signature):
+    """Row codes of one row block, seen from the sequencer: ``layer`` and ``row_block``
+    out, ``row_x`` in (``active_rows`` signed codes, 0 past the layer's inputs)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        shapes = IndexShapes(cfg)
+        super().__init__({"layer": Out(shapes.layer), "row_block": Out(shapes.row_block),
+                          "row_x": In(data.ArrayLayout(signed(cfg.x_bits), cfg.active_rows))})
+
+
+class EvaluationSignature(wiring.Signature):
+    """The macro-bound members of an evaluation (named as in :func:`macro_signature`):
+    ``start`` and what it latches, ``group``, ``row_x``, ``gain``, ``col_en``,
+    ``adc_shift``."""
+
+    EVALUATION_MEMBERS = ("start", "group", "row_x", "gain", "col_en", "adc_shift")
+
+    def __init__(self, cfg: SbnnConfig):
+        bus = macro_signature(cfg).members
+        super().__init__({name: bus[name] for name in self.EVALUATION_MEMBERS})
+
+
+class IssueSignature(wiring.Signature):
+    """An evaluation starting, seen from the issue side: ``start`` and its ``context``
+    (:class:`RetireContext`), which the retire side uses when its ADC codes arrive."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({"start": Out(1), "context": Out(RetireContext(cfg))})
+
+
+class StageSignature(wiring.Signature):
+    """A column block's accumulators handed to the threshold stage, seen from the
+    accumulator: ``pending`` (threshold them this cycle), ``block`` (:class:`BlockContext`),
+    ``acc`` (``neurons_per_tile`` signed ``acc_bits`` sums)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({
+            "pending": Out(1), "block": Out(BlockContext(cfg)),
+            "acc": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.neurons_per_tile))})

@@ -1,0 +1,148 @@
+"""The retire side: the context of the evaluation in flight, the accumulators its ADC
+codes are added to, and the threshold stage the cycle after a column block's last codes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from sbnn.config import SbnnConfig
+
+from .interfaces import (
+    HiddenWriteSignature,
+    IndexShapes,
+    IssueSignature,
+    ReadSignature,
+    RetireContext,
+    StageSignature,
+    WriteSignature,
+)
+
+__all__ = ["InFlight", "Accumulator", "ThresholdStage"]
+
+
+def _stored_address(cfg: SbnnConfig) -> range:
+    """Address of the first layer's stored accumulators (see stores.AccumulatorStore)."""
+    return range(max(2, cfg.col_blocks(0)))
+
+
+def _accumulator_word(cfg: SbnnConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(cfg.acc_bits), cfg.neurons_per_tile)
+
+
+class InFlight(wiring.Component):
+    """The retire context of the evaluation in flight, from its ``start`` until its
+    ``done``, ``macro_latency`` cycles later.
+
+    One entry suffices: the sequencer starts an evaluation only when none is in flight or
+    in the cycle the one in flight is done. Ports: ``issue`` (from the sequencer),
+    ``done`` (the macro's codes arrive), ``clear`` (a new image: nothing is in flight),
+    ``busy`` (an evaluation is in flight), ``context`` (its :class:`RetireContext`).
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({"issue": In(IssueSignature(cfg)), "done": In(1), "clear": In(1),
+                          "busy": Out(1), "context": Out(RetireContext(cfg))})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.issue.start):
+            m.d.sync += [self.busy.eq(1), self.context.eq(self.issue.context)]
+        with m.Elif(self.done):
+            m.d.sync += self.busy.eq(0)
+        with m.If(self.clear):
+            m.d.sync += self.busy.eq(0)
+        return m
+
+
+class Accumulator(wiring.Component):
+    """Adds each evaluation's ADC codes of its plane to the column block's accumulators.
+
+    On ``done``, accumulator i gets code ``adc[plane * neurons_per_tile + i]`` added to
+    itself, or, on the block's first evaluation, to 0 (``resume``: to the stored
+    first-layer sum). After the block's last evaluation the sums go to the threshold stage
+    (``stage.pending`` for one cycle). Ports: ``done``, ``adc`` (the macro's codes),
+    ``context`` (of the evaluation done), ``clear`` (a new image: no stage pending),
+    ``stored`` (read of the first layer's stored sums), ``stage``.
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        self._cfg = cfg
+        super().__init__({
+            "done": In(1),
+            "adc": In(data.ArrayLayout(signed(cfg.adc_bits), cfg.macro_cols)),
+            "context": In(RetireContext(cfg)), "clear": In(1),
+            "stored": Out(ReadSignature(_stored_address(cfg), _accumulator_word(cfg))),
+            "stage": Out(StageSignature(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        neurons, context, stage = cfg.neurons_per_tile, self.context, self.stage
+        m = Module()
+        m.d.comb += self.stored.addr.eq(context.block.global_col_block)
+        with m.If(self.done):
+            for i in range(neurons):
+                code = Array([self.adc[k * neurons + i] for k in range(cfg.planes)])[
+                    context.plane]
+                start = Mux(context.resume, self.stored.data[i], 0)
+                m.d.sync += stage.acc[i].eq(Mux(context.first, start, stage.acc[i]) + code)
+            with m.If(context.last):
+                m.d.sync += [stage.pending.eq(1), stage.block.eq(context.block)]
+        with m.If(stage.pending):  # the threshold stage takes it in this cycle
+            m.d.sync += stage.pending.eq(0)
+        with m.If(self.clear):
+            m.d.sync += stage.pending.eq(0)
+        return m
+
+
+class ThresholdStage(wiring.Component):
+    """A column block's sums against its thresholds, in the cycle ``stage.pending``.
+
+    Hidden layer: activation ``sum >= theta`` (+1, else -1) to ``hidden_write``. Output
+    layer: ``logits[j] = sum - theta`` registered (they hold until the next pass writes
+    them). First layer: the sums to ``stored`` (the next pass resumes from them).
+    ``layer_ready``: a hidden layer's last block is written (the next layer may start);
+    ``pass_done``: the output layer's last block is (the exit decision follows).
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        self._cfg = cfg
+        threshold_word = data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile)
+        super().__init__({
+            "stage": In(StageSignature(cfg)),
+            "thresholds": Out(ReadSignature(IndexShapes(cfg).global_col_block,
+                                            threshold_word)),
+            "stored": Out(WriteSignature(_stored_address(cfg), _accumulator_word(cfg))),
+            "hidden_write": Out(HiddenWriteSignature(cfg)),
+            "logits": Out(data.ArrayLayout(signed(cfg.threshold_bits), cfg.num_classes)),
+            "layer_ready": Out(1), "pass_done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        neurons, stage, block = cfg.neurons_per_tile, self.stage, self.stage.block
+        m = Module()
+        m.d.comb += self.thresholds.addr.eq(block.global_col_block)
+        above = [Signal(signed(cfg.threshold_bits), name=f"above{i}") for i in range(neurons)]
+        m.d.comb += [above[i].eq(stage.acc[i] - self.thresholds.data[i])
+                     for i in range(neurons)]
+        output_layer = Signal()
+        m.d.comb += [
+            output_layer.eq(block.layer == cfg.num_layers - 1),
+            self.stored.addr.eq(block.col_block), self.stored.data.eq(stage.acc),
+            self.stored.en.eq(stage.pending & (block.layer == 0)),
+            self.hidden_write.en.eq(stage.pending & ~output_layer),
+            self.hidden_write.buffer.eq(block.layer[0]),
+            self.hidden_write.col_block.eq(block.col_block),
+            self.hidden_write.activations.eq(Cat(*[v >= 0 for v in above])),
+        ]
+        with m.If(stage.pending & output_layer):
+            for j in range(cfg.num_classes):
+                with m.If(block.col_block == j // neurons):
+                    m.d.sync += self.logits[j].eq(above[j % neurons])
+        with m.If(stage.pending & block.layer_end):
+            m.d.comb += [self.layer_ready.eq(~output_layer), self.pass_done.eq(output_layer)]
+        return m

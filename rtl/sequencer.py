@@ -1,0 +1,223 @@
+"""The issue side: which evaluation starts next, and when.
+
+Within a pass, evaluations go in the order layer, column block, row block, plane. Pass p
+evaluates planes 0..p of the later layers but only plane p of the first layer (its
+accumulators are kept from the previous passes), and skips every plane of a column block,
+and every first-layer column block, whose columns are all disabled, without spending a
+cycle. An evaluation starts in the cycle the previous one's ADC codes arrive, except that a
+new layer waits for the previous layer's activations (``layer_ready``) and a new pass for
+the exit decision (``begin_pass``): the timing contract of docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from sbnn.config import SbnnConfig
+
+from .interfaces import (
+    EvaluationSignature,
+    IndexShapes,
+    IssueSignature,
+    ReadSignature,
+    RowReadSignature,
+    trace_layout,
+)
+from .select import lowest_set, lut
+
+__all__ = ["Sequencer"]
+
+
+class Sequencer(wiring.Component):
+    """Pointer to the next evaluation (pass, layer, column block, row block, plane, and
+    the tile and global column block they give), and the evaluation it drives.
+
+    Inputs: ``clear`` (an image is loaded: pass 0 starts), ``run`` (computing),
+    ``busy`` (an evaluation is in flight) and ``macro_done`` (its codes arrive now: the next
+    may start), ``layer_ready`` (the previous layer's activations are written),
+    ``begin_pass`` with ``next_pass`` (the exit decision: pass ``next_pass`` starts),
+    ``plane_any`` (per column block, the planes with an enabled column).
+    Outputs: ``column_enables`` (read of the current block's column-enable word), ``rows``
+    (read of the current row block's codes), ``evaluation`` (to the macro), ``issue`` (the
+    evaluation starting and its retire context), ``trace`` (its layer, plane and pass),
+    ``current_pass``.
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        self._cfg = cfg
+        shapes = IndexShapes(cfg)
+        super().__init__({
+            "clear": In(1), "run": In(1), "busy": In(1), "macro_done": In(1),
+            "layer_ready": In(1), "begin_pass": In(1), "next_pass": In(shapes.plane),
+            "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
+            "column_enables": Out(ReadSignature(shapes.global_col_block, cfg.macro_cols)),
+            "rows": Out(RowReadSignature(cfg)),
+            "evaluation": Out(EvaluationSignature(cfg)),
+            "issue": Out(IssueSignature(cfg)),
+            "trace": Out(trace_layout(cfg)),
+            "current_pass": Out(shapes.plane),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        shapes = IndexShapes(cfg)
+        m = Module()
+        self._pass = self.current_pass
+        self._layer = Signal(shapes.layer, name="layer")
+        self._col_block = Signal(shapes.col_block, name="col_block")
+        self._row_block = Signal(shapes.row_block, name="row_block")
+        self._plane = Signal(shapes.plane, name="plane")
+        self._tile = Signal(shapes.tile, name="tile")
+        self._global_col_block = Signal(shapes.global_col_block, name="global_col_block")
+        self._have_next = Signal()  # an evaluation is left in this pass
+        self._layer_wait = Signal()  # the pointer is at a layer whose inputs are not ready
+        issue = Signal()
+        m.d.comb += issue.eq(self.run & self._have_next & ~self._layer_wait &
+                             (~self.busy | self.macro_done))
+        self._drive_evaluation(m, issue)
+        self._advance(m, issue)
+        with m.If(self.layer_ready):
+            m.d.sync += self._layer_wait.eq(0)
+        self._begin_pass(m)
+        with m.If(self.clear):
+            m.d.sync += [self._pass.eq(0), self._layer.eq(0), self._col_block.eq(0),
+                         self._row_block.eq(0), self._plane.eq(0), self._tile.eq(0),
+                         self._global_col_block.eq(0), self._have_next.eq(1),
+                         self._layer_wait.eq(0)]
+        return m
+
+    def _drive_evaluation(self, m: Module, issue: Signal) -> None:
+        """The macro inputs, trace and retire context of the evaluation at the pointer."""
+        cfg = self._cfg
+        planes, neurons = cfg.planes, cfg.neurons_per_tile
+        m.d.comb += [self.column_enables.addr.eq(self._global_col_block),
+                     self.rows.layer.eq(self._layer), self.rows.row_block.eq(self._row_block)]
+        col_en = Signal(cfg.macro_cols)
+        plane_columns = [((1 << neurons) - 1) << (k * neurons) for k in range(planes)]
+        m.d.comb += col_en.eq(self.column_enables.data & lut(plane_columns, self._plane))
+        shifts = [step.bit_length() - 1 for step in cfg.adc_steps]
+        evaluation = self.evaluation
+        m.d.comb += [
+            evaluation.start.eq(issue), evaluation.group.eq(self._tile),
+            evaluation.row_x.eq(self.rows.row_x),
+            evaluation.gain.eq(lut(cfg.plane_gains, self._plane)),
+            evaluation.col_en.eq(col_en),
+            evaluation.adc_shift.eq(lut(shifts, self._layer)),
+            self.trace.layer.eq(self._layer), self.trace.plane.eq(self._plane),
+            self.trace.pass_.eq(self._pass),
+        ]
+        self._find_next(m)
+        context = self.issue.context
+        m.d.comb += [
+            self.issue.start.eq(issue),
+            context.plane.eq(self._plane),
+            context.first.eq((self._row_block == 0) & (self._fixed_plane | (self._plane == 0))),
+            context.resume.eq(self._fixed_plane), context.last.eq(self._end_of_block),
+            context.block.layer.eq(self._layer), context.block.col_block.eq(self._col_block),
+            context.block.global_col_block.eq(self._global_col_block),
+            context.block.layer_end.eq(self._end_of_layer),
+        ]
+
+    def _find_next(self, m: Module) -> None:
+        """Where the pointer goes next: the next enabled plane of this row block, the next
+        first-layer column block with plane ``pass`` enabled, or the end of a block or
+        layer."""
+        cfg = self._cfg
+        planes, layers = cfg.planes, cfg.num_layers
+        first_blocks = cfg.col_blocks(0)
+        here = self.plane_any[self._global_col_block]
+        # First layer after pass 0: plane `pass` only.
+        self._fixed_plane = Signal(name="fixed_plane")
+        m.d.comb += self._fixed_plane.eq((self._layer == 0) & (self._pass != 0))
+
+        later = Signal(planes)
+        m.d.comb += [later[k].eq(here[k] & (self._plane < k) & (k <= self._pass))
+                     for k in range(1, planes)]
+        self._has_later_plane, self._next_plane = lowest_set(m, later, planes, "next_plane")
+        # First-layer column blocks after this one whose plane `pass` has an enabled column.
+        after = Signal(first_blocks)
+        m.d.comb += [after[c].eq((self.plane_any[c] >> self._pass)[0] & (self._col_block < c))
+                     for c in range(1, first_blocks)]
+        self._has_next_first_block, self._next_first_block = lowest_set(
+            m, after, first_blocks, "next_first_block")
+
+        self._last_row_block = self._row_block == lut(
+            [cfg.row_blocks(i) - 1 for i in range(layers)], self._layer)
+        self._last_col_block = self._col_block == lut(
+            [cfg.col_blocks(i) - 1 for i in range(layers)], self._layer)
+        self._end_of_block = Signal(name="end_of_block")
+        self._end_of_layer = Signal(name="end_of_layer")
+        m.d.comb += [
+            self._end_of_block.eq(self._last_row_block &
+                                  Mux(self._fixed_plane, 1, ~self._has_later_plane)),
+            self._end_of_layer.eq(self._end_of_block &
+                                  Mux(self._fixed_plane, ~self._has_next_first_block,
+                                      self._last_col_block)),
+        ]
+
+    def _advance(self, m: Module, issue: Signal) -> None:
+        """Move the pointer past the evaluation starting now."""
+        cfg = self._cfg
+        row_blocks = [cfg.row_blocks(i) for i in range(cfg.num_layers)]
+        fixed = self._fixed_plane
+        with m.If(issue):
+            with m.If(~fixed & self._has_later_plane):
+                m.d.sync += self._plane.eq(self._next_plane)
+            with m.Elif(~self._last_row_block):
+                m.d.sync += [self._row_block.eq(self._row_block + 1),
+                             self._tile.eq(self._tile + 1),
+                             self._plane.eq(Mux(fixed, self._pass, 0))]
+            with m.Elif(fixed & self._has_next_first_block):
+                m.d.sync += [self._col_block.eq(self._next_first_block),
+                             self._global_col_block.eq(self._next_first_block),
+                             self._row_block.eq(0),
+                             self._tile.eq(self._next_first_block * row_blocks[0])]
+            with m.Elif(~fixed & ~self._last_col_block):
+                m.d.sync += [self._col_block.eq(self._col_block + 1),
+                             self._global_col_block.eq(self._global_col_block + 1),
+                             self._row_block.eq(0), self._plane.eq(0),
+                             self._tile.eq(self._tile + 1)]
+            with m.Elif(self._layer != cfg.num_layers - 1):
+                following = self._layer + 1
+                m.d.sync += [self._layer.eq(following), self._col_block.eq(0),
+                             self._row_block.eq(0), self._plane.eq(0),
+                             self._tile.eq(lut(self._tile_base(), following)),
+                             self._global_col_block.eq(lut(self._block_base(), following)),
+                             self._layer_wait.eq(1)]
+            with m.Else():
+                m.d.sync += self._have_next.eq(0)
+
+    def _begin_pass(self, m: Module) -> None:
+        """Load the pointer for pass ``next_pass``: the first first-layer column block with
+        that plane enabled, or, with none, the second layer."""
+        cfg = self._cfg
+        first_blocks = cfg.col_blocks(0)
+        found, first = lowest_set(
+            m, Cat(*[(self.plane_any[c] >> self.next_pass)[0] for c in range(first_blocks)]),
+            first_blocks, "first_block")
+        second = min(1, cfg.num_layers - 1)
+        with m.If(self.begin_pass):
+            m.d.sync += [self._pass.eq(self.next_pass), self._have_next.eq(1),
+                         self._row_block.eq(0)]
+            with m.If(found):  # resume the first layer at plane next_pass
+                m.d.sync += [self._layer.eq(0), self._col_block.eq(first),
+                             self._global_col_block.eq(first),
+                             self._tile.eq(first * cfg.row_blocks(0)),
+                             self._plane.eq(self.next_pass)]
+            with m.Else():  # nothing to add in the first layer: rerun the rest
+                m.d.sync += [self._layer.eq(second), self._col_block.eq(0), self._plane.eq(0),
+                             self._global_col_block.eq(self._block_base()[second]),
+                             self._tile.eq(self._tile_base()[second])]
+
+    def _tile_base(self) -> list[int]:
+        """First tile of each layer."""
+        cfg = self._cfg
+        return [sum(cfg.row_blocks(i) * cfg.col_blocks(i) for i in range(layer))
+                for layer in range(cfg.num_layers)]
+
+    def _block_base(self) -> list[int]:
+        """First global column block of each layer."""
+        cfg = self._cfg
+        return [sum(cfg.col_blocks(i) for i in range(layer)) for layer in range(cfg.num_layers)]

@@ -1,0 +1,130 @@
+"""The controller's memories, each a component: thresholds, column enables, and the first
+layer's accumulators kept across passes.
+
+Each holds a ``lib.memory`` Memory with a combinational read. Depth at least 2: a one-entry
+memory has a zero-width address, which Amaranth emits as ``wire [-1:0]`` (Verilator rejects
+it; found by the random-config run).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sbnn.config import SbnnConfig
+
+from .interfaces import IndexShapes, ReadSignature, Sizes, ThresholdWriteSignature, WriteSignature
+
+__all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore"]
+
+
+def _depth(entries: int) -> int:
+    return max(2, entries)
+
+
+class ThresholdStore(wiring.Component):
+    """One signed ``threshold_bits`` threshold per neuron, a word of ``neurons_per_tile``
+    per global column block.
+
+    ``write``: one neuron's threshold (the other neurons of its word are kept).
+    ``read``: the word of global column block ``addr``.
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        self._cfg = cfg
+        word = data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile)
+        self._memory = Memory(shape=word, depth=_depth(cfg.total_col_blocks), init=[])
+        super().__init__({
+            "write": In(ThresholdWriteSignature(cfg)),
+            "read": In(ReadSignature(IndexShapes(cfg).global_col_block, word)),
+        })
+
+    def elaborate(self, platform):
+        nt = self._cfg.neurons_per_tile
+        m = Module()
+        m.submodules.memory = self._memory
+        write = self._memory.write_port(granularity=1)
+        read = self._memory.read_port(domain="comb")
+        with m.If(self.write.en):
+            m.d.comb += [write.addr.eq(self.write.col_block),
+                         write.data.as_value().eq(self.write.theta.replicate(nt)),
+                         write.en.eq(Const(1, nt) << self.write.neuron)]
+        m.d.comb += [read.addr.eq(self.read.addr), self.read.data.eq(read.data)]
+        return m
+
+
+class ColumnEnableStore(wiring.Component):
+    """The column-enable word of every global column block (``macro_cols`` bits, plane k of
+    neuron i at bit ``k * neurons_per_tile + i``), and its per-plane summary.
+
+    ``write``: one block's word; ``addr`` is the programmed address in full (the memory
+    uses its low bits, the summary only an exact match). ``read``: the word of block
+    ``addr``. ``plane_any[c]``:
+    bit k set when plane k of block c has an enabled column (bit 0 always set). It lets
+    the sequencer skip masked planes without spending a cycle. Its registers are reset-less
+    so that they stay consistent with the words, which a reset keeps.
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        self._cfg = cfg
+        self._memory = Memory(shape=cfg.macro_cols, depth=_depth(cfg.total_col_blocks),
+                              init=[])
+        address = IndexShapes(cfg).global_col_block
+        super().__init__({
+            "write": In(WriteSignature(Sizes(cfg).addr_bits, cfg.macro_cols)),
+            "read": In(ReadSignature(address, cfg.macro_cols)),
+            "plane_any": Out(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        nt = cfg.neurons_per_tile
+        m = Module()
+        m.submodules.memory = self._memory
+        write = self._memory.write_port()
+        read = self._memory.read_port(domain="comb")
+        with m.If(self.write.en):
+            m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data),
+                         write.en.eq(1)]
+        m.d.comb += [read.addr.eq(self.read.addr), self.read.data.eq(read.data)]
+
+        word = self.write.data
+        summary = Cat(Const(1, 1), *[word[k * nt:(k + 1) * nt].any()
+                                     for k in range(1, cfg.planes)])
+        for block in range(cfg.total_col_blocks):
+            plane_any = Signal(cfg.planes, init=1, reset_less=True, name=f"plane_any{block}")
+            with m.If(self.write.en & (self.write.addr == block)):
+                m.d.sync += plane_any.eq(summary)
+            m.d.comb += self.plane_any[block].eq(plane_any)
+        return m
+
+
+class AccumulatorStore(wiring.Component):
+    """The first layer's accumulators of every first-layer column block, kept between
+    passes (pass p > 0 only adds plane p to them).
+
+    ``write``: the block's ``neurons_per_tile`` signed ``acc_bits`` sums after a pass.
+    ``read``: those of block ``addr``.
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        blocks = cfg.col_blocks(0)
+        word = data.ArrayLayout(signed(cfg.acc_bits), cfg.neurons_per_tile)
+        self._memory = Memory(shape=word, depth=_depth(blocks), init=[])
+        address = range(_depth(blocks))
+        super().__init__({"write": In(WriteSignature(address, word)),
+                          "read": In(ReadSignature(address, word))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = self._memory
+        write = self._memory.write_port()
+        read = self._memory.read_port(domain="comb")
+        m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data),
+                     write.en.eq(self.write.en),
+                     read.addr.eq(self.read.addr), self.read.data.eq(read.data)]
+        return m
+
+
