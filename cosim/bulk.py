@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sbnn import timing
 from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
@@ -68,12 +69,6 @@ def _bits(nib: np.ndarray, count: int) -> np.ndarray:
     """Hex digits, most significant first -> (N, count) bits, bit 0 first (any width)."""
     msb_first = (nib[:, :, None] >> np.array([3, 2, 1, 0], dtype=np.uint8)) & 1
     return msb_first.reshape(len(nib), -1)[:, ::-1][:, :count].astype(np.uint8)
-
-
-def col_en_bits(words, cols: int) -> np.ndarray:
-    """Column-enable words (Python ints, any width) -> (N, cols) bits, column 0 first."""
-    return np.array([[(int(w) >> c) & 1 for c in range(cols)] for w in words],
-                    dtype=np.uint8).reshape(-1, cols)
 
 
 def _lanes(nib: np.ndarray, lane_bits: int) -> np.ndarray:
@@ -148,44 +143,28 @@ class Expected:
 
 def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
                    exit_margin: int | None, images: np.ndarray) -> Expected:
-    """Golden transactions for images run back to back under one programmed state."""
-    cfg = model.config
-    a, nt, nc = cfg.active_rows, cfg.neurons_per_tile, cfg.macro_cols
+    """Golden transactions for images run back to back under one programmed state
+    (``hwpath.expected_transactions``, flattened to each image's prefix in issue order)."""
     sched = hwpath.schedule(model, budget)
     hw = hwpath.run_hw(model, pixels, budget, exit_margin, keep_adc=True)
-    evs = sched.evals
-    b, e = len(pixels), len(evs)
-    row_x = np.zeros((b, e, a), dtype=np.int16)
-    adc = np.zeros((b, e, nc), dtype=np.int16)
-    for t, ev in enumerate(evs):
-        n, m = cfg.layers[ev.layer], cfg.layers[ev.layer + 1]
-        lo, hi = ev.row_block * a, min(n, (ev.row_block + 1) * a)
-        row_x[:, t, : hi - lo] = hw.inputs[(ev.pass_, ev.layer)][:, lo:hi]
-        q = hw.adc[(ev.pass_, ev.layer, ev.row_block, ev.plane)]
-        for i in range(nt):
-            j, c = ev.col_block * nt + i, ev.plane * nt + i
-            if j < m and ev.col_en >> c & 1:
-                adc[:, t, c] = q[:, j]
-    count_by_pass = {p: len(sched.upto(p)) for p in sched.passes}
-    n_evals = np.array([count_by_pass[int(p)] for p in hw.exit_pass], dtype=np.int64)
-    keep = np.arange(e)[None, :] < n_evals[:, None]  # (B, E): each image's prefix
+    tx = hwpath.expected_transactions(model, sched, hw)
+    keep = tx.issued_mask  # (B, E): each image's prefix
+    count, evals = keep.shape
 
     def per_eval(name: str) -> np.ndarray:
-        values = np.array([getattr(ev, name) for ev in evs], dtype=np.int64)
-        return np.broadcast_to(values, (b, e))[keep]
+        return np.broadcast_to(tx.per_evaluation(name), keep.shape)[keep]
 
-    col_en = np.broadcast_to(col_en_bits([ev.col_en for ev in evs], nc)[None],
-                             (b, e, nc))[keep]
-    dac = np.where(keep, np.count_nonzero(row_x, axis=2), 0).sum(axis=1)
+    col_en = np.broadcast_to(tx.col_en[None], (count, evals, model.config.macro_cols))[keep]
+    dac = tx.dac_conversions
     results = []
-    for i in range(b):
+    for i in range(count):
         res = hwpath.expected_result(sched, hw, i)
         res["dac_conversions"] = int(dac[i])
         results.append(res)
-    return Expected(images=np.asarray(images), n_evals=n_evals, cycle=per_eval("cycle"),
+    return Expected(images=np.asarray(images), n_evals=tx.issued, cycle=per_eval("cycle"),
                     layer=per_eval("layer"), plane=per_eval("plane"), pass_=per_eval("pass_"),
                     tile=per_eval("tile"), gain=per_eval("gain"), col_en=col_en,
-                    row_x=row_x[keep], adc=adc[keep], results=results)
+                    row_x=tx.row_x[keep], adc=tx.adc[keep], results=results)
 
 
 def concat(blocks: list[Expected]) -> Expected:
@@ -231,7 +210,7 @@ def compare(cfg: SbnnConfig, log: Log, exp: Expected) -> CheckReport:
         if first is None or order < first[0]:
             first = (order, mm)
 
-    starts = log.image_cycle + 1  # compute cycle 0 follows the edge that took the last beat
+    starts = log.image_cycle + timing.COMPUTE_START_DELAY
     if len(log.image_cycle) != n_img or len(log.results) != n_img:
         note(-1, Mismatch(-1, "run", None, "images/results",
                           f"{n_img} images and results",

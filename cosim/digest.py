@@ -115,15 +115,13 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
     """Signatures and results of images run back to back under one programmed state,
     from the reference integer path and the timing contract (never from the RTL)."""
     cfg = model.config
-    a, nt = cfg.active_rows, cfg.neurons_per_tile
     k = constants(cfg)
     sched = hwpath.schedule(model, budget)
     hw = hwpath.run_hw(model, pixels, budget, exit_margin, keep_adc=True)
     b = len(pixels)
-    per_pass = {p: (len(sched.upto(p)), sched.total_cycles(p), sched.column_evals(p))
-                for p in sched.passes}
+    per_pass = {p: (sched.total_cycles(p), sched.column_evals(p)) for p in sched.passes}
     exit_pass = hw.exit_pass.astype(np.int64)
-    n_evals = np.array([per_pass[int(p)][0] for p in exit_pass], dtype=np.int64)
+    n_evals = sched.issued(exit_pass)
     d_start = np.full(b, SEED, dtype=np.uint64)
     d_done = np.full(b, SEED, dtype=np.uint64)
     dac = np.zeros(b, dtype=np.int64)
@@ -131,26 +129,20 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
         active = t < n_evals
         if not active.any():
             break
-        n, m = cfg.layers[ev.layer], cfg.layers[ev.layer + 1]
-        lo, hi = ev.row_block * a, min(n, (ev.row_block + 1) * a)
-        x = hw.inputs[(ev.pass_, ev.layer)][:, lo:hi]
-        dac += np.where(active, np.count_nonzero(x, axis=1), 0)
+        # (B, active_rows) row codes, (B, macro_cols) ADC codes (0 on disabled columns)
+        row_x, adc = hwpath.evaluation_codes(model, ev, hw)
+        dac += np.where(active, hwpath.dac_conversions(row_x), 0)
         # (1,)-shaped, not scalars: numpy scalars warn on the intended wrap-around
         fixed = _u64([[ev.cycle, ev.layer, ev.plane, ev.pass_, ev.tile, ev.gain]]) @ \
             k.start_fields
-        bits = np.array([[(ev.col_en >> c) & 1 for c in range(cfg.macro_cols)]], np.uint64)
-        v = mix64(fixed + bits @ k.col_en + _u64(x) @ k.row_x[: hi - lo])
+        bits = hwpath.column_bits([ev.col_en], cfg.macro_cols).astype(np.uint64)
+        v = mix64(fixed + bits @ k.col_en + _u64(row_x) @ k.row_x)
         d_start = np.where(active, mix64(d_start ^ v), d_start)
-        # ADC codes of the enabled columns (plane-k column of each real neuron); others 0
-        cols = [ev.plane * nt + i for i in range(nt)
-                if ev.col_block * nt + i < m and ev.col_en >> (ev.plane * nt + i) & 1]
-        neurons = [ev.col_block * nt + c - ev.plane * nt for c in cols]
-        q = hw.adc[(ev.pass_, ev.layer, ev.row_block, ev.plane)][:, neurons]
         done_fixed = _u64([[ev.cycle + cfg.macro_latency]]) @ k.done_cycle
-        v = mix64(done_fixed + _u64(q) @ k.adc[cols])
+        v = mix64(done_fixed + _u64(adc) @ k.adc)
         d_done = np.where(active, mix64(d_done ^ v), d_done)
-    cycles = np.array([per_pass[int(p)][1] for p in exit_pass], dtype=np.int64)
-    col_evals = np.array([per_pass[int(p)][2] for p in exit_pass], dtype=np.int64)
+    cycles = np.array([per_pass[int(p)][0] for p in exit_pass], dtype=np.int64)
+    col_evals = np.array([per_pass[int(p)][1] for p in exit_pass], dtype=np.int64)
     return ExpectedDigests(n_start=n_evals, start=d_start, done=d_done,
                            cls=hw.classes.astype(np.int64), logits=hw.logits.astype(np.int64),
                            cycles=cycles, exit_plane=exit_pass, macro_evals=n_evals,

@@ -4,9 +4,10 @@ The image is what a chip is programmed with: one C-bit word per bitcell row, one
 enable word per column block, one threshold per neuron slot. It is exported as $readmemh
 files and as the ``prog`` command sequence the controller accepts.
 
-Tiling (docs/architecture.md): tiles are numbered layer by layer, column block by column
-block, row block by row block; tile t lives in word-line group t. In a tile, row r is input
-``rb*A + r`` and column ``k*Nt + i`` is plane k of neuron ``cb*Nt + i``. Bit 1 = weight +1.
+Tiling (docs/architecture.md, sbnn/tiling.py): tiles are numbered layer by layer, column
+block by column block, row block by row block; tile t lives in word-line group t. In a tile,
+row r is input ``rb*A + r`` and column ``k*Nt + i`` is plane k of neuron ``cb*Nt + i``.
+Bit 1 = weight +1.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ class HardwareImage:
         a = cfg.active_rows
         ops: list[tuple[ProgOp, int, int]] = []
         weights = _pack_rows(self.bitcells)
-        for row, word in enumerate(weights):
+        for row, word in enumerate(weights):  # macro row = word-line group * A + row in group
             ops.append((ProgOp.WEIGHT_ROW, sz.weight_addr(row // a, row % a), word))
         tmask = (1 << cfg.threshold_bits) - 1
-        for cb in range(cfg.total_col_blocks):
-            for i in range(cfg.neurons_per_tile):
+        for cb in range(cfg.tiling.total_col_blocks):
+            for i in range(cfg.tiling.neurons_per_tile):
                 ops.append((ProgOp.THRESHOLD, sz.threshold_addr(cb, i),
                             int(self.thresholds[cb, i]) & tmask))
         for cb, word in enumerate(_pack_rows(self.col_enables)):
@@ -78,8 +79,8 @@ class HardwareImage:
 
     def summary(self) -> dict:
         cfg = self.config
-        return {"tiles": cfg.total_tiles, "bitcell_rows": int(self.bitcells.shape[0]),
-                "col_blocks": cfg.total_col_blocks,
+        return {"tiles": cfg.tiling.total_tiles, "bitcell_rows": int(self.bitcells.shape[0]),
+                "col_blocks": cfg.tiling.total_col_blocks,
                 "enabled_columns": int(self.col_enables.sum())}
 
     def save(self, path: str | Path) -> Path:
@@ -108,29 +109,23 @@ def _hex(value: int, width: int) -> str:
 
 
 def build_image(model: QuantizedModel) -> HardwareImage:
-    """Tile a quantized model onto the macro and controller memories."""
+    """Tile a quantized model onto the macro and controller memories (sbnn/tiling.py)."""
     cfg = model.config
-    a, c, nt = cfg.active_rows, cfg.macro_cols, cfg.neurons_per_tile
-    bitcells = np.zeros((cfg.total_tiles * a, c), dtype=np.uint8)
-    col_en = np.zeros((cfg.total_col_blocks, c), dtype=np.uint8)
-    thresholds = np.zeros((cfg.total_col_blocks, nt), dtype=np.int64)
-    tile = cbg = 0
+    tiling = cfg.tiling
+    nt = tiling.neurons_per_tile
+    bitcells = np.zeros((tiling.total_tiles * cfg.active_rows, cfg.macro_cols), dtype=np.uint8)
+    col_en = np.zeros((tiling.total_col_blocks, cfg.macro_cols), dtype=np.uint8)
+    thresholds = np.zeros((tiling.total_col_blocks, nt), dtype=np.int64)
     for layer in range(cfg.num_layers):
-        n, m = cfg.layers[layer], cfg.layers[layer + 1]
-        bits = model.planes[layer] > 0  # (K+1, m, n)
-        for cb in range(cfg.col_blocks(layer)):
-            neurons = range(cb * nt, min(m, (cb + 1) * nt))
-            for i, j in enumerate(neurons):
-                thresholds[cbg, i] = model.thresholds[layer][j]
-                col_en[cbg, i] = 1
-                for k in range(1, cfg.planes):
-                    col_en[cbg, k * nt + i] = model.support_mask[layer][j, k - 1]
-            for rb in range(cfg.row_blocks(layer)):
-                inputs = slice(rb * a, min(n, (rb + 1) * a))
-                rows = bitcells[tile * a: tile * a + (inputs.stop - inputs.start)]
-                for i, j in enumerate(neurons):
-                    for k in range(cfg.planes):
-                        rows[:, k * nt + i] = bits[k, j, inputs]
-                tile += 1
-            cbg += 1
+        rows = tiling.macro_rows(layer)  # (m, n), the same for every plane
+        for plane in range(cfg.planes):
+            columns = tiling.plane_columns(layer, plane)
+            bitcells[rows, columns[:, None]] = model.planes[layer][plane] > 0
+        neurons = np.arange(cfg.layers[layer + 1])
+        blocks = tiling.global_col_block(layer, neurons // nt)
+        thresholds[blocks, neurons % nt] = model.thresholds[layer]
+        col_en[blocks, tiling.plane_columns(layer, 0)] = 1
+        for plane in range(1, cfg.planes):
+            col_en[blocks, tiling.plane_columns(layer, plane)] = \
+                model.support_mask[layer][:, plane - 1]
     return HardwareImage(cfg, bitcells, col_en, thresholds)

@@ -13,7 +13,9 @@ import pytest
 from sbnn.config import SbnnConfig
 from sbnn.cosim import bulk
 from sbnn.cosim.harness import HarnessLayout, harness_verilog
+from sbnn.golden.hwpath import column_bits
 from sbnn.golden.qmodel import QuantizedModel
+from sbnn.timing import COMPUTE_START_DELAY
 
 CFG = SbnnConfig(layers=(20, 9, 4), num_supports=1, active_rows=8, macro_cols=6,
                  macro_rows=128, adc_bits=6, input_lanes=4, macro_latency=3)
@@ -36,8 +38,8 @@ def perfect_log(exp: bulk.Expected, gap: int = 7) -> bulk.Log:
     for i, n in enumerate(exp.n_evals):
         image_cycle.append(t)
         lo = int(exp.n_evals[:i].sum())
-        starts.extend(t + 1 + exp.cycle[lo:lo + n])
-        result_cycle.append(t + 1 + exp.results[i]["cycles"])
+        starts.extend(t + COMPUTE_START_DELAY + exp.cycle[lo:lo + n])
+        result_cycle.append(t + COMPUTE_START_DELAY + exp.results[i]["cycles"])
         t = result_cycle[-1] + gap
     starts = np.array(starts)
     return bulk.Log(start_cycle=starts, layer=exp.layer.copy(), plane=exp.plane.copy(),
@@ -191,11 +193,11 @@ def test_harness_verilog_has_the_design_ports():
 
 def test_wide_column_enables_decode(tmp_path):
     """64 and more columns: the column-enable word no longer fits an int64."""
-    from sbnn.cosim.bulk import _HEX, _bits, col_en_bits
+    from sbnn.cosim.bulk import _HEX, _bits
 
     words = [(1 << 63) | 5, (1 << 69) | (1 << 64), 0]
     text = np.frombuffer("".join(f"{w:018x}" for w in words).encode(), np.uint8)
     bits = _bits(_HEX[text.reshape(3, 18)], 70)
-    assert np.array_equal(bits, col_en_bits(words, 70))
+    assert np.array_equal(bits, column_bits(words, 70))
     assert bits[0, 63] == 1 and bits[0, 0] == 1 and bits[0, 2] == 1 and bits[1, 69] == 1
     assert bits[2].sum() == 0

@@ -8,6 +8,7 @@ import pytest
 from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
+from sbnn.timing import LAYER_GAP, PASS_GAP, RESULT_GAP
 
 SMALL = [
     SbnnConfig(layers=(10, 7, 3), active_rows=4, macro_cols=6, macro_rows=128,
@@ -86,9 +87,10 @@ def test_schedule_timing_contract_and_skips():
     assert all(e.plane == 0 for e in sched.evals if e.layer == 0)
     lat = cfg.macro_latency
     for prev, ev in zip(sched.evals, sched.evals[1:]):
-        gap = lat + (3 if ev.pass_ != prev.pass_ else 2 if ev.layer != prev.layer else 0)
-        assert ev.cycle - prev.cycle == gap
-    assert sched.total_cycles(cfg.num_supports) == sched.evals[-1].cycle + lat + 3
+        gap = PASS_GAP if ev.pass_ != prev.pass_ else LAYER_GAP if ev.layer != prev.layer \
+            else 0
+        assert ev.cycle - prev.cycle == lat + gap
+    assert sched.total_cycles(cfg.num_supports) == sched.evals[-1].cycle + lat + RESULT_GAP
     # passes > 0 add only the unmasked first-layer plane (none here), then rerun the rest
     assert not [e for e in sched.evals if e.pass_ > 0 and e.layer == 0]
     assert {e.pass_ for e in sched.evals} == set(range(cfg.num_supports + 1))

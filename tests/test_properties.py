@@ -14,6 +14,7 @@ from test_hwpath import brute_force
 from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
+from sbnn.timing import LAYER_GAP, PASS_GAP, RESULT_GAP
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -85,7 +86,8 @@ def test_schedule_timing_and_counters(case):
     lat = cfg.macro_latency
     assert sched.evals[0].cycle == 0
     for prev, ev in zip(sched.evals, sched.evals[1:]):
-        gap = 3 if ev.pass_ != prev.pass_ else 2 if ev.layer != prev.layer else 0
+        gap = PASS_GAP if ev.pass_ != prev.pass_ else LAYER_GAP if ev.layer != prev.layer \
+            else 0
         assert ev.cycle - prev.cycle == lat + gap
         assert (ev.pass_, ev.layer) >= (prev.pass_, prev.layer)
     for ev in sched.evals:
@@ -107,7 +109,7 @@ def test_schedule_timing_and_counters(case):
         assert got["exit_plane"] == e
         assert len(trace) == len([ev for ev in sched.evals if ev.pass_ <= e])
         assert all(tx["pass"] <= e for tx in trace)
-        assert got["cycles"] == trace[-1]["cycle"] + lat + 3
+        assert got["cycles"] == trace[-1]["cycle"] + lat + RESULT_GAP
         assert got["macro_evals"] == len(trace)
         cols = sum(bin(tx["col_en"]).count("1") for tx in trace)
         assert got["column_evals"] == got["adc_conversions"] == cols
