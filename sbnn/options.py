@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sbnn.config import SbnnConfig, parse_record_text
+from sbnn.config import SbnnConfig
+from sbnn.params import parse_record_text
 
 __all__ = ["OptionError", "SEED_MAX", "WORKERS_MAX", "MNIST_PIXELS", "MNIST_CLASSES",
            "check_int", "check_seed", "check_fraction", "margin_max", "check_margin",

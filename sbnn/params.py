@@ -390,7 +390,7 @@ def read_record_file(path: str | Path, option: str, table: str,
     return fields, others
 
 
-def file_schema(record_cls: type[Record], table: str, title: str,
+def file_schema(record_cls: type[Record], table: str, title: str, description: str,
                 siblings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The JSON schema of a record file as :func:`read_record_file` reads it: the record's
     fields at top level or under ``[table]``, the ``siblings`` tables (name -> schema),
@@ -409,6 +409,6 @@ def file_schema(record_cls: type[Record], table: str, title: str,
         sibling_schema = dict(sibling_schema)
         defs.update(sibling_schema.pop("$defs", {}))
         properties[sibling] = sibling_schema
-    return {"$schema": SCHEMA_DIALECT, "title": title,
-            "description": record.get("description", ""), "type": "object",
+    return {"$schema": SCHEMA_DIALECT, "title": title, "description": description,
+            "type": "object",
             "properties": properties, "additionalProperties": False, "$defs": defs}

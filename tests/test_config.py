@@ -173,3 +173,80 @@ def test_empty_file_is_the_default_design_and_train_table_is_read(tmp_path):
     top.write_text("num_supports = 0\n[train]\nlr = 0.01\n")  # fields at top level + recipe
     assert load_config(top) == SbnnConfig(num_supports=0) and load_train_table(top)["lr"] == 0.01
     assert load_train_table(None) == {}
+
+
+def test_default_snapshot_text_is_unchanged():
+    """Every model file and cache key holds this text: its bytes must never drift."""
+    assert SbnnConfig().to_json() == (
+        '{\n  "active_rows": 64,\n  "adc_bits": 8,\n  "adc_steps": [\n    4,\n    1\n  ],\n'
+        '  "clock_mhz": 100.0,\n  "dac_bits": 4,\n  "gain_bits": 3,\n  "input_lanes": 16,\n'
+        '  "layers": [\n    784,\n    256,\n    10\n  ],\n  "macro_cols": 32,\n'
+        '  "macro_latency": 4,\n  "macro_rows": 16384,\n  "num_supports": 1,\n'
+        '  "plane_gains": [\n    2,\n    1\n  ]\n}\n')
+
+
+def test_configs_are_frozen_hashable_and_equal_by_value():
+    a = SbnnConfig(layers=[64, 32, 10], macro_rows=4096)
+    b = SbnnConfig(layers=(64, 32, 10), macro_rows=4096, plane_gains=(2, 1))
+    assert a == b and hash(a) == hash(b) and {a: "x"}[b] == "x"
+    assert a != SbnnConfig(layers=(64, 32, 10), macro_rows=8192)
+    with pytest.raises(ValueError):
+        a.adc_bits = 6
+    assert SbnnConfig(clock_mhz=50).clock_mhz == 50.0  # an integer clock is a number
+    assert isinstance(SbnnConfig(clock_mhz=50).clock_mhz, float)
+
+
+def test_replace_keeps_derived_fields_unless_changed():
+    small = SbnnConfig(layers=(64, 32, 10), macro_rows=4096)
+    assert small.replace(adc_bits=6).adc_steps == small.adc_steps  # as dataclasses.replace
+    assert small.replace(adc_bits=6, adc_steps=None).adc_steps != small.adc_steps
+    with pytest.raises(ConfigError, match="'adc_bits': must be an integer in 2..16, got 1"):
+        small.replace(adc_bits=1)
+
+
+#: The integer ranges a config has always accepted (the schema must state the same).
+INT_RANGES = {
+    "num_supports": (0, 7), "active_rows": (1, 1024), "macro_cols": (1, 1024),
+    "macro_rows": (1, 1 << 20), "dac_bits": (1, 8), "gain_bits": (1, 8),
+    "adc_bits": (2, 16), "macro_latency": (2, 64), "input_lanes": (1, 256),
+}
+
+
+def test_committed_schemas_are_current():
+    from sbnn.schema import SCHEMA_DIR, schema_texts
+
+    for name, text in schema_texts().items():
+        committed = SCHEMA_DIR / name
+        assert committed.is_file(), f"{committed} is missing: run python -m sbnn.schema"
+        assert committed.read_text() == text, f"{committed} is stale: run python -m sbnn.schema"
+
+
+def test_config_schema_carries_the_ranges_and_the_file_layout():
+    from sbnn.schema import SCHEMA_DIR
+
+    schema = json.loads((SCHEMA_DIR / "sbnn-config.schema.json").read_text())
+    props = schema["properties"]
+    for name, (lo, hi) in INT_RANGES.items():
+        assert (props[name]["type"], props[name]["minimum"], props[name]["maximum"]) == \
+            ("integer", lo, hi), name
+        assert props[name]["description"]
+    assert props["clock_mhz"]["exclusiveMinimum"] == 0 and props["clock_mhz"]["maximum"] == 5000
+    assert props["layers"]["minItems"] == 2 and props["layers"]["items"]["maximum"] == 65536
+    assert {"sbnn", "train", "$schema"} <= set(props) and schema["additionalProperties"] is False
+    assert schema["$defs"]["SbnnConfig"]["additionalProperties"] is False
+    variation = json.loads((SCHEMA_DIR / "sbnn-variation.schema.json").read_text())
+    assert variation["properties"]["frac_bits"]["maximum"] == 12
+    assert "variation" in variation["properties"]
+
+
+def test_files_that_name_their_schema_load(tmp_path):
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"$schema": "../docs/schema/sbnn-config.schema.json",
+                             "num_supports": 0}))
+    assert load_config(j) == SbnnConfig(num_supports=0)
+    t = tmp_path / "c.toml"
+    t.write_text("#:schema ../docs/schema/sbnn-config.schema.json\n[sbnn]\nnum_supports = 0\n")
+    assert load_config(t) == SbnnConfig(num_supports=0)
+    j.write_text(json.dumps({"$schema": 3}))  # only a string names a schema
+    with pytest.raises(ConfigError, match="'\\$schema': unknown field"):
+        load_config(j)

@@ -186,10 +186,12 @@ def test_schemas_carry_types_ranges_choices_and_descriptions():
     assert count["description"] == "How many."
     assert schema["additionalProperties"] is False
     assert schema["$defs"]["Shape"]["enum"] == ["round", "square", "star"]
-    whole = file_schema(Recipe, "recipe", "Recipe file", {"extra": {"type": "object"}})
+    whole = file_schema(Recipe, "recipe", "Recipe file", "A recipe.",
+                        {"extra": {"type": "object"}})
     assert whole["properties"]["recipe"]["$ref"] == "#/$defs/Recipe"
     assert whole["properties"]["count"] == count and whole["additionalProperties"] is False
     assert set(whole["properties"]) == {"$schema", "recipe", "extra", *Recipe.model_fields}
+    assert (whole["title"], whole["description"]) == ("Recipe file", "A recipe.")
 
 
 def test_params_imports_neither_torch_nor_amaranth():
