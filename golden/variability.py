@@ -208,14 +208,8 @@ def draw(variation: Variation, config: SbnnConfig) -> DrawnVariation:
 
 def physical_index(config: SbnnConfig, layer: int, plane: int) -> tuple[np.ndarray, np.ndarray]:
     """Macro row (m, n) and column (m,) holding plane ``plane`` of weight (neuron j, input i)
-    of ``layer``, per the tiling of docs/architecture.md."""
-    a, nt = config.active_rows, config.neurons_per_tile
-    n, m = config.layers[layer], config.layers[layer + 1]
-    base = sum(config.row_blocks(i) * config.col_blocks(i) for i in range(layer))
-    j = np.arange(m)[:, None]
-    i = np.arange(n)[None, :]
-    tile = base + (j // nt) * config.row_blocks(layer) + i // a
-    return tile * a + i % a, plane * nt + np.arange(m) % nt
+    of ``layer``, per the tiling of docs/architecture.md (sbnn/tiling.py)."""
+    return config.tiling.macro_rows(layer), config.tiling.plane_columns(layer, plane)
 
 
 class _Macro:
@@ -247,8 +241,7 @@ class IntegerMacro(_Macro):
         self._check(model)
         d, a = self.drawn, model.config.active_rows
         rows, cols = physical_index(model.config, layer, plane)
-        n = model.config.layers[layer]
-        g = d.row_gain_int[np.arange(n) % a]
+        g = d.row_gain_int[model.config.tiling.tile_rows(layer)]
         w = model.planes[layer][plane].astype(np.int64) * d.cell_int[rows, cols[:, None]] * g
         # float64 BLAS is exact while every partial sum stays an integer below 2**53.
         bound = int(np.abs(w).max(initial=0)) * ((1 << model.config.dac_bits) - 1) * a
@@ -273,11 +266,10 @@ class FloatMacro(_Macro):
 
     def _build(self, model, layer, plane):
         self._check(model)
-        d, a = self.drawn, model.config.active_rows
+        d = self.drawn
         rows, cols = physical_index(model.config, layer, plane)
-        n = model.config.layers[layer]
         w = model.planes[layer][plane] * d.cell[rows, cols[:, None]] \
-            * d.row_gain[np.arange(n) % a]
+            * d.row_gain[model.config.tiling.tile_rows(layer)]
         return w, d.adc_offset[cols]
 
     def adc_codes(self, model: QuantizedModel, layer: int, plane: int, rows: slice,

@@ -137,6 +137,10 @@ class Tiling:
         its place inside its column block matters)."""
         return plane * self.neurons_per_tile + neuron % self.neurons_per_tile
 
+    def tile_rows(self, layer: int) -> np.ndarray:
+        """(n,) row of its tile that each input of ``layer`` is on: the row DAC driving it."""
+        return np.arange(self.layers[layer]) % self.active_rows
+
     def macro_rows(self, layer: int) -> np.ndarray:
         """(m, n) macro row holding the weight (neuron j, input i) of ``layer``, every plane
         alike: row ``i % active_rows`` of tile (``j // neurons_per_tile``,
@@ -144,7 +148,7 @@ class Tiling:
         neuron = np.arange(self.layers[layer + 1])[:, None]
         inputs = np.arange(self.layers[layer])[None, :]
         tile = self.tile(layer, neuron // self.neurons_per_tile, inputs // self.active_rows)
-        return tile * self.active_rows + inputs % self.active_rows
+        return tile * self.active_rows + self.tile_rows(layer)[None, :]
 
     def plane_columns(self, layer: int, plane: int) -> np.ndarray:
         """(m,) macro column holding plane ``plane`` of each neuron of ``layer``."""
