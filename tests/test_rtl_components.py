@@ -1,0 +1,506 @@
+"""One Amaranth-simulator test per controller component (rtl/), each against values worked
+out by hand or from docs/architecture.md, never from the component itself."""
+
+from amaranth.hdl import Array, Module
+from amaranth.sim import Simulator
+
+from sbnn.config import SbnnConfig
+from sbnn.rtl.accumulate import Accumulator, InFlight, ThresholdStage
+from sbnn.rtl.activations import ActivationBuffers
+from sbnn.rtl.counters import Counters
+from sbnn.rtl.exit import ExitDecision
+from sbnn.rtl.interfaces import ProgOp, Sizes
+from sbnn.rtl.loader import ImageLoader
+from sbnn.rtl.program import ProgramDecoder
+from sbnn.rtl.sequencer import Sequencer
+from sbnn.rtl.stores import AccumulatorStore, ColumnEnableStore, ThresholdStore
+
+# 3 weight layers 12-7-5-6, K = 1 (2 planes), 2 neurons per tile: column blocks (4, 3, 3),
+# row blocks (3, 2, 2), 3 input beats of 5 lanes, dac_bits 4, x_bits 5.
+TINY = SbnnConfig(layers=(12, 7, 5, 6), active_rows=4, macro_cols=4, macro_rows=128,
+                  num_supports=1, input_lanes=5, adc_bits=5, macro_latency=3,
+                  adc_steps=(8, 1, 2))
+# K = 2 (3 planes, budget fields of 2 bits), 2 neurons per tile, latency 2.
+TINY_K2 = SbnnConfig(layers=(9, 6, 3), active_rows=3, macro_cols=6, macro_rows=60,
+                     num_supports=2, gain_bits=3, input_lanes=4, adc_bits=6,
+                     macro_latency=2, dac_bits=3)
+# One weight layer 10-5, K = 2, 3 neurons per tile: first-layer column blocks 2.
+SINGLE = SbnnConfig(layers=(10, 5), active_rows=4, macro_cols=9, macro_rows=32,
+                    num_supports=2, gain_bits=3, input_lanes=3, adc_bits=5, macro_latency=2)
+
+
+def simulate(dut, bench) -> None:
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def values(ctx, view, count: int) -> list[int]:
+    got = ctx.get(view)
+    return [got[i] for i in range(count)]
+
+
+def test_threshold_store_writes_one_neuron_and_reads_a_block():
+    dut = ThresholdStore(TINY)
+
+    async def bench(ctx):
+        for neuron, theta in ((0, 7), (1, -5)):
+            ctx.set(dut.write.en, 1)
+            ctx.set(dut.write.col_block, 3)
+            ctx.set(dut.write.neuron, neuron)
+            ctx.set(dut.write.theta, theta)
+            await ctx.tick()
+        ctx.set(dut.write.col_block, 3)
+        ctx.set(dut.write.neuron, 1)
+        ctx.set(dut.write.theta, 2)  # rewrite neuron 1 only
+        await ctx.tick()
+        ctx.set(dut.write.theta, 100)
+        ctx.set(dut.write.en, 0)  # not written
+        await ctx.tick()
+        ctx.set(dut.read.addr, 3)
+        assert values(ctx, dut.read.data, 2) == [7, 2]
+        ctx.set(dut.read.addr, 2)
+        assert values(ctx, dut.read.data, 2) == [0, 0]
+
+    simulate(dut, bench)
+
+
+def test_column_enable_store_keeps_words_and_plane_summary():
+    dut = ColumnEnableStore(TINY)  # plane k of neuron i at bit 2k + i
+
+    async def bench(ctx):
+        assert [ctx.get(dut.plane_any[c]) for c in range(10)] == [0b01] * 10  # reset
+        for block, word in ((2, 0b1001), (5, 0b0011)):
+            ctx.set(dut.write.en, 1)
+            ctx.set(dut.write.addr, block)
+            ctx.set(dut.write.data, word)
+            await ctx.tick()
+        # 18 aliases block 2 in the memory (4 address bits), but is no block of the summary.
+        ctx.set(dut.write.addr, 16 + 2)
+        ctx.set(dut.write.data, 0b0110)
+        await ctx.tick()
+        ctx.set(dut.write.en, 0)
+        ctx.set(dut.read.addr, 5)
+        assert ctx.get(dut.read.data) == 0b0011
+        ctx.set(dut.read.addr, 2)
+        assert ctx.get(dut.read.data) == 0b0110
+        summary = [ctx.get(dut.plane_any[c]) for c in range(10)]
+        assert summary[2] == 0b11 and summary[5] == 0b01  # plane 1 enabled in block 2 only
+        assert summary[:2] + summary[3:5] + summary[6:] == [0b01] * 8
+
+    simulate(dut, bench)
+
+
+def test_accumulator_store_keeps_each_block():
+    dut = AccumulatorStore(TINY)
+
+    async def bench(ctx):
+        ctx.set(dut.write.en, 1)
+        ctx.set(dut.write.addr, 1)
+        ctx.set(dut.write.data, [5, -3])
+        await ctx.tick()
+        ctx.set(dut.write.addr, 3)
+        ctx.set(dut.write.data, [-256, 255])
+        await ctx.tick()
+        ctx.set(dut.write.en, 0)
+        for block, sums in ((1, [5, -3]), (3, [-256, 255]), (0, [0, 0])):
+            ctx.set(dut.read.addr, block)
+            assert values(ctx, dut.read.data, 2) == sums
+
+    simulate(dut, bench)
+
+
+def test_program_decoder_turns_each_op_into_one_write():
+    cfg = TINY_K2
+    dut = ProgramDecoder(cfg)
+    sizes = Sizes(cfg)
+
+    async def op(ctx, code, addr, data):
+        ctx.set(dut.prog.payload, {"op": code, "addr": addr, "data": data})
+        ctx.set(dut.prog.valid, 1)
+
+    async def bench(ctx):
+        assert ctx.get(dut.budget) == 2 and ctx.get(dut.margin) == (1 << sizes.margin_bits) - 1
+        ctx.set(dut.enable, 1)
+        assert ctx.get(dut.prog.ready) == 1
+        await op(ctx, ProgOp.WEIGHT_ROW, sizes.weight_addr(5, 2), 0b101101)
+        assert [ctx.get(getattr(dut.weight_write, n)) for n in ("en", "group", "row", "data")] \
+            == [1, 5, 2, 0b101101]
+        assert ctx.get(dut.threshold_write.en) == 0
+        await ctx.tick()
+        await op(ctx, ProgOp.THRESHOLD, sizes.threshold_addr(4, 1), (1 << 16) - 3)
+        tw = dut.threshold_write
+        assert [ctx.get(tw.en), ctx.get(tw.col_block), ctx.get(tw.neuron), ctx.get(tw.theta)] \
+            == [1, 4, 1, -3]
+        assert ctx.get(dut.weight_write.en) == 0
+        await ctx.tick()
+        await op(ctx, ProgOp.COL_MASK, 3, 0b110011)
+        cw = dut.column_enable_write
+        assert [ctx.get(cw.en), ctx.get(cw.addr), ctx.get(cw.data)] == [1, 3, 0b110011]
+        await ctx.tick()
+        await op(ctx, ProgOp.BUDGET, 0, 7)  # clamps to K = 2, and applies in this cycle
+        assert ctx.get(dut.budget) == 2
+        await ctx.tick()
+        await op(ctx, ProgOp.BUDGET, 0, 1)
+        assert ctx.get(dut.budget) == 1
+        await ctx.tick()
+        await op(ctx, ProgOp.EXIT_MARGIN, 0, 9)
+        await ctx.tick()
+        ctx.set(dut.prog.valid, 0)
+        assert ctx.get(dut.budget) == 1 and ctx.get(dut.margin) == 9
+        ctx.set(dut.enable, 0)  # not between images: nothing is taken
+        await op(ctx, ProgOp.BUDGET, 0, 0)
+        assert ctx.get(dut.prog.ready) == 0 and ctx.get(dut.budget) == 1
+        await ctx.tick()
+        assert ctx.get(dut.budget) == 1
+
+    simulate(dut, bench)
+
+
+def test_image_loader_takes_beats_and_latches_the_budget():
+    cfg = TINY_K2  # 9 pixels in 3 beats of 4 lanes, dac_bits 3: code = pixel >> 5
+    dut = ImageLoader(cfg)
+    image = [[0, 31, 32, 255], [100, 200, 64, 96], [224, 1, 2, 3]]
+
+    async def beat(ctx, pixels, budget=0, use_budget=0):
+        ctx.set(dut.pixels.payload, {"pixels": pixels, "budget": budget,
+                                     "use_budget": use_budget})
+        ctx.set(dut.pixels.valid, 1)
+
+    async def bench(ctx):
+        ctx.set(dut.default_budget, 1)
+        ctx.set(dut.enable, 1)
+        for use_budget, expect_budget in ((1, 2), (0, 1)):  # 3 clamps to K = 2
+            for index, pixels in enumerate(image):
+                assert ctx.get(dut.first_beat) == (index == 0)
+                await beat(ctx, pixels, budget=3, use_budget=use_budget)
+                write = dut.pixel_write
+                assert ctx.get(write.en) == 1 and ctx.get(write.beat) == index
+                assert values(ctx, write.codes, 4) == [p >> 5 for p in pixels]
+                assert ctx.get(dut.loaded) == (index == 2)
+                await ctx.tick()
+                ctx.set(dut.pixels.valid, 0)  # a gap: nothing taken
+                assert ctx.get(dut.pixel_write.en) == 0 and ctx.get(dut.loaded) == 0
+                await ctx.tick()
+            assert ctx.get(dut.budget) == expect_budget
+        ctx.set(dut.enable, 0)
+        await beat(ctx, image[0])
+        assert ctx.get(dut.pixels.ready) == 0 and ctx.get(dut.pixel_write.en) == 0
+
+    simulate(dut, bench)
+
+
+def test_activation_buffers_give_row_codes_zero_past_the_inputs():
+    dut = ActivationBuffers(TINY)  # layer 1 reads hidden buffer 0, layer 2 buffer 1
+    codes = [3, 0, 15, 7, 1, 2, 4, 8, 9, 10, 11, 12, 13, 14, 5]  # 3 beats of 5 lanes
+
+    async def bench(ctx):
+        ctx.set(dut.pixel_write.en, 1)
+        for beat in range(3):
+            ctx.set(dut.pixel_write.beat, beat)
+            ctx.set(dut.pixel_write.codes, codes[beat * 5:(beat + 1) * 5])
+            await ctx.tick()
+        ctx.set(dut.pixel_write.en, 0)
+        hidden = [[1, 0], [0, 1], [1, 1], [0, 0]]  # buffer 0, blocks 0..3: inputs 0..7
+        write = dut.hidden_write
+        ctx.set(write.en, 1)
+        for block, bits in enumerate(hidden):
+            ctx.set(write.buffer, 0)
+            ctx.set(write.col_block, block)
+            ctx.set(write.activations, bits[0] | bits[1] << 1)
+            await ctx.tick()
+        ctx.set(write.buffer, 1)  # buffer 1, block 1: inputs 2 and 3 of layer 2
+        ctx.set(write.col_block, 1)
+        ctx.set(write.activations, 0b01)
+        await ctx.tick()
+        ctx.set(write.en, 0)
+        signs = [1 if b else -1 for bits in hidden for b in bits]
+        cases = {(0, 0): codes[0:4], (0, 2): codes[8:12],
+                 (1, 0): signs[0:4], (1, 1): signs[4:7] + [0],  # layer 1 has 7 inputs
+                 (2, 0): [0, 0, 1, -1], (2, 1): [0, 0, 0, 0]}  # 5 inputs; 4 never written
+        for (layer, row_block), expect in cases.items():
+            ctx.set(dut.read.layer, layer)
+            ctx.set(dut.read.row_block, row_block)
+            assert values(ctx, dut.read.row_x, 4) == expect, (layer, row_block)
+
+    simulate(dut, bench)
+
+
+def _expected_schedule(cfg, plane_any, budget):
+    """(pass, layer, col_block, row_block, plane) in the order the spec gives: passes,
+    layers, column blocks, row blocks, planes; pass p > 0 adds plane p only in the first
+    layer; planes with no enabled column are skipped."""
+    order = []
+    for p in range(budget + 1):
+        base = 0
+        for layer in range(cfg.num_layers):
+            for cb in range(cfg.col_blocks(layer)):
+                wanted = [p] if layer == 0 and p > 0 else range(p + 1)
+                planes = [k for k in wanted if plane_any[base + cb] >> k & 1]
+                for rb in range(cfg.row_blocks(layer)):
+                    order += [(p, layer, cb, rb, k) for k in planes]
+            base += cfg.col_blocks(layer)
+    return order
+
+
+def test_sequencer_issues_in_spec_order_at_contract_cycles():
+    cfg = TINY_K2  # layers 9-6-3: col blocks (3, 2), row blocks (3, 2)
+    latency, budget = 2, 2
+    plane_any = [0b101, 0b001, 0b111, 0b011, 0b001]  # block 1: plane 0 only
+    words = [0b111111, 0b000011, 0b111111, 0b001111, 0b000011]
+    dut = Sequencer(cfg)
+    m = Module()
+    m.submodules.sequencer = dut
+    m.d.comb += [dut.plane_any[c].eq(v) for c, v in enumerate(plane_any)]
+    m.d.comb += dut.column_enables.data.eq(Array(words)[dut.column_enables.addr])
+    expect = _expected_schedule(cfg, plane_any, budget)
+    tile_base, block_base = [0, 9], [0, 3]
+    seen, starts = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        ctx.set(dut.run, 1)
+        done_at, events = None, {}
+        for cycle in range(400):
+            ctx.set(dut.macro_done, cycle == done_at)
+            ctx.set(dut.busy, done_at is not None and cycle <= done_at)
+            ctx.set(dut.layer_ready, events.get(cycle) == "layer")
+            ctx.set(dut.begin_pass, events.get(cycle) == "pass")
+            ctx.set(dut.next_pass, len({s[0] for s in seen}))
+            if ctx.get(dut.issue.start):
+                context = ctx.get(dut.issue.context)
+                trace = ctx.get(dut.trace)
+                p, layer, k = trace.pass_, trace.layer, trace.plane
+                cb = context.block.col_block
+                # tile = first tile of the layer + col_block * row_blocks + row_block
+                rb = ctx.get(dut.evaluation.group) - tile_base[layer] - cb * \
+                    cfg.row_blocks(layer)
+                entry = (p, layer, cb, rb, k)
+                seen.append(entry)
+                starts.append(cycle)
+                mask = ((1 << 2) - 1) << (2 * k)
+                assert ctx.get(dut.evaluation.col_en) == words[block_base[layer] + cb] & mask
+                assert ctx.get(dut.evaluation.gain) == cfg.plane_gains[k]
+                assert context.plane == k and context.resume == (layer == 0 and p > 0)
+                assert context.block.global_col_block == block_base[layer] + cb
+                done_at = cycle + latency
+                nxt = expect[len(seen)] if len(seen) < len(expect) else None
+                block_over = nxt is None or nxt[:3] != (p, layer, cb)
+                assert context.last == block_over, entry
+                layer_over = nxt is None or nxt[:2] != (p, layer)
+                assert context.block.layer_end == layer_over
+                if layer_over:  # threshold stage the cycle after done, decision one later
+                    last = layer == cfg.num_layers - 1
+                    if not last:
+                        events[done_at + 1] = "layer"
+                    elif p < budget:
+                        events[done_at + 2] = "pass"
+            await ctx.tick()
+
+    simulate(m, bench)
+    assert seen == expect
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    expect_gaps = [latency + (3 if b[0] != a[0] else 2 if b[1] != a[1] else 0)
+                   for a, b in zip(expect, expect[1:])]
+    assert gaps == expect_gaps
+
+
+def test_in_flight_holds_the_context_until_done():
+    dut = InFlight(TINY)
+    first = {"plane": 1, "first": 1, "resume": 0, "last": 1,
+             "block": {"layer": 2, "col_block": 1, "global_col_block": 8, "layer_end": 1}}
+    second = {"plane": 0, "first": 0, "resume": 1, "last": 0,
+              "block": {"layer": 0, "col_block": 3, "global_col_block": 3, "layer_end": 0}}
+
+    async def bench(ctx):
+        ctx.set(dut.issue.start, 1)
+        ctx.set(dut.issue.context, first)
+        await ctx.tick()
+        ctx.set(dut.issue.start, 0)
+        ctx.set(dut.issue.context, second)  # not started: not taken
+        for _ in range(2):
+            context = ctx.get(dut.context)
+            assert ctx.get(dut.busy) == 1 and context.plane == 1
+            assert context.block.global_col_block == 8 and context.block.layer == 2
+            await ctx.tick()
+        ctx.set(dut.done, 1)  # done, and the next starts in the same cycle
+        ctx.set(dut.issue.start, 1)
+        await ctx.tick()
+        ctx.set(dut.issue.start, 0)
+        context = ctx.get(dut.context)
+        assert ctx.get(dut.busy) == 1 and context.resume == 1 and context.block.col_block == 3
+        await ctx.tick()  # done with nothing starting
+        ctx.set(dut.done, 0)
+        assert ctx.get(dut.busy) == 0
+        ctx.set(dut.issue.start, 1)
+        await ctx.tick()
+        ctx.set(dut.issue.start, 0)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        assert ctx.get(dut.busy) == 0
+
+    simulate(dut, bench)
+
+
+def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
+    dut = Accumulator(TINY)  # 2 neurons, code of plane k, neuron i in column 2k + i
+    block = {"layer": 1, "col_block": 2, "global_col_block": 6, "layer_end": 1}
+
+    def context(plane, first, last, resume=0, blk=block):
+        return {"plane": plane, "first": first, "resume": resume, "last": last, "block": blk}
+
+    async def bench(ctx):
+        ctx.set(dut.done, 1)
+        ctx.set(dut.context, context(0, 1, 0))
+        ctx.set(dut.adc, [3, -2, 5, 7])
+        await ctx.tick()
+        assert values(ctx, dut.stage.acc, 2) == [3, -2] and ctx.get(dut.stage.pending) == 0
+        ctx.set(dut.context, context(1, 0, 1))
+        ctx.set(dut.adc, [1, 1, -4, 6])
+        await ctx.tick()
+        ctx.set(dut.done, 0)
+        assert values(ctx, dut.stage.acc, 2) == [-1, 4] and ctx.get(dut.stage.pending) == 1
+        handed = ctx.get(dut.stage.block)
+        assert (handed.layer, handed.col_block, handed.global_col_block, handed.layer_end) \
+            == (1, 2, 6, 1)
+        await ctx.tick()
+        assert ctx.get(dut.stage.pending) == 0  # one cycle only
+        first_layer = {"layer": 0, "col_block": 3, "global_col_block": 3, "layer_end": 0}
+        ctx.set(dut.context, context(1, 1, 0, resume=1, blk=first_layer))
+        assert ctx.get(dut.stored.addr) == 3
+        ctx.set(dut.stored.data, [10, -20])
+        ctx.set(dut.adc, [9, 9, 2, -1])
+        ctx.set(dut.done, 1)
+        await ctx.tick()
+        assert values(ctx, dut.stage.acc, 2) == [12, -21]  # stored sums + plane 1 codes
+        ctx.set(dut.done, 0)
+        ctx.set(dut.adc, [0, 0, 0, 0])
+        await ctx.tick()
+        assert values(ctx, dut.stage.acc, 2) == [12, -21]  # held without done
+
+    simulate(dut, bench)
+
+
+def test_threshold_stage_writes_activations_sums_and_logits():
+    dut = ThresholdStage(TINY)  # output layer 2 has 6 classes in 3 blocks
+
+    async def stage(ctx, layer, col_block, global_col_block, layer_end, acc, theta):
+        ctx.set(dut.stage.pending, 1)
+        ctx.set(dut.stage.block, {"layer": layer, "col_block": col_block,
+                                  "global_col_block": global_col_block,
+                                  "layer_end": layer_end})
+        ctx.set(dut.stage.acc, acc)
+        assert ctx.get(dut.thresholds.addr) == global_col_block
+        ctx.set(dut.thresholds.data, theta)
+
+    async def bench(ctx):
+        await stage(ctx, 0, 3, 3, 1, [5, -2], [5, -1])  # 5 >= 5: +1; -2 < -1: -1
+        hidden = dut.hidden_write
+        assert [ctx.get(hidden.en), ctx.get(hidden.buffer), ctx.get(hidden.col_block),
+                ctx.get(hidden.activations)] == [1, 0, 3, 0b01]
+        assert ctx.get(dut.stored.en) == 1 and ctx.get(dut.stored.addr) == 3
+        assert values(ctx, dut.stored.data, 2) == [5, -2]
+        assert ctx.get(dut.layer_ready) == 1 and ctx.get(dut.pass_done) == 0
+        await ctx.tick()
+        await stage(ctx, 1, 1, 5, 0, [0, 7], [1, 7])
+        assert [ctx.get(hidden.en), ctx.get(hidden.buffer), ctx.get(hidden.activations)] \
+            == [1, 1, 0b10]
+        assert ctx.get(dut.stored.en) == 0 and ctx.get(dut.layer_ready) == 0
+        await ctx.tick()
+        await stage(ctx, 2, 1, 8, 0, [40, -3], [10, 4])  # classes 2 and 3
+        assert ctx.get(hidden.en) == 0 and ctx.get(dut.pass_done) == 0
+        await ctx.tick()
+        await stage(ctx, 2, 2, 9, 1, [1, 2], [3, -5])  # classes 4 and 5, last block
+        assert ctx.get(dut.pass_done) == 1 and ctx.get(dut.layer_ready) == 0
+        await ctx.tick()
+        ctx.set(dut.stage.pending, 0)
+        await stage(ctx, 2, 0, 7, 1, [99, 99], [0, 0])
+        ctx.set(dut.stage.pending, 0)  # not pending: no logit, no pulse
+        assert ctx.get(dut.pass_done) == 0
+        await ctx.tick()
+        assert values(ctx, dut.logits, 6) == [0, 0, 30, -7, -2, 7]
+
+    simulate(dut, bench)
+
+
+def test_exit_decision_takes_class_margin_and_next_pass():
+    cfg = TINY_K2  # 3 classes, K = 2
+
+    async def decide(ctx, dut, logits, margin, current_pass, budget):
+        ctx.set(dut.logits, logits)
+        ctx.set(dut.margin, margin)
+        ctx.set(dut.current_pass, current_pass)
+        ctx.set(dut.budget, budget)
+        ctx.set(dut.pass_done, 1)
+        await ctx.tick()
+        ctx.set(dut.pass_done, 0)
+        assert ctx.get(dut.decide) == 1
+        verdict = (ctx.get(dut.exit_now), ctx.get(dut.next_pass))
+        await ctx.tick()
+        assert ctx.get(dut.decide) == 0  # taken once
+        return verdict, ctx.get(dut.best_class), ctx.get(dut.exit_pass)
+
+    dut = ExitDecision(cfg)
+
+    async def bench(ctx):
+        ctx.set(dut.run, 1)
+        ctx.set(dut.plane_any, [0b001] * cfg.total_col_blocks)  # ignored: 2 layers
+        assert await decide(ctx, dut, [3, 12, 9], 3, 0, 2) == ((1, 1), 1, 0)  # 12 - 9 >= 3
+        assert await decide(ctx, dut, [3, 12, 9], 4, 0, 2) == ((0, 1), 1, 0)
+        assert await decide(ctx, dut, [9, -4, 9], 1, 1, 2) == ((0, 2), 0, 1)  # tie: first
+        (exit_now, _), best, passed = await decide(ctx, dut, [-8, -9, -7], 100, 2, 2)
+        assert (exit_now, best, passed) == (1, 2, 2)  # budget spent: no next pass
+        (exit_now, _), _, _ = await decide(ctx, dut, [1, 2, 3], 100, 0, 0)
+        assert exit_now == 1  # budget 0: pass 0 is the last
+        ctx.set(dut.run, 0)  # not running: the decision waits
+        ctx.set(dut.pass_done, 1)
+        await ctx.tick()
+        ctx.set(dut.pass_done, 0)
+        assert ctx.get(dut.decide) == 0
+        ctx.set(dut.clear, 1)  # a new image drops it
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        ctx.set(dut.run, 1)
+        assert ctx.get(dut.decide) == 0
+
+    simulate(dut, bench)
+
+    single = ExitDecision(SINGLE)  # one layer: a pass whose plane is masked everywhere is skipped
+
+    async def bench_single(ctx):
+        ctx.set(single.run, 1)
+        ctx.set(single.plane_any, [0b101, 0b001])  # plane 1 masked in both blocks
+        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 0, 2))[0] == (0, 2)
+        ctx.set(single.plane_any, [0b001, 0b001])
+        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 0, 2))[0][0] == 1  # none
+
+    simulate(single, bench_single)
+
+
+def test_counters_count_evaluations_columns_and_nonzero_rows():
+    dut = Counters(TINY)
+
+    async def bench(ctx):
+        ctx.set(dut.run, 1)
+        starts = [(0b1011, [0, 3, -1, 0]), (0b0001, [1, 1, 1, 1]), (0b0000, [0, 0, 0, 0])]
+        for col_en, row_x in starts:
+            ctx.set(dut.evaluation.start, 1)
+            ctx.set(dut.evaluation.col_en, col_en)
+            ctx.set(dut.evaluation.row_x, row_x)
+            await ctx.tick()
+        ctx.set(dut.evaluation.start, 0)
+        ctx.set(dut.evaluation.col_en, 0b1111)  # no start: not counted
+        await ctx.tick()
+        ctx.set(dut.run, 0)
+        await ctx.tick()
+        assert [ctx.get(dut.cycles), ctx.get(dut.macro_evals), ctx.get(dut.column_evals),
+                ctx.get(dut.dac_conversions)] == [4, 3, 3 + 1, 2 + 4]
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        assert [ctx.get(dut.cycles), ctx.get(dut.macro_evals), ctx.get(dut.column_evals),
+                ctx.get(dut.dac_conversions)] == [0, 0, 0, 0]
+
+    simulate(dut, bench)
