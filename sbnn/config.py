@@ -39,8 +39,6 @@ MAX_WIRE_BITS = 1 << 16
 _MAX_ADC_STEP = 1 << 16
 #: Widest layer.
 _MAX_WIDTH = 1 << 16
-#: Widest gain code (gain_bits <= 8); the design's own gain_bits narrows it further.
-_MAX_GAIN = (1 << 8) - 1
 
 
 class ConfigError(ParamError):
@@ -54,7 +52,8 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 _Width = Annotated[int, Field(ge=1, le=_MAX_WIDTH)]
-_Gain = Annotated[int, Field(ge=1, le=_MAX_GAIN)]
+#: A gain code's upper end is the design's own (gain_bits wide): checked between fields.
+_Gain = Annotated[int, Field(ge=1)]
 _Step = Annotated[int, Field(ge=1, le=_MAX_ADC_STEP)]
 
 
@@ -328,5 +327,6 @@ def load_train_table(path: str | Path | None) -> dict[str, Any]:
     strictly as the design."""
     if path is None:
         return {}
-    _, tables = read_record_file(path, "--config", "sbnn", SbnnConfig._sibling_tables)
+    _, tables = read_record_file(path, "--config", "sbnn", SbnnConfig._sibling_tables,
+                                 ConfigError)
     return dict(tables.get("train", {}))

@@ -173,6 +173,9 @@ def test_empty_file_is_the_default_design_and_train_table_is_read(tmp_path):
     top.write_text("num_supports = 0\n[train]\nlr = 0.01\n")  # fields at top level + recipe
     assert load_config(top) == SbnnConfig(num_supports=0) and load_train_table(top)["lr"] == 0.01
     assert load_train_table(None) == {}
+    (tmp_path / "bad.toml").write_text("[train\n")
+    with pytest.raises(ConfigError, match="'--config': cannot parse"):
+        load_train_table(tmp_path / "bad.toml")
 
 
 def test_default_snapshot_text_is_unchanged():
