@@ -1,8 +1,5 @@
-"""``sbnn variability``: the Monte Carlo sweep's command line (registered by sbnn/cli.py).
-
-Kept here so the shared CLI module only gains the registration; heavy imports happen when
-the command runs.
-"""
+"""``sbnn variability``: Monte Carlo of the MNIST error vs process variability (a sweep of
+one variation parameter over seeds; golden/variability_sweep.py does the work)."""
 
 from __future__ import annotations
 
@@ -12,8 +9,13 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["add_variability_parser", "cmd_variability"]
+from .arguments import add_data_dir_option
+from .errors import CliError
+from .loaders import default_model_path
 
+__all__ = ["DEFAULT_SIGMAS", "add_parser", "run"]
+
+#: Values of the swept parameter when ``--sigmas`` is not given.
 DEFAULT_SIGMAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
 
@@ -50,14 +52,14 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def add_variability_parser(sub) -> None:
-    """Register ``sbnn variability`` on the CLI's subparsers."""
-    from .variability_sweep import SWEPT_PARAMS
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``sbnn variability``."""
+    from sbnn.golden.variability_sweep import SWEPT_PARAMS
 
-    sp = sub.add_parser("variability", help="Monte Carlo of MNIST error vs process "
-                                            "variability (sigma sweep, docs/variability.md)")
-    sp.add_argument("--data-dir", type=Path, default=None,
-                    help="folder with the MNIST IDX files (or set SBNN_MNIST_DIR)")
+    sp = subparsers.add_parser("variability", help="Monte Carlo of MNIST error vs process "
+                                                   "variability (sigma sweep, "
+                                                   "docs/variability.md)")
+    add_data_dir_option(sp)
     sp.add_argument("--model", action="append", type=_named_model, metavar="NAME=PATH",
                     help="a QuantizedModel .npz under a name (repeatable; default: "
                          "default=<embedded model>); each runs with its own support mask")
@@ -87,24 +89,11 @@ def add_variability_parser(sub) -> None:
                          "no report")
     sp.add_argument("--out", type=Path, default=Path("docs"),
                     help="where variability.md/.json and the plot go")
-    sp.set_defaults(func=cmd_variability)
+    sp.set_defaults(func=run)
+    return sp
 
 
-def cmd_variability(args) -> int:
-    from sbnn.cli import CliError, _default_model
-
-    from .qmodel import QuantizedModel
-    from .variability import Variation, load_variation
-    from .variability_sweep import (
-        ModelSpec,
-        aggregate,
-        command_line,
-        describe_images,
-        plan,
-        run_all,
-        write_report,
-    )
-
+def _check_counts(args: argparse.Namespace) -> None:
     if args.seeds < 1:
         raise CliError(f"--seeds must be at least 1, got {args.seeds}")
     if args.float_seeds < 0:
@@ -115,10 +104,14 @@ def cmd_variability(args) -> int:
         raise CliError("--sigmas is empty; give e.g. --sigmas 0,0.1,0.2")
     if any(not 0 < k <= 1 for k in args.keeps):
         raise CliError(f"--keeps fractions must be in (0, 1], got {list(args.keeps)}")
-    base = load_variation(args.variation) if args.variation else Variation()
-    for s in args.sigmas:  # validated by Variation itself: the message names the field
-        base.replace(**{args.param: s})
-    models = args.model or [("default", _default_model())]
+
+
+def _model_specs(args: argparse.Namespace) -> list:
+    """One ModelSpec per model and kept fraction; every model file is checked now."""
+    from sbnn.golden.qmodel import QuantizedModel
+    from sbnn.golden.variability_sweep import ModelSpec
+
+    models = args.model or [("default", default_model_path())]
     names = [n for n, _ in models]
     if len(set(names)) != len(names):
         raise CliError(f"--model names must differ, got {names}")
@@ -129,6 +122,11 @@ def cmd_variability(args) -> int:
         if model.config.num_supports:
             specs += [ModelSpec(name, str(Path(path).resolve()), k) for k in args.keeps
                       if k < 1]
+    return specs
+
+
+def _image_source(args: argparse.Namespace) -> tuple[str, int]:
+    """(the images' name as the jobs record it, how many images it holds)."""
     if args.images:
         if not args.images.is_file():
             raise CliError(f"--images {str(args.images)!r} does not exist")
@@ -136,13 +134,51 @@ def cmd_variability(args) -> int:
 
         with np.load(args.images) as data:
             available = len(data["labels"])
-        images = str(args.images.resolve())
-    else:
-        from .mnist import load_mnist, resolve_data_dir
+        return str(args.images.resolve()), available
+    from sbnn.golden.mnist import load_mnist, resolve_data_dir
 
-        available = len(load_mnist("test", args.data_dir)[1])  # fetch/check once, up front
-        # resolved, so that results are found again however the folder was named
-        images = f"mnist-test:{resolve_data_dir(args.data_dir)}"
+    available = len(load_mnist("test", args.data_dir)[1])  # fetch/check once, up front
+    # resolved, so that results are found again however the folder was named
+    return f"mnist-test:{resolve_data_dir(args.data_dir)}", available
+
+
+def _print_progress(done: int, total: int, rec: dict) -> None:
+    errs = rec["exact_error_pct"]
+    print(f"  [{done}/{total}] {rec['model']} kept {rec['support_kept_pct']:g} % "
+          f"{rec['param']}={rec['sigma']:g} seed {rec['seed']}: error % by pass "
+          f"{errs} ({rec['wall_s']} s)", flush=True)
+
+
+def _print_summary(summary: dict, param: str) -> None:
+    print(f"{'model':60s} {'sigma':>6} {'mean %':>7} {'std':>6} {'min':>6} {'max':>6}")
+    for c in summary["curves"]:
+        for p in c["points"]:
+            e = p["exact"]
+            print(f"{c['label'][:60]:60s} {p['sigma']:>6g} {e['mean']:>7.2f} {e['std']:>6.2f} "
+                  f"{e['min']:>6.2f} {e['max']:>6.2f}")
+        at = c["sigma_at_0p5pp"]
+        print(f"{'':60s} +0.5 pp at {param} = "
+              f"{'not reached' if at is None else f'{at:.3g}'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the jobs not yet in ``--work`` (or one shard), then aggregate and report."""
+    from sbnn.golden.variability import Variation, load_variation
+    from sbnn.golden.variability_sweep import (
+        aggregate,
+        command_line,
+        describe_images,
+        plan,
+        run_all,
+        write_report,
+    )
+
+    _check_counts(args)
+    base = load_variation(args.variation) if args.variation else Variation()
+    for s in args.sigmas:  # validated by Variation itself: the message names the field
+        base.replace(**{args.param: s})
+    specs = _model_specs(args)
+    images, available = _image_source(args)
     if not 1 <= args.count <= available:
         raise CliError(f"--count must be in 1..{available}, got {args.count}")
     jobs = plan(specs, base, args.param, sorted(args.sigmas), args.seeds, images, args.count,
@@ -154,14 +190,7 @@ def cmd_variability(args) -> int:
           f"values of {args.param} x up to {args.seeds} seeds) on {args.jobs} workers, results "
           f"in {args.work}", flush=True)
     t0 = time.time()
-
-    def progress(done, total, rec):
-        errs = rec["exact_error_pct"]
-        print(f"  [{done}/{total}] {rec['model']} kept {rec['support_kept_pct']:g} % "
-              f"{rec['param']}={rec['sigma']:g} seed {rec['seed']}: error % by pass "
-              f"{errs} ({rec['wall_s']} s)", flush=True)
-
-    records = run_all(jobs, args.jobs, progress)
+    records = run_all(jobs, args.jobs, _print_progress)
     wall = time.time() - t0
     if args.shard:
         print(f"shard done: {len(records)} results in {args.work} ({wall:.0f} s)")
@@ -173,14 +202,6 @@ def cmd_variability(args) -> int:
             "job_s": round(sum(r["wall_s"] for r in records), 1),
             "count": args.count, "images_desc": describe_images(images, args.count)}
     files = write_report(summary, meta, args.out)
-    print(f"{'model':60s} {'sigma':>6} {'mean %':>7} {'std':>6} {'min':>6} {'max':>6}")
-    for c in summary["curves"]:
-        for p in c["points"]:
-            e = p["exact"]
-            print(f"{c['label'][:60]:60s} {p['sigma']:>6g} {e['mean']:>7.2f} {e['std']:>6.2f} "
-                  f"{e['min']:>6.2f} {e['max']:>6.2f}")
-        at = c["sigma_at_0p5pp"]
-        print(f"{'':60s} +0.5 pp at {args.param} = "
-              f"{'not reached' if at is None else f'{at:.3g}'}")
+    _print_summary(summary, args.param)
     print(f"wrote {', '.join(str(f) for f in files)} ({wall:.0f} s)")
     return 0

@@ -1,0 +1,71 @@
+"""``sbnn equiv``: randomized RTL vs golden equivalence over random configs (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sbnn.fileio import check_output_path
+from sbnn.options import WORKERS_MAX, check_int, check_seed
+
+from .errors import CliError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``sbnn equiv``."""
+    sp = subparsers.add_parser("equiv", help="randomized RTL vs golden equivalence over random "
+                                             "configs, models, inputs and controls (resumable)")
+    sp.add_argument("--configs", type=int, default=20, help="random configs to run")
+    sp.add_argument("--cases", type=int, default=5000, help="cases (inferences) per config")
+    sp.add_argument("--seed", type=int, default=0, help="first config seed")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="parallel simulator processes (default: CPU cores)")
+    sp.add_argument("--build", type=Path, default=Path("out/equiv"))
+    sp.add_argument("--ledger", type=Path, default=Path("out/equiv/ledger.jsonl"),
+                    help="one line per finished config; reruns skip those (resume)")
+    sp.add_argument("--case", default=None, help="rerun one case, CONFIG_SEED:INDEX")
+    sp.set_defaults(func=run)
+    return sp
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the configs not yet in the ledger (or the one ``--case``); 1 on a mismatch."""
+    from sbnn.cosim.equivalence import run_equivalence
+
+    for name in ("configs", "cases"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_int("--workers", args.workers, 1, WORKERS_MAX, " simulator processes")
+    check_seed("--seed", args.seed, span=args.configs)  # config seeds seed..seed+configs-1
+    check_output_path(args.build, "--build", folder=True)
+    check_output_path(args.ledger, "--ledger", folder=False)
+    if args.case:
+        return _rerun_case(args)
+    print(f"random-config equivalence: configs {args.seed}..{args.seed + args.configs - 1}, "
+          f"{args.cases} cases each; ledger {args.ledger}", flush=True)
+    res = run_equivalence(args.configs, args.cases, args.seed, args.build, args.ledger,
+                          args.workers, log=lambda m: print(m, flush=True))
+    print(f"{'OK' if res['ok'] else 'FAILED'}: {res['total_cases']} cases checked in the "
+          f"ledger so far with 0 mismatches" if res["ok"] else
+          f"FAILED after {res['total_cases']} good cases")
+    return 0 if res["ok"] else 1
+
+
+def _rerun_case(args: argparse.Namespace) -> int:
+    """``--case CONFIG_SEED:INDEX``: one case again, with its run folder kept."""
+    from sbnn.cosim.equivalence import parse_case, run_config
+
+    try:
+        seed, index = parse_case(args.case)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    check_seed("--case CONFIG_SEED", seed)
+    rep = run_config(seed, args.build, first=index, count=1, workers=1)
+    print(f"case {seed}:{index}: {rep['transactions_checked']} transactions, "
+          f"{'OK' if rep['mismatches'] == 0 else 'MISMATCH: ' + str(rep['first_mismatch'])}")
+    print(f"config: {json.dumps(rep['config'])}")
+    print(f"run folder (command file, logs, sim.log): {rep['run_dir']}")
+    return 0 if rep["mismatches"] == 0 else 1

@@ -1,0 +1,111 @@
+"""``sbnn eval``: test error per latency budget on the hardware-exact path, for one model or
+as the results table (``--baseline/--case-i/--case-ii/--pruned/--also``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sbnn.fileio import atomic_write_text, check_output_path, staged_folder
+
+from .arguments import add_config_option, add_data_dir_option, add_model_option
+from .errors import CliError
+from .loaders import load_model, model_from_args, model_path
+
+__all__ = ["add_parser", "run"]
+
+#: The named models of the results table, one option each (``--case-i`` ...).
+TABLE_ROLES = ("baseline", "case_i", "case_ii", "pruned")
+#: The results.json entries printed after the table is built.
+_TABLE_SUMMARY_KEYS = ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct",
+                       "support_columns_pruned_pct", "pruned_error_pct", "test_images",
+                       "targets_met")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``sbnn eval``."""
+    sp = subparsers.add_parser("eval", help="test error per latency budget, hardware-exact path")
+    add_config_option(sp)
+    add_data_dir_option(sp)
+    add_model_option(sp)
+    sp.add_argument("--json", type=Path, help="also write the table as JSON")
+    for role in TABLE_ROLES:
+        sp.add_argument(f"--{role.replace('_', '-')}", dest=role, type=Path,
+                        help=f"results table: the {role.replace('_', ' ')} model .npz")
+    sp.add_argument("--also", action="append", metavar="NAME=MODEL",
+                    help="results table: one more run to evaluate and list (repeatable)")
+    sp.add_argument("--out", type=Path, default=Path("docs"),
+                    help="results table: folder for results.json and the plots (default docs)")
+    sp.set_defaults(func=run)
+    return sp
+
+
+def _table_models(args: argparse.Namespace) -> dict[str, Path]:
+    """The results table's models by name (empty: evaluate one model)."""
+    table = {r: getattr(args, r) for r in TABLE_ROLES if getattr(args, r) is not None}
+    for item in args.also or ():
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path or name in table:
+            raise CliError(f"--also takes NAME=MODEL.npz with a new name, got {item!r}")
+        table[name] = Path(path)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate one model, or build the results table when any table model is named."""
+    table = _table_models(args)
+    if table:
+        if args.model is not None or args.json is not None:
+            raise CliError("--model/--json evaluate one model; --baseline/--case-i/--case-ii/"
+                           "--pruned build the results table: use one form or the other")
+        return _results_table(args, table)
+    return _evaluate_one(args)
+
+
+def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
+    """Every named model evaluated, ``results.json`` and the plots in ``--out``."""
+    from sbnn.golden.evaluate import build_results
+    from sbnn.golden.mnist import load_mnist
+
+    for path in table.values():
+        load_model(path, None)  # clear error for a missing or bad file, before the work
+    check_output_path(args.out, "--out", folder=True)
+    images, labels = load_mnist("test", args.data_dir)
+    print(f"results table on {len(labels)} test images, hardware-exact path; writing "
+          f"{args.out}/results.json and plots", flush=True)
+    with staged_folder(args.out) as stage:  # results.json and plots appear together
+        res = build_results(table, images, labels, stage,
+                            eval_command="sbnn " + " ".join(args.argv),
+                            log=lambda m: print(m, flush=True))
+    print(json.dumps({k: res[k] for k in _TABLE_SUMMARY_KEYS}, indent=2))
+    return 0
+
+
+def _evaluate_one(args: argparse.Namespace) -> int:
+    """One model's error and cycles per budget (float path beside it where its twin is)."""
+    from sbnn.golden.evaluate import evaluate_model, float_model_for
+    from sbnn.golden.mnist import load_mnist
+
+    path = model_path(args)
+    model = model_from_args(args)
+    cfg = model.config
+    if args.json is not None:
+        check_output_path(args.json, "--json", folder=False)
+    images, labels = load_mnist("test", args.data_dir)
+    net = float_model_for(path, model)
+    print(f"model {path}: layers {list(cfg.layers)}, "
+          f"K={cfg.num_supports}, {len(labels)} test images, hardware-exact path"
+          + ("" if net is None else " (float path beside it)"))
+    ev = evaluate_model(model, images, labels, net)
+    rows = []
+    for row in ev["budgets"]:
+        b, err, cyc = row["budget"], row["hw_error_pct"], row["cycles"]
+        rows.append({"budget": b, "error_pct": round(err, 2), "cycles": cyc,
+                     "float_error_pct": row["float_error_pct"]})
+        fl = "" if net is None else f", float {row['float_error_pct']:.2f} %"
+        print(f"  budget {b}: error {err:.2f} %{fl}, {cyc} cycles "
+              f"({cyc / cfg.clock_mhz:.2f} us at {cfg.clock_mhz:g} MHz)")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    return 0

@@ -1,0 +1,130 @@
+"""``sbnn train``: train case (i) (base BNN, then supports) or case (ii) (joint).
+
+The design comes from ``--config`` with the ``--layers/--supports/--dac-bits/--adc-bits``
+overrides; the recipe from the config's ``[train]`` table with the recipe options over it.
+Every value is checked before MNIST is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sbnn.config import SbnnConfig, load_train_table
+from sbnn.fileio import atomic_write_text, check_output_path
+from sbnn.options import check_mnist_design, check_seed
+
+from .arguments import add_config_option, add_data_dir_option
+from .errors import CliError
+from .loaders import design_config
+
+__all__ = ["add_parser", "run", "design_overrides"]
+
+#: sbnn train options that override [train] fields of the config file (None = not given)
+_TRAIN_OPTIONS = ("base_epochs", "support_epochs", "joint_epochs", "batch_size", "lr",
+                  "lr_final", "support_lr", "support_init", "seed", "threads", "shift",
+                  "rotate", "scale", "elastic", "support_drop", "adc_aware")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``sbnn train``."""
+    sp = subparsers.add_parser("train", help="train case (i) (base BNN, then supports) or case "
+                                             "(ii) (joint)")
+    add_config_option(sp)
+    add_data_dir_option(sp)
+    sp.add_argument("--case", choices=("i", "ii"), default="i",
+                    help="i: supports on the frozen pre-trained BNN; ii: joint training")
+    sp.add_argument("--out", type=Path, default=Path("runs/default"))
+    sp.add_argument("--layers", help="layer widths, e.g. 784,1024,1024,10 (overrides config)")
+    sp.add_argument("--supports", type=int, help="support planes K (overrides config)")
+    sp.add_argument("--dac-bits", type=int, help="first-layer DAC bits (overrides config)")
+    sp.add_argument("--adc-bits", type=int, help="ADC bits (overrides config)")
+    # Recipe options: default None = take the config's [train] table, else TrainSettings.
+    sp.add_argument("--seed", type=int, help="random seed (default 0)")
+    sp.add_argument("--base-epochs", type=int, help="case (i) plain-BNN epochs (default 20)")
+    sp.add_argument("--support-epochs", type=int, help="case (i) support epochs (default 10)")
+    sp.add_argument("--joint-epochs", type=int, help="case (ii) epochs (default 30)")
+    sp.add_argument("--batch-size", type=int, help="minibatch size (default 100)")
+    sp.add_argument("--lr", type=float, help="initial Adam learning rate (default 3e-3)")
+    sp.add_argument("--lr-final", type=float, help="learning rate of the last epoch, "
+                                                   "exponential decay (default 3e-4)")
+    sp.add_argument("--support-lr", type=float, help="case (i) stage-2 initial learning "
+                                                     "rate (default: --lr)")
+    sp.add_argument("--support-init", choices=("sign", "latent"),
+                    help="case (i) support latents start at 0.1*sign(base) or at a copy of "
+                         "the base latents (default sign)")
+    sp.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
+    sp.add_argument("--shift", type=int, help="augmentation: random +-N pixel shifts "
+                                              "(default 0)")
+    sp.add_argument("--rotate", type=float, help="augmentation: random rotation up to +-N "
+                                                 "degrees (default 0)")
+    sp.add_argument("--scale", type=float, help="augmentation: random scaling up to +-F, "
+                                                "a fraction (default 0)")
+    sp.add_argument("--elastic", type=float, help="augmentation: smooth random elastic "
+                                                  "displacement of about N pixels (default 0)")
+    sp.add_argument("--support-drop", type=float,
+                    help="support-column dropout probability in training (default 0)")
+    sp.add_argument("--adc-aware", action=argparse.BooleanOptionalAction, default=None,
+                    help="model the first layer's per-tile ADC clipping in training")
+    sp.set_defaults(func=run)
+    return sp
+
+
+def design_overrides(cfg: SbnnConfig, args: argparse.Namespace) -> SbnnConfig:
+    """Apply --layers/--supports/--dac-bits/--adc-bits to the loaded design."""
+    changes = {}
+    if args.layers is not None:
+        try:
+            changes["layers"] = [int(v) for v in args.layers.split(",")]
+        except ValueError:
+            raise CliError(f"--layers must be comma-separated widths such as "
+                           f"784,1024,1024,10, got {args.layers!r}") from None
+    for opt, name in (("supports", "num_supports"), ("dac_bits", "dac_bits"),
+                      ("adc_bits", "adc_bits")):
+        if getattr(args, opt) is not None:
+            changes[name] = getattr(args, opt)
+    if not changes:
+        return cfg
+    data = cfg.to_dict()
+    data.update(changes)
+    # Derived fields follow the new shape, as if they had been left out of the file.
+    if "num_supports" in changes:
+        data["plane_gains"] = None
+    data["adc_steps"] = None
+    return SbnnConfig.from_dict(data)
+
+
+def _settings(args: argparse.Namespace):
+    """The recipe: the config's [train] table with the given recipe options over it."""
+    from sbnn.golden.train import TrainSettings, TrainSettingsError
+
+    recipe = load_train_table(args.config)
+    recipe.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None})
+    try:
+        return TrainSettings.from_dict(recipe)
+    except TrainSettingsError as exc:
+        raise CliError(f"{exc} (set it with --{exc.field_name.replace('_', '-')} or in "
+                       f"the config's [train] table)") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train into ``--out`` (resumable) and write ``train_summary.json`` with the command."""
+    from sbnn.golden.mnist import load_mnist
+    from sbnn.golden.train import train
+
+    cfg = design_overrides(design_config(args), args)
+    check_mnist_design(cfg, "sbnn train (--layers or the config)")
+    settings = _settings(args)
+    check_seed("--seed (or [train] seed)", settings.seed)
+    check_output_path(args.out, "--out", folder=True)
+    train_data = load_mnist("train", args.data_dir)
+    test = load_mnist("test", args.data_dir)
+    print(f"training case ({args.case}) {list(cfg.layers)} K={cfg.num_supports} into "
+          f"{args.out} (seed {settings.seed}); rerun the same command to resume", flush=True)
+    summary = train(args.case, cfg, train_data, test, args.out, settings,
+                    log=lambda m: print(m, flush=True))
+    summary["command"] = "sbnn " + " ".join(args.argv)
+    atomic_write_text(Path(args.out) / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0
