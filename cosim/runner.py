@@ -9,6 +9,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sbnn import progress
 from sbnn.config import SbnnConfig
@@ -16,9 +17,22 @@ from sbnn.gen.lint import waiver_flags
 from sbnn.gen.verilog import SIM_TOP, emit_all
 from sbnn.toolchain import opt_level, setup_toolchain, trace_flags
 
-__all__ = ["CosimJob", "build_sim", "run_cosim", "run_bench"]
+from .job_file import JOB_ENV
+from .report import BenchReport, JsonRecord, ProtocolReport
+
+__all__ = ["CosimJob", "build_sim", "run_cosim", "run_bench", "REWRITE_ASSERTION_FILES",
+           "TB_MODULE", "PROTOCOL_TB_MODULE"]
 
 TB_MODULE = "sbnn.cosim.tb_inference"
+PROTOCOL_TB_MODULE = "sbnn.cosim.tb_protocol"
+#: The report each per-cycle test module writes.
+REPORT_TYPES: dict[str, type[JsonRecord]] = {TB_MODULE: BenchReport,
+                                            PROTOCOL_TB_MODULE: ProtocolReport}
+#: Files whose asserts cocotb rewrites for pytest-style messages: the cocotb test modules
+#: and the bench libraries they run (cosim/), not every module imported (numpy and amaranth
+#: would cost seconds). Patterns with a folder match the end of the file's path.
+REWRITE_ASSERTION_FILES = " ".join(f"cosim/{name}.py" for name in (
+    "tb_*", "bench", "regression", "stream_checker", "protocol_bench", "protocol_corner"))
 #: Verilator's own optimization, X handling, and C++ split into files make -j can share.
 VERILATOR_OPT = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--output-split", "3000")
 
@@ -77,13 +91,14 @@ def verilator_build(binary: Path):
 
 
 def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
-              test_module: str = TB_MODULE) -> dict:
-    """Run a testbench (default: the inference regression); returns its report (raises if
-    it could not run)."""
+              test_module: str = TB_MODULE) -> BenchReport | ProtocolReport:
+    """Run a testbench (default: the inference regression; or the protocol corners); returns
+    its report (raises if it could not run)."""
     build_dir = build_sim(job.config, build_root, waves=waves)
     # One folder per distinct job, so parallel runs (pytest -n) of one design do not collide.
     run_dir = build_dir.parent / f"run_{_digest_of(repr((job, test_module, waves)))}"
-    return run_bench(job, build_dir, run_dir, test_module, waves=waves)
+    return run_bench(job, build_dir, run_dir, test_module, REPORT_TYPES[test_module],
+                     waves=waves)
 
 
 def _digest_of(text: str) -> str:
@@ -91,10 +106,11 @@ def _digest_of(text: str) -> str:
 
 
 def run_bench(job: CosimJob, build_dir: Path, run_dir: Path, test_module: str,
-              waves: bool = False, extra: dict | None = None,
-              plusargs: list[str] | None = None) -> dict:
+              report_type: type[JsonRecord], waves: bool = False, extra: dict | None = None,
+              plusargs: list[str] | None = None) -> Any:
     """Write the job file (plus ``extra`` entries) into ``run_dir``, run ``test_module`` on
-    the simulator built in ``build_dir`` (with ``plusargs``) and return its report."""
+    the simulator built in ``build_dir`` (with ``plusargs``) and return its report (of
+    ``report_type``)."""
     from cocotb_tools.runner import get_runner
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,9 +127,8 @@ def run_bench(job: CosimJob, build_dir: Path, run_dir: Path, test_module: str,
         "exit_margin": job.exit_margin, "random_seed": job.random_seed,
     } | (extra or {}), indent=2))
     env = {
-        "SBNN_COSIM_JOB": str(job_file),
-        # Rewriting asserts in every imported module (numpy, amaranth) costs seconds.
-        "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
+        JOB_ENV: str(job_file),
+        "COCOTB_REWRITE_ASSERTION_FILES": REWRITE_ASSERTION_FILES,
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
     }
     runner = get_runner("verilator")
@@ -128,4 +143,4 @@ def run_bench(job: CosimJob, build_dir: Path, run_dir: Path, test_module: str,
         log = (run_dir / "sim.log")
         tail = log.read_text()[-3000:] if log.exists() else ""
         raise RuntimeError(f"cosim ({test_module}) produced no report; see {log}\n{tail}")
-    return json.loads(report.read_text())
+    return report_type.read(report)

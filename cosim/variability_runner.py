@@ -21,6 +21,7 @@ from sbnn.gen.verilog import write_if_changed
 from sbnn.golden.variability import DrawnVariation, Variation, draw
 from sbnn.rtl.macro import MismatchTable
 
+from .report import VariedBenchReport
 from .runner import CosimJob, build_sim, run_bench
 
 __all__ = ["VariabilityJob", "mismatch_table", "emit_varied", "build_varied", "run_varied"]
@@ -72,7 +73,7 @@ def build_varied(cfg: SbnnConfig, variation: Variation, build_root: str | Path) 
 
 
 def run_varied(vjob: VariabilityJob, build_root: str | Path,
-               test_module: str = TB_MODULE) -> dict:
+               test_module: str = TB_MODULE) -> VariedBenchReport:
     """Run the variability testbench on the varied top; returns its report."""
     job = vjob.job
     build_dir = build_varied(job.config, vjob.variation, build_root)
@@ -83,5 +84,6 @@ def run_varied(vjob: VariabilityJob, build_root: str | Path,
     mismatch = tables / "mismatch.npz"
     if vjob.golden_variation is not None:
         mismatch = draw(vjob.golden_variation, job.config).save(run_dir / "golden_mismatch.npz")
-    return run_bench(job, build_dir, run_dir, test_module, extra={"mismatch": str(mismatch)},
+    return run_bench(job, build_dir, run_dir, test_module, VariedBenchReport,
+                     extra={"mismatch": str(mismatch)},
                      plusargs=[f"+{MISMATCH_PLUSARG}={tables / 'mismatch'}"])

@@ -28,15 +28,15 @@ def test_default_model_mnist_images_two_budgets_per_cycle_bench(cosim_build_root
     cfg = model.config
     report = run_cosim(CosimJob(cfg, _default_model(), _default_sample(), count=100,
                                 budgets=(cfg.num_supports, 0)), cosim_build_root)
-    assert report["mismatches"] == 0, report["first_mismatch"]
-    assert report["results_checked"] == 200
+    assert report.mismatches == 0, report.first_mismatch
+    assert report.results_checked == 200
     from sbnn.golden.hwpath import schedule
     evals = sum(len(schedule(model, b)) for b in (cfg.num_supports, 0))
-    assert report["transactions_checked"] == 100 * evals
-    full, base = report["runs"]
-    assert full["agree"] == base["agree"] == 100
-    assert full["rtl_accuracy_pct"] >= 95.0
-    assert full["cycles_per_inference"] > base["cycles_per_inference"]
+    assert report.transactions_checked == 100 * evals
+    full, base = report.runs
+    assert full.agree == base.agree == 100
+    assert full.rtl_accuracy_pct >= 95.0
+    assert full.cycles_per_inference > base.cycles_per_inference
 
 
 @pytest.mark.slow
@@ -45,8 +45,8 @@ def test_default_model_confidence_exit_and_random_controls(cosim_build_root, ver
     report = run_cosim(CosimJob(model.config, _default_model(), _default_sample(), count=40,
                                 budgets=(model.config.num_supports,), exit_margin=20,
                                 random_seed=3), cosim_build_root)
-    assert report["mismatches"] == 0, report["first_mismatch"]
-    exits = report["runs"][0]["exit_planes"]
+    assert report.mismatches == 0, report.first_mismatch
+    exits = report.runs[0].exit_planes
     assert 0 in exits and model.config.num_supports in exits
 
 
@@ -60,9 +60,9 @@ def test_cosim_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, veri
     report = run_cosim(CosimJob(model.config, _default_model(), _default_sample(), count=3,
                                 budgets=(1,), golden_model=wrong.save(tmp_path / "w.npz")),
                        cosim_build_root)
-    assert report["mismatches"] >= 1
-    assert report["results_checked"] == 1  # stops at the first differing image
-    first = report["first_mismatch"]
+    assert report.mismatches >= 1
+    assert report.results_checked == 1  # stops at the first differing image
+    first = report.first_mismatch
     assert first.startswith("image 0, eval ") and "at cycle" in first
     assert "field 'row_x" in first  # layer-1 inputs differ first
 
@@ -80,10 +80,10 @@ def test_random_three_layer_config_k2(cosim_build_root, tmp_path, verilator):
     _, model_path, images = _small_k2_case(tmp_path, 20)
     report = run_cosim(CosimJob(SMALL_K2, model_path, images, count=20, budgets=(2, 1, 0),
                                 random_seed=7), cosim_build_root)
-    assert report["mismatches"] == 0, report["first_mismatch"]
-    assert report["results_checked"] == 80
-    rand = report["runs"][-1]
-    assert rand["run"] == "random" and len(set(rand["exit_planes"])) > 1
+    assert report.mismatches == 0, report.first_mismatch
+    assert report.results_checked == 80
+    rand = report.runs[-1]
+    assert rand.run == "random" and len(set(rand.exit_planes)) > 1
 
 
 def test_per_cycle_bench_catches_a_wrong_golden_model(cosim_build_root, tmp_path, verilator):
@@ -94,6 +94,6 @@ def test_per_cycle_bench_catches_a_wrong_golden_model(cosim_build_root, tmp_path
     report = run_cosim(CosimJob(SMALL_K2, model_path, images, count=4, budgets=(2,),
                                 golden_model=wrong.save(tmp_path / "w.npz")),
                        cosim_build_root)
-    assert report["mismatches"] >= 1 and report["results_checked"] == 1
-    first = report["first_mismatch"]
+    assert report.mismatches >= 1 and report.results_checked == 1
+    first = report.first_mismatch
     assert first.startswith("image 0, eval ") and "field 'row_x" in first

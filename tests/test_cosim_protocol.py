@@ -1,4 +1,5 @@
-"""Protocol corners in cocotb (cosim/tb_protocol.py): reset mid-inference, back-to-back
+"""Protocol corners in cocotb (cosim/tb_protocol.py, on cosim/protocol_bench.py and
+cosim/stream_checker.py): reset mid-inference, back-to-back
 images, result backpressure, pixel gaps, reprogramming between images; all against the
 golden model. One simulator run serves every corner (module-scoped fixture); a second run
 with a deliberately wrong golden model proves that every checked image's comparison bites;
@@ -9,7 +10,7 @@ import pytest
 
 from sbnn.config import SbnnConfig
 from sbnn.cosim.runner import CosimJob, run_cosim
-from sbnn.cosim.tb_protocol import Image, StreamChecker
+from sbnn.cosim.stream_checker import StreamChecker, StreamImage
 from sbnn.golden.qmodel import QuantizedModel
 
 # The same small K=2 config as test_cosim.py's three-layer test: its Verilator build is
@@ -61,15 +62,15 @@ def _job(files, golden_model=None) -> CosimJob:
 @pytest.fixture(scope="module")
 def protocol_report(cosim_build_root, protocol_files, verilator):
     return run_cosim(_job(protocol_files), cosim_build_root,
-                     test_module="sbnn.cosim.tb_protocol")["corners"]
+                     test_module="sbnn.cosim.tb_protocol").corners
 
 
 def _clean(report, corner):
     c = report.get(corner)
     assert c is not None, f"corner {corner} did not report (crashed?)"
-    assert not c["errors"], c["errors"][0]
-    assert c["results"] == c["results_checked"] == c["images_sent"] - len(c["resets"])
-    assert c["transactions_checked"] > 0
+    assert not c.errors, c.errors[0]
+    assert c.results == c.results_checked == c.images_sent - len(c.details["resets"])
+    assert c.transactions_checked > 0
     return c
 
 
@@ -78,35 +79,35 @@ def test_back_to_back_no_idle_cycle(protocol_report):
     c = _clean(protocol_report, "back_to_back")
     # The next image's first beat is taken in the cycle after the result handshake, and
     # its beats in consecutive cycles: no bubble anywhere.
-    assert c["load_gaps"] == [1] * (c["results"] - 1)
-    assert set(c["load_spans"]) == {CFG.input_beats - 1}
-    assert len(set(c["exit_planes"])) == CFG.num_supports + 1  # compute times differ
+    assert c.load_gaps == [1] * (c.results - 1)
+    assert set(c.load_spans) == {CFG.input_beats - 1}
+    assert len(set(c.exit_planes)) == CFG.num_supports + 1  # compute times differ
 
 
 @pytest.mark.cosim
 def test_result_backpressure_nothing_lost_or_repeated(protocol_report):
     c = _clean(protocol_report, "result_backpressure")
-    assert c["results"] == 5
-    assert c["stall_cycles"] >= 300 + 1 + 60  # the holds happened (plus the random ones)
-    assert c["load_gaps"] == [1] * 4  # next image taken as soon as the result is
+    assert c.results == 5
+    assert c.stall_cycles >= 300 + 1 + 60  # the holds happened (plus the random ones)
+    assert c.load_gaps == [1] * 4  # next image taken as soon as the result is
 
 
 @pytest.mark.cosim
 def test_pixel_gaps(protocol_report):
     c = _clean(protocol_report, "pixel_gaps")
-    assert c["pixel_gap_cycles"] >= 8
-    assert max(c["load_spans"]) > CFG.input_beats - 1  # some image was loaded with gaps
+    assert c.details["pixel_gap_cycles"] >= 8
+    assert max(c.load_spans) > CFG.input_beats - 1  # some image was loaded with gaps
     # The margin op offered at beat 2 waited for that image's result and reached only the
     # next image (exit after pass 0 with the old margin, never with the new one).
-    assert c["prog_held_while_busy"] > 0 and c["prog_accepted_while_busy"] == 0
-    assert c["exit_planes"][-2:] == [0, CFG.num_supports]
+    assert c.details["prog_held_while_busy"] > 0 and c.details["prog_accepted_while_busy"] == 0
+    assert c.exit_planes[-2:] == [0, CFG.num_supports]
 
 
 @pytest.mark.cosim
 def test_reset_mid_inference(protocol_report):
     c = _clean(protocol_report, "reset_mid_inference")
-    resets = c["resets"]
-    assert len(resets) == 5 and c["results"] == 5
+    resets = c.details["resets"]
+    assert len(resets) == 5 and c.results == 5
     loading, first, layer1, decision, held = resets
     assert loading["loading_beat"] == 2 and loading["compute_cycle"] is None
     assert first["compute_cycle"] == 1 and first["in_flight"] == 1
@@ -118,25 +119,25 @@ def test_reset_mid_inference(protocol_report):
 @pytest.mark.cosim
 def test_reprogram_between_inferences(protocol_report):
     c = _clean(protocol_report, "reprogram_between_inferences")
-    assert len(c["steps"]) == 9
-    assert c["prog_held_while_busy"] > 0  # ops offered mid-inference had to wait
-    assert c["prog_accepted_while_busy"] == 0
-    assert c["prog_gap_cycles"] > 0
+    assert len(c.details["steps"]) == 9
+    assert c.details["prog_held_while_busy"] > 0  # ops offered mid-inference had to wait
+    assert c.details["prog_accepted_while_busy"] == 0
+    assert c.details["prog_gap_cycles"] > 0
     # Ops taken in the same cycle as an image's first beat (they apply to that image; the
     # BUDGET case failed before the controller latched the budget being written).
-    assert {"EXIT_MARGIN", "BUDGET"} <= set(c["prog_with_first_beat"])
+    assert {"EXIT_MARGIN", "BUDGET"} <= set(c.details["prog_with_first_beat"])
 
 
 @pytest.mark.cosim
 def test_wrong_golden_model_is_caught_in_every_corner(cosim_build_root, protocol_files,
                                                       verilator):
     report = run_cosim(_job(protocol_files, golden_model=protocol_files[2]), cosim_build_root,
-                       test_module="sbnn.cosim.tb_protocol")["corners"]
+                       test_module="sbnn.cosim.tb_protocol").corners
     assert set(report) == set(CORNERS)
     for name, c in report.items():
-        assert c["mutated_images"] > 0, name
+        assert c.mutated_images > 0, name
         # every image whose expectation was wrong was flagged, and no other image
-        assert c["mismatched_images"] == c["mutated_images"], (name, c["errors"][:3])
+        assert c.mismatched_images == c.mutated_images, (name, c.errors[:3])
 
 
 # ---------------------------------------------------------------- checker without a simulator
@@ -148,7 +149,7 @@ def _img(name="image 0", cycles=10, trace=None):
     result = {"cls": 1, "logits": (0, 5), "cycles": cycles, "exit_plane": 0,
               "macro_evals": 1, "column_evals": 1, "dac_conversions": 1,
               "adc_conversions": 1}
-    return Image(None, name=name, expected_trace=trace, expected_result=result, limit=40)
+    return StreamImage(None, name=name, expected_trace=trace, expected_result=result, limit=40)
 
 
 def _run(samples, img=None, start_at=0):

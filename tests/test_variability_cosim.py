@@ -43,11 +43,11 @@ def test_varied_rtl_matches_varied_golden(job, seed, sigma, verilator):
     variation = Variation(seed=seed, cell_sigma=sigma, dac_gain_sigma=sigma / 2,
                           adc_offset_sigma=4 * sigma)
     report = run_varied(VariabilityJob(job, variation), root)
-    assert report["mismatches"] == 0, report["first_mismatch"]
-    assert report["results_checked"] == 16 * 3  # two budgets + the random-controls run
-    assert report["variation"] == variation.to_dict()
+    assert report.mismatches == 0, report.first_mismatch
+    assert report.results_checked == 16 * 3  # two budgets + the random-controls run
+    assert report.variation == variation.to_dict()
     # the variation really moved ADC codes, more at the larger sigma
-    moved = report["adc_codes_moved_by_variation"] / report["adc_codes_compared_with_ideal"]
+    moved = report.adc_codes_moved_by_variation / report.adc_codes_compared_with_ideal
     assert moved > (0.05 if sigma < 0.1 else 0.2), moved
 
 
@@ -56,6 +56,6 @@ def test_cosim_catches_a_wrong_draw(job, verilator):
     built = Variation(seed=1, cell_sigma=0.05, dac_gain_sigma=0.025, adc_offset_sigma=0.2)
     report = run_varied(VariabilityJob(job, built, golden_variation=built.replace(seed=3)),
                         ROOT / "out" / "test_cosim_variability")
-    assert report["mismatches"] >= 1
-    assert report["results_checked"] == 1  # stops at the first differing image
-    assert "field 'adc[" in report["first_mismatch"]
+    assert report.mismatches >= 1
+    assert report.results_checked == 1  # stops at the first differing image
+    assert "field 'adc[" in report.first_mismatch
