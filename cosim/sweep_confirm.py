@@ -27,7 +27,7 @@ def confirm_on_rtl(model: QuantizedModel, model_path: Path, images: Path, count:
     confirmed = []
     for margin in (None, max(margins) if margins else None):
         report = run_cosim(CosimJob(model.config, model_path, images, count,
-                                    tuple(range(k + 1)), exit_margin=margin), build)
+                                    tuple(range(k + 1)), exit_margin=margin), build).to_dict()
         if report["mismatches"]:
             raise RtlDisagreement(f"RTL disagrees with golden: {report['first_mismatch']}")
         for run in report["runs"]:

@@ -84,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
                    exit_margin=args.exit_margin, random_seed=args.random_seed)
     if args.engine == "fast":
         report = run_fast(job, args.build, workers=args.workers, waves=args.waves,
-                          only_image=args.image)
+                          only_image=args.image).to_dict()
         report["total_sim_cycles"] = report["sim_cycles"]
     else:
-        report = run_cosim(job, args.build, waves=args.waves)
+        report = run_cosim(job, args.build, waves=args.waves).to_dict()
     wall = time.time() - t0
     print_sim_report(report, args.engine, wall)
     if args.report:
