@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sbnn.params import ParamError, Record, parse_record_text, read_record_file
 from sbnn.tiling import Tiling
@@ -52,8 +52,9 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 _Width = Annotated[int, Field(ge=1, le=_MAX_WIDTH)]
-#: A gain code's upper end is the design's own (gain_bits wide): checked between fields.
-_Gain = Annotated[int, Field(ge=1)]
+#: A gain code's range is the design's own (1 .. 2**gain_bits - 1): checked between fields,
+#: after the count of codes; the schema states the lower end.
+_Gain = Annotated[int, Field(json_schema_extra={"minimum": 1})]
 _Step = Annotated[int, Field(ge=1, le=_MAX_ADC_STEP)]
 
 
@@ -69,6 +70,11 @@ class SbnnConfig(Record):
     _error: ClassVar[type[ParamError]] = ConfigError
     #: A file may carry the training recipe beside the design (read by ``sbnn train``).
     _sibling_tables: ClassVar[tuple[str, ...]] = ("train",)
+    #: Which field a config with several wrong fields names (as before the declarations).
+    _check_order: ClassVar[tuple[str, ...]] = (
+        "layers", "num_supports", "active_rows", "macro_cols", "macro_rows", "dac_bits",
+        "gain_bits", "adc_bits", "macro_latency", "input_lanes", "clock_mhz", "plane_gains",
+        "adc_steps")
 
     layers: tuple[_Width, ...] = Field(
         (784, 256, 10), min_length=2,
@@ -109,11 +115,19 @@ class SbnnConfig(Record):
     input_lanes: int = Field(
         16, ge=1, le=256, description="Pixels per beat on the input stream.")
 
+    @field_validator("layers")
+    @classmethod
+    def _two_classes(cls, layers: tuple[int, ...]) -> tuple[int, ...]:
+        if layers[-1] < 2:
+            raise ConfigError("layers", "the output layer needs at least 2 classes")
+        return layers
+
     @model_validator(mode="after")
     def _derive_and_check(self) -> SbnnConfig:
         # Every field has passed its own check, so a bad value always ends in its own
         # field-named error, never in a derivation's traceback.
-        self._check_field_shapes()
+        self._check_gains()
+        self._check_steps()
         if self.plane_gains is None:
             object.__setattr__(self, "plane_gains",
                                tuple(1 << (self.num_supports - k) for k in range(self.planes)))
@@ -146,11 +160,20 @@ class SbnnConfig(Record):
             raise ConfigError(name, f"must be a list of {length} integers ({what}), "
                                     f"got {value!r}")
 
-    def _check_field_shapes(self) -> None:
-        """Each field against the others it depends on: lengths, the gain codes' width,
-        the class count, the ADC steps' powers of two."""
-        if self.layers[-1] < 2:
-            raise ConfigError("layers", "the output layer needs at least 2 classes")
+    @classmethod
+    def _to_param_error(cls, exc: ValidationError, data: dict[str, Any]) -> ParamError:
+        error = super()._to_param_error(exc, data)
+        if {str(e["loc"][0]) for e in exc.errors() if e["loc"]} == {"adc_steps"}:
+            # the gains have always been checked before the steps: their error comes first
+            try:
+                cls.model_construct(**(data | {"adc_steps": None}))._check_gains()
+            except ConfigError as gains_error:
+                return gains_error
+        return error
+
+    def _check_gains(self) -> None:
+        """The gains against K and gain_bits: one code per plane, each gain_bits wide (or,
+        derived, 2**K must fit)."""
         if self.plane_gains is None:
             if self.num_supports >= self.gain_bits:
                 raise ConfigError("gain_bits", f"default gains 2**K..1 need gain_bits > K="
@@ -161,9 +184,12 @@ class SbnnConfig(Record):
                                f"one DAC gain code per plane, K+1 = {self.planes}")
             top = (1 << self.gain_bits) - 1
             for i, gain in enumerate(self.plane_gains):
-                if gain > top:
+                if not 1 <= gain <= top:
                     raise ConfigError("plane_gains", f"entry {i} must be an integer in "
                                                      f"1..{top}, got {gain!r}")
+
+    def _check_steps(self) -> None:
+        """Given ADC steps: one per weight layer, each a power of two."""
         if self.adc_steps is not None:
             self._check_length("adc_steps", self.num_layers,
                                f"one ADC step per weight layer, {self.num_layers}")

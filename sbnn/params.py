@@ -87,6 +87,9 @@ class Record(BaseModel):
     _error: ClassVar[type[ParamError]] = ParamError
     #: Tables a record file may hold beside the record's own table.
     _sibling_tables: ClassVar[tuple[str, ...]] = ()
+    #: When several fields are wrong, the first of them in this order is named (fields not
+    #: listed follow, in declaration order); an unknown field always comes first.
+    _check_order: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **data: Any) -> None:
         for name in _TUPLE_FIELDS[type(self)]:
@@ -95,7 +98,7 @@ class Record(BaseModel):
         try:
             self.__pydantic_validator__.validate_python(data, self_instance=self)
         except ValidationError as exc:
-            raise self._to_param_error(exc) from None
+            raise self._to_param_error(exc, data) from None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -114,9 +117,17 @@ class Record(BaseModel):
     # ------------------------------------------------------------------ errors
 
     @classmethod
-    def _to_param_error(cls, exc: ValidationError) -> ParamError:
-        """The first failing field of ``exc`` as one field-named error of this record."""
-        first = exc.errors(include_url=False)[0]
+    def _to_param_error(cls, exc: ValidationError, data: dict[str, Any]) -> ParamError:
+        """The first failing field of ``exc`` (validating ``data``) as one field-named
+        error of this record."""
+        rank = {name: i for i, name in enumerate(cls._check_order)}
+
+        def order(error: Any) -> int:
+            if error["type"] == "extra_forbidden":
+                return -1
+            return rank.get(str(error["loc"][0]) if error["loc"] else "", len(rank))
+
+        first = min(exc.errors(include_url=False), key=order)  # stable: ties keep pydantic's
         raised = (first.get("ctx") or {}).get("error")
         if isinstance(raised, ParamError):  # a model validator's own error: keep it
             return raised
@@ -188,6 +199,8 @@ class Record(BaseModel):
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Record):  # a record inside a record (a recipe in its settings)
+        return value.to_dict()
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, enum.Enum):

@@ -24,8 +24,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schema"
 def _train_table() -> dict[str, Any]:
     """The ``[train]`` table: the training recipe's schema once it is a Record."""
     try:
-        from sbnn.golden.train import TrainSettings
-    except ImportError:  # an install without the train extra
+        from sbnn.golden.recipe import TrainSettings  # torch-free
+    except ImportError:  # a tree from before the recipe became a record
         TrainSettings = None  # noqa: N806 - the class, when there is one
     if isinstance(TrainSettings, type) and issubclass(TrainSettings, Record):
         return TrainSettings.json_schema() | {

@@ -200,3 +200,19 @@ def test_params_imports_neither_torch_nor_amaranth():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+class Plan(Record):
+    """A record holding a record."""
+
+    name: str = Field("p", description="Name.")
+    recipe: Recipe = Field(Recipe(count=4), description="The recipe.")
+
+
+def test_a_record_inside_a_record_snapshots_as_an_object():
+    plan = Plan(recipe=Recipe(shape="star"))
+    assert plan.to_dict() == {"name": "p", "recipe": {
+        "count": 3, "rate": 0.5, "limit": None, "shape": "star", "loud": False,
+        "widths": [1, 2]}}
+    assert json.loads(plan.to_json())["recipe"]["shape"] == "star"
+    assert Plan.from_dict(json.loads(plan.to_json())) == plan
