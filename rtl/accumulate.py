@@ -15,7 +15,7 @@ from .interfaces import (
     IndexShapes,
     IssueSignature,
     ReadSignature,
-    RetireContext,
+    RetireSignature,
     StageSignature,
     WriteSignature,
 )
@@ -39,17 +39,19 @@ class InFlight(wiring.Component):
     One entry suffices: the sequencer starts an evaluation only when none is in flight or
     in the cycle the one in flight is done. Ports: ``issue`` (from the sequencer),
     ``done`` (the macro's codes arrive), ``clear`` (a new image: nothing is in flight),
-    ``busy`` (an evaluation is in flight), ``context`` (its :class:`RetireContext`).
+    ``busy`` (an evaluation is in flight), ``retire`` (``done`` with the context of the
+    evaluation in flight).
     """
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__({"issue": In(IssueSignature(cfg)), "done": In(1), "clear": In(1),
-                          "busy": Out(1), "context": Out(RetireContext(cfg))})
+                          "busy": Out(1), "retire": Out(RetireSignature(cfg))})
 
     def elaborate(self, platform):
         m = Module()
+        m.d.comb += self.retire.done.eq(self.done)
         with m.If(self.issue.start):
-            m.d.sync += [self.busy.eq(1), self.context.eq(self.issue.context)]
+            m.d.sync += [self.busy.eq(1), self.retire.context.eq(self.issue.context)]
         with m.Elif(self.done):
             m.d.sync += self.busy.eq(0)
         with m.If(self.clear):
@@ -60,30 +62,29 @@ class InFlight(wiring.Component):
 class Accumulator(wiring.Component):
     """Adds each evaluation's ADC codes of its plane to the column block's accumulators.
 
-    On ``done``, accumulator i gets code ``adc[plane * neurons_per_tile + i]`` added to
+    On ``retire.done``, accumulator i gets code ``adc[plane * neurons_per_tile + i]`` added to
     itself, or, on the block's first evaluation, to 0 (``resume``: to the stored
     first-layer sum). After the block's last evaluation the sums go to the threshold stage
-    (``stage.pending`` for one cycle). Ports: ``done``, ``adc`` (the macro's codes),
-    ``context`` (of the evaluation done), ``clear`` (a new image: no stage pending),
+    (``stage.pending`` for one cycle). Ports: ``retire`` (the evaluation done and its
+    context), ``adc`` (the macro's codes), ``clear`` (a new image: no stage pending),
     ``stored`` (read of the first layer's stored sums), ``stage``.
     """
 
     def __init__(self, cfg: SbnnConfig):
         self._cfg = cfg
         super().__init__({
-            "done": In(1),
-            "adc": In(data.ArrayLayout(signed(cfg.adc_bits), cfg.macro_cols)),
-            "context": In(RetireContext(cfg)), "clear": In(1),
+            "retire": In(RetireSignature(cfg)),
+            "adc": In(data.ArrayLayout(signed(cfg.adc_bits), cfg.macro_cols)), "clear": In(1),
             "stored": Out(ReadSignature(_stored_address(cfg), _accumulator_word(cfg))),
             "stage": Out(StageSignature(cfg)),
         })
 
     def elaborate(self, platform):
         cfg = self._cfg
-        neurons, context, stage = cfg.neurons_per_tile, self.context, self.stage
+        neurons, context, stage = cfg.neurons_per_tile, self.retire.context, self.stage
         m = Module()
         m.d.comb += self.stored.addr.eq(context.block.global_col_block)
-        with m.If(self.done):
+        with m.If(self.retire.done):
             for i in range(neurons):
                 code = Array([self.adc[k * neurons + i] for k in range(cfg.planes)])[
                     context.plane]

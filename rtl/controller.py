@@ -71,56 +71,53 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        program = m.submodules.program = ProgramDecoder(cfg)
-        thresholds = m.submodules.thresholds = ThresholdStore(cfg)
-        column_enables = m.submodules.column_enables = ColumnEnableStore(cfg)
-        first_layer_sums = m.submodules.first_layer_sums = AccumulatorStore(cfg)
-        loader = m.submodules.loader = ImageLoader(cfg)
-        activations = m.submodules.activations = ActivationBuffers(cfg)
-        sequencer = m.submodules.sequencer = Sequencer(cfg)
-        in_flight = m.submodules.in_flight = InFlight(cfg)
-        accumulator = m.submodules.accumulator = Accumulator(cfg)
-        threshold_stage = m.submodules.threshold_stage = ThresholdStage(cfg)
-        decision = m.submodules.decision = ExitDecision(cfg)
-        counters = m.submodules.counters = Counters(cfg)
+        parts = {
+            "program": ProgramDecoder(cfg), "thresholds": ThresholdStore(cfg),
+            "column_enables": ColumnEnableStore(cfg), "first_layer_sums": AccumulatorStore(cfg),
+            "loader": ImageLoader(cfg), "activations": ActivationBuffers(cfg),
+            "sequencer": Sequencer(cfg), "in_flight": InFlight(cfg),
+            "accumulator": Accumulator(cfg), "threshold_stage": ThresholdStage(cfg),
+            "decision": ExitDecision(cfg), "counters": Counters(cfg),
+        }
+        for name, part in parts.items():
+            m.submodules[name] = part
+        (program, thresholds, column_enables, first_layer_sums, loader, activations, sequencer,
+         in_flight, accumulator, threshold_stage, decision, counters) = parts.values()
 
-        wiring.connect(m, wiring.flipped(self.prog), program.prog)
-        wiring.connect(m, wiring.flipped(self.pixels), loader.pixels)
-        wiring.connect(m, program.threshold_write, thresholds.write)
-        wiring.connect(m, program.column_enable_write, column_enables.write)
-        wiring.connect(m, loader.pixel_write, activations.pixel_write)
-        wiring.connect(m, sequencer.rows, activations.read)
-        wiring.connect(m, sequencer.column_enables, column_enables.read)
-        wiring.connect(m, sequencer.issue, in_flight.issue)
-        wiring.connect(m, sequencer.evaluation, counters.evaluation)
-        wiring.connect(m, accumulator.stored, first_layer_sums.read)
-        wiring.connect(m, accumulator.stage, threshold_stage.stage)
-        wiring.connect(m, threshold_stage.thresholds, thresholds.read)
-        wiring.connect(m, threshold_stage.stored, first_layer_sums.write)
-        wiring.connect(m, threshold_stage.hidden_write, activations.hidden_write)
+        # Each (driver, receiver) pair of interfaces, issue side first.
+        for driver, receiver in (
+                (wiring.flipped(self.prog), program.prog),
+                (program.threshold_write, thresholds.write),
+                (program.column_enable_write, column_enables.write),
+                (wiring.flipped(self.pixels), loader.pixels),
+                (loader.pixel_write, activations.pixel_write),
+                (sequencer.rows, activations.read), (sequencer.column_enables, column_enables.read),
+                (sequencer.issue, in_flight.issue), (sequencer.evaluation, counters.evaluation),
+                (in_flight.retire, accumulator.retire),
+                (accumulator.stored, first_layer_sums.read),
+                (accumulator.stage, threshold_stage.stage),
+                (threshold_stage.thresholds, thresholds.read),
+                (threshold_stage.stored, first_layer_sums.write),
+                (threshold_stage.hidden_write, activations.hidden_write),
+                (decision.pass_control, sequencer.pass_control)):
+            wiring.connect(m, driver, receiver)
 
         macro = self.macro
         m.d.comb += [getattr(macro, _WEIGHT_WRITE_MEMBERS[name]).eq(
             getattr(program.weight_write, name)) for name in WeightWriteSignature(cfg).members]
         m.d.comb += [getattr(macro, name).eq(getattr(sequencer.evaluation, name))
                      for name in EvaluationSignature.EVALUATION_MEMBERS]
-        m.d.comb += [
-            self.trace.eq(sequencer.trace),
-            loader.default_budget.eq(program.budget),
-            sequencer.plane_any.eq(column_enables.plane_any),
-            sequencer.busy.eq(in_flight.busy), sequencer.macro_done.eq(macro.done),
-            sequencer.layer_ready.eq(threshold_stage.layer_ready),
-            sequencer.begin_pass.eq(decision.decide),
-            sequencer.next_pass.eq(decision.next_pass),
-            in_flight.done.eq(macro.done),
-            accumulator.done.eq(macro.done), accumulator.adc.eq(macro.adc),
-            accumulator.context.eq(in_flight.context),
-            decision.logits.eq(threshold_stage.logits), decision.margin.eq(program.margin),
-            decision.current_pass.eq(sequencer.current_pass),
-            decision.budget.eq(loader.budget),
-            decision.plane_any.eq(column_enables.plane_any),
-            decision.pass_done.eq(threshold_stage.pass_done),
-        ]
+        m.d.comb += [self.trace.eq(sequencer.trace), loader.default_budget.eq(program.budget)]
+        # The issue side: when the next evaluation may start, which planes it may skip.
+        m.d.comb += [sequencer.plane_any.eq(column_enables.plane_any),
+                     sequencer.busy.eq(in_flight.busy), sequencer.macro_done.eq(macro.done),
+                     sequencer.layer_ready.eq(threshold_stage.layer_ready)]
+        m.d.comb += [in_flight.done.eq(macro.done), accumulator.adc.eq(macro.adc)]
+        # The decision sees the pass's logits, the image's budget and the margin.
+        m.d.comb += [decision.logits.eq(threshold_stage.logits),
+                     decision.margin.eq(program.margin), decision.budget.eq(loader.budget),
+                     decision.plane_any.eq(column_enables.plane_any),
+                     decision.pass_done.eq(threshold_stage.pass_done)]
         begin_image, running = Signal(), Signal()
         for part in (sequencer, in_flight, accumulator, decision, counters):
             m.d.comb += part.clear.eq(begin_image)
@@ -142,7 +139,7 @@ class Controller(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
-                with m.If(decision.decide & decision.exit_now):
+                with m.If(decision.pass_control.begin & decision.exit_now):
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
                 result = self.result.payload

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
 
-from .interfaces import IndexShapes, Sizes
+from .interfaces import IndexShapes, PassControlSignature, Sizes
 from .select import lowest_set
 
 __all__ = ["ExitDecision", "top_two"]
@@ -48,12 +48,13 @@ def top_two(m: Module, values: list[Value], width: int) -> tuple[Value, Value, V
 class ExitDecision(wiring.Component):
     """Decides, the cycle after a pass's output logits are written, whether to answer.
 
-    Inputs: ``logits``, ``margin`` (EXIT_MARGIN), ``current_pass``, ``budget``,
+    Inputs: ``logits``, ``margin`` (EXIT_MARGIN), ``budget``,
     ``plane_any`` (a single-layer network skips a pass whose plane is masked everywhere:
     it would evaluate nothing), ``pass_done`` (the logits are complete; the decision is
     taken the next cycle while ``run``), ``clear`` (a new image: no decision pending).
-    Outputs: ``decide`` (the decision is taken in this cycle), ``exit_now`` (with it: the
-    answer is this pass's), ``next_pass`` (otherwise the pass to run), ``best_class`` and
+    ``pass_control``: ``begin`` (the decision is taken in this cycle), ``next_pass``
+    (the pass to run unless the answer exits), ``current_pass`` (in). Outputs:
+    ``exit_now`` (with ``begin``: the answer is this pass's), ``best_class`` and
     ``exit_pass`` (the class and pass as the last decision saw them, registered so that the
     result port reads registers, not the comparison tree).
     """
@@ -63,11 +64,10 @@ class ExitDecision(wiring.Component):
         shapes = IndexShapes(cfg)
         super().__init__({
             "logits": In(data.ArrayLayout(signed(cfg.threshold_bits), cfg.num_classes)),
-            "margin": In(Sizes(cfg).margin_bits), "current_pass": In(shapes.plane),
-            "budget": In(shapes.plane),
+            "margin": In(Sizes(cfg).margin_bits), "budget": In(shapes.plane),
             "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
             "pass_done": In(1), "run": In(1), "clear": In(1),
-            "decide": Out(1), "exit_now": Out(1), "next_pass": Out(shapes.plane),
+            "pass_control": Out(PassControlSignature(cfg)), "exit_now": Out(1),
             "best_class": Out(shapes.class_index), "exit_pass": Out(shapes.plane),
         })
 
@@ -77,7 +77,8 @@ class ExitDecision(wiring.Component):
         pending = Signal(name="decision_pending")
         with m.If(self.pass_done):
             m.d.sync += pending.eq(1)
-        m.d.comb += self.decide.eq(pending & self.run)
+        decide = self.pass_control.begin
+        m.d.comb += decide.eq(pending & self.run)
 
         best = Signal(IndexShapes(cfg).class_index)
         top1, top2, first_best = top_two(
@@ -91,23 +92,24 @@ class ExitDecision(wiring.Component):
         m.d.comb += reach.eq(top1 - top2 - self.margin)
         has_pass = self._next_pass(m)
         m.d.comb += self.exit_now.eq((reach >= 0) | ~has_pass)
-        with m.If(self.decide):
-            m.d.sync += [pending.eq(0), self.exit_pass.eq(self.current_pass),
+        with m.If(decide):
+            m.d.sync += [pending.eq(0), self.exit_pass.eq(self.pass_control.current_pass),
                          self.best_class.eq(best)]
         with m.If(self.clear):
             m.d.sync += pending.eq(0)
         return m
 
     def _next_pass(self, m: Module) -> Value:
-        """Drive ``next_pass`` (pass + 1, skipping, for a single-layer network, passes
+        """Drive ``pass_control.next_pass`` (pass + 1, skipping, for a single-layer network, passes
         that would evaluate nothing); returns whether there is one within the budget."""
         cfg = self._cfg
         first_blocks = range(cfg.col_blocks(0))
         allowed = Signal(cfg.planes)
         for k in range(1, cfg.planes):  # pass 0 is never a next pass
             in_first_layer = Cat(*[self.plane_any[c][k] for c in first_blocks]).any()
-            m.d.comb += allowed[k].eq((k > self.current_pass) & (k <= self.budget) &
+            m.d.comb += allowed[k].eq((k > self.pass_control.current_pass) &
+                                      (k <= self.budget) &
                                       (in_first_layer if cfg.num_layers == 1 else 1))
         has_pass, next_pass = lowest_set(m, allowed, cfg.planes, "next_pass")
-        m.d.comb += self.next_pass.eq(next_pass)
+        m.d.comb += self.pass_control.next_pass.eq(next_pass)
         return has_pass

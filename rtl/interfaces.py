@@ -17,7 +17,8 @@ __all__ = ["ProgOp", "Sizes", "prog_layout", "pixel_layout", "result_layout",
            "macro_signature", "trace_layout", "IndexShapes", "BlockContext", "RetireContext",
            "ReadSignature", "WriteSignature", "ThresholdWriteSignature",
            "PixelWriteSignature", "HiddenWriteSignature", "RowReadSignature",
-           "EvaluationSignature", "IssueSignature", "StageSignature", "WeightWriteSignature"]
+           "EvaluationSignature", "IssueSignature", "RetireSignature", "StageSignature",
+           "PassControlSignature", "WeightWriteSignature"]
 
 
 class ProgOp(enum.Enum, shape=3):
@@ -282,6 +283,24 @@ class IssueSignature(wiring.Signature):
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__({"start": Out(1), "context": Out(RetireContext(cfg))})
+
+
+class RetireSignature(wiring.Signature):
+    """An evaluation retiring, seen from the in-flight holder: ``done`` (its ADC codes
+    arrive now) and its ``context`` (:class:`RetireContext`, as it was issued)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({"done": Out(1), "context": Out(RetireContext(cfg))})
+
+
+class PassControlSignature(wiring.Signature):
+    """Between the exit decision and the sequencer, seen from the decision: ``begin``
+    (the decision is taken now and pass ``next_pass`` starts, unless the answer exits),
+    ``next_pass``, ``current_pass`` (in: the pass that just ended)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        plane = IndexShapes(cfg).plane
+        super().__init__({"begin": Out(1), "next_pass": Out(plane), "current_pass": In(plane)})
 
 
 class StageSignature(wiring.Signature):

@@ -21,6 +21,7 @@ from .interfaces import (
     EvaluationSignature,
     IndexShapes,
     IssueSignature,
+    PassControlSignature,
     ReadSignature,
     RowReadSignature,
     trace_layout,
@@ -37,12 +38,12 @@ class Sequencer(wiring.Component):
     Inputs: ``clear`` (an image is loaded: pass 0 starts), ``run`` (computing),
     ``busy`` (an evaluation is in flight) and ``macro_done`` (its codes arrive now: the next
     may start), ``layer_ready`` (the previous layer's activations are written),
-    ``begin_pass`` with ``next_pass`` (the exit decision: pass ``next_pass`` starts),
+    ``pass_control`` (from the exit decision: pass ``next_pass`` starts; the current pass
+    goes back),
     ``plane_any`` (per column block, the planes with an enabled column).
     Outputs: ``column_enables`` (read of the current block's column-enable word), ``rows``
     (read of the current row block's codes), ``evaluation`` (to the macro), ``issue`` (the
-    evaluation starting and its retire context), ``trace`` (its layer, plane and pass),
-    ``current_pass``.
+    evaluation starting and its retire context), ``trace`` (its layer, plane and pass).
     """
 
     def __init__(self, cfg: SbnnConfig):
@@ -50,21 +51,20 @@ class Sequencer(wiring.Component):
         shapes = IndexShapes(cfg)
         super().__init__({
             "clear": In(1), "run": In(1), "busy": In(1), "macro_done": In(1),
-            "layer_ready": In(1), "begin_pass": In(1), "next_pass": In(shapes.plane),
+            "layer_ready": In(1), "pass_control": In(PassControlSignature(cfg)),
             "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
             "column_enables": Out(ReadSignature(shapes.global_col_block, cfg.macro_cols)),
             "rows": Out(RowReadSignature(cfg)),
             "evaluation": Out(EvaluationSignature(cfg)),
             "issue": Out(IssueSignature(cfg)),
             "trace": Out(trace_layout(cfg)),
-            "current_pass": Out(shapes.plane),
         })
 
     def elaborate(self, platform):
         cfg = self._cfg
         shapes = IndexShapes(cfg)
         m = Module()
-        self._pass = self.current_pass
+        self._pass = self.pass_control.current_pass
         self._layer = Signal(shapes.layer, name="layer")
         self._col_block = Signal(shapes.col_block, name="col_block")
         self._row_block = Signal(shapes.row_block, name="row_block")
@@ -194,18 +194,19 @@ class Sequencer(wiring.Component):
         that plane enabled, or, with none, the second layer."""
         cfg = self._cfg
         first_blocks = cfg.col_blocks(0)
+        next_pass = self.pass_control.next_pass
         found, first = lowest_set(
-            m, Cat(*[(self.plane_any[c] >> self.next_pass)[0] for c in range(first_blocks)]),
+            m, Cat(*[(self.plane_any[c] >> next_pass)[0] for c in range(first_blocks)]),
             first_blocks, "first_block")
         second = min(1, cfg.num_layers - 1)
-        with m.If(self.begin_pass):
-            m.d.sync += [self._pass.eq(self.next_pass), self._have_next.eq(1),
+        with m.If(self.pass_control.begin):
+            m.d.sync += [self._pass.eq(next_pass), self._have_next.eq(1),
                          self._row_block.eq(0)]
             with m.If(found):  # resume the first layer at plane next_pass
                 m.d.sync += [self._layer.eq(0), self._col_block.eq(first),
                              self._global_col_block.eq(first),
                              self._tile.eq(first * cfg.row_blocks(0)),
-                             self._plane.eq(self.next_pass)]
+                             self._plane.eq(next_pass)]
             with m.Else():  # nothing to add in the first layer: rerun the rest
                 m.d.sync += [self._layer.eq(second), self._col_block.eq(0), self._plane.eq(0),
                              self._global_col_block.eq(self._block_base()[second]),

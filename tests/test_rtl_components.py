@@ -3,8 +3,8 @@ out by hand or from docs/architecture.md, never from the component itself."""
 
 from amaranth.hdl import Array, Module
 from amaranth.sim import Simulator
+from test_rtl import SINGLE, TINY, TINY_K2  # the configs of the system tests
 
-from sbnn.config import SbnnConfig
 from sbnn.rtl.accumulate import Accumulator, InFlight, ThresholdStage
 from sbnn.rtl.activations import ActivationBuffers
 from sbnn.rtl.counters import Counters
@@ -15,18 +15,10 @@ from sbnn.rtl.program import ProgramDecoder
 from sbnn.rtl.sequencer import Sequencer
 from sbnn.rtl.stores import AccumulatorStore, ColumnEnableStore, ThresholdStore
 
-# 3 weight layers 12-7-5-6, K = 1 (2 planes), 2 neurons per tile: column blocks (4, 3, 3),
-# row blocks (3, 2, 2), 3 input beats of 5 lanes, dac_bits 4, x_bits 5.
-TINY = SbnnConfig(layers=(12, 7, 5, 6), active_rows=4, macro_cols=4, macro_rows=128,
-                  num_supports=1, input_lanes=5, adc_bits=5, macro_latency=3,
-                  adc_steps=(8, 1, 2))
-# K = 2 (3 planes, budget fields of 2 bits), 2 neurons per tile, latency 2.
-TINY_K2 = SbnnConfig(layers=(9, 6, 3), active_rows=3, macro_cols=6, macro_rows=60,
-                     num_supports=2, gain_bits=3, input_lanes=4, adc_bits=6,
-                     macro_latency=2, dac_bits=3)
-# One weight layer 10-5, K = 2, 3 neurons per tile: first-layer column blocks 2.
-SINGLE = SbnnConfig(layers=(10, 5), active_rows=4, macro_cols=9, macro_rows=32,
-                    num_supports=2, gain_bits=3, input_lanes=3, adc_bits=5, macro_latency=2)
+# TINY: 3 weight layers 12-7-5-6, K = 1 (2 planes), 2 neurons per tile: column blocks
+# (4, 3, 3), row blocks (3, 2, 2), 3 input beats of 5 lanes, dac_bits 4, x_bits 5.
+# TINY_K2: 9-6-3, K = 2 (3 planes, 2-bit budget fields), 2 neurons per tile, latency 2.
+# SINGLE: one weight layer 10-5, K = 2, 3 neurons per tile, 2 column blocks.
 
 
 def simulate(dut, bench) -> None:
@@ -268,8 +260,8 @@ def test_sequencer_issues_in_spec_order_at_contract_cycles():
             ctx.set(dut.macro_done, cycle == done_at)
             ctx.set(dut.busy, done_at is not None and cycle <= done_at)
             ctx.set(dut.layer_ready, events.get(cycle) == "layer")
-            ctx.set(dut.begin_pass, events.get(cycle) == "pass")
-            ctx.set(dut.next_pass, len({s[0] for s in seen}))
+            ctx.set(dut.pass_control.begin, events.get(cycle) == "pass")
+            ctx.set(dut.pass_control.next_pass, len({s[0] for s in seen}))
             if ctx.get(dut.issue.start):
                 context = ctx.get(dut.issue.context)
                 trace = ctx.get(dut.trace)
@@ -322,15 +314,16 @@ def test_in_flight_holds_the_context_until_done():
         ctx.set(dut.issue.start, 0)
         ctx.set(dut.issue.context, second)  # not started: not taken
         for _ in range(2):
-            context = ctx.get(dut.context)
+            context = ctx.get(dut.retire.context)
             assert ctx.get(dut.busy) == 1 and context.plane == 1
             assert context.block.global_col_block == 8 and context.block.layer == 2
             await ctx.tick()
         ctx.set(dut.done, 1)  # done, and the next starts in the same cycle
+        assert ctx.get(dut.retire.done) == 1 and ctx.get(dut.retire.context).plane == 1
         ctx.set(dut.issue.start, 1)
         await ctx.tick()
         ctx.set(dut.issue.start, 0)
-        context = ctx.get(dut.context)
+        context = ctx.get(dut.retire.context)
         assert ctx.get(dut.busy) == 1 and context.resume == 1 and context.block.col_block == 3
         await ctx.tick()  # done with nothing starting
         ctx.set(dut.done, 0)
@@ -353,15 +346,15 @@ def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
         return {"plane": plane, "first": first, "resume": resume, "last": last, "block": blk}
 
     async def bench(ctx):
-        ctx.set(dut.done, 1)
-        ctx.set(dut.context, context(0, 1, 0))
+        ctx.set(dut.retire.done, 1)
+        ctx.set(dut.retire.context, context(0, 1, 0))
         ctx.set(dut.adc, [3, -2, 5, 7])
         await ctx.tick()
         assert values(ctx, dut.stage.acc, 2) == [3, -2] and ctx.get(dut.stage.pending) == 0
-        ctx.set(dut.context, context(1, 0, 1))
+        ctx.set(dut.retire.context, context(1, 0, 1))
         ctx.set(dut.adc, [1, 1, -4, 6])
         await ctx.tick()
-        ctx.set(dut.done, 0)
+        ctx.set(dut.retire.done, 0)
         assert values(ctx, dut.stage.acc, 2) == [-1, 4] and ctx.get(dut.stage.pending) == 1
         handed = ctx.get(dut.stage.block)
         assert (handed.layer, handed.col_block, handed.global_col_block, handed.layer_end) \
@@ -369,14 +362,14 @@ def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
         await ctx.tick()
         assert ctx.get(dut.stage.pending) == 0  # one cycle only
         first_layer = {"layer": 0, "col_block": 3, "global_col_block": 3, "layer_end": 0}
-        ctx.set(dut.context, context(1, 1, 0, resume=1, blk=first_layer))
+        ctx.set(dut.retire.context, context(1, 1, 0, resume=1, blk=first_layer))
         assert ctx.get(dut.stored.addr) == 3
         ctx.set(dut.stored.data, [10, -20])
         ctx.set(dut.adc, [9, 9, 2, -1])
-        ctx.set(dut.done, 1)
+        ctx.set(dut.retire.done, 1)
         await ctx.tick()
         assert values(ctx, dut.stage.acc, 2) == [12, -21]  # stored sums + plane 1 codes
-        ctx.set(dut.done, 0)
+        ctx.set(dut.retire.done, 0)
         ctx.set(dut.adc, [0, 0, 0, 0])
         await ctx.tick()
         assert values(ctx, dut.stage.acc, 2) == [12, -21]  # held without done
@@ -432,15 +425,15 @@ def test_exit_decision_takes_class_margin_and_next_pass():
     async def decide(ctx, dut, logits, margin, current_pass, budget):
         ctx.set(dut.logits, logits)
         ctx.set(dut.margin, margin)
-        ctx.set(dut.current_pass, current_pass)
+        ctx.set(dut.pass_control.current_pass, current_pass)
         ctx.set(dut.budget, budget)
         ctx.set(dut.pass_done, 1)
         await ctx.tick()
         ctx.set(dut.pass_done, 0)
-        assert ctx.get(dut.decide) == 1
-        verdict = (ctx.get(dut.exit_now), ctx.get(dut.next_pass))
+        assert ctx.get(dut.pass_control.begin) == 1
+        verdict = (ctx.get(dut.exit_now), ctx.get(dut.pass_control.next_pass))
         await ctx.tick()
-        assert ctx.get(dut.decide) == 0  # taken once
+        assert ctx.get(dut.pass_control.begin) == 0  # taken once
         return verdict, ctx.get(dut.best_class), ctx.get(dut.exit_pass)
 
     dut = ExitDecision(cfg)
@@ -459,12 +452,12 @@ def test_exit_decision_takes_class_margin_and_next_pass():
         ctx.set(dut.pass_done, 1)
         await ctx.tick()
         ctx.set(dut.pass_done, 0)
-        assert ctx.get(dut.decide) == 0
+        assert ctx.get(dut.pass_control.begin) == 0
         ctx.set(dut.clear, 1)  # a new image drops it
         await ctx.tick()
         ctx.set(dut.clear, 0)
         ctx.set(dut.run, 1)
-        assert ctx.get(dut.decide) == 0
+        assert ctx.get(dut.pass_control.begin) == 0
 
     simulate(dut, bench)
 
