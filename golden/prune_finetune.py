@@ -19,39 +19,26 @@ interrupted pass resumes where it stopped.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sbnn.fileio import atomic_file
+
 from .fold import fold_model
 from .model import SupportedBNN
 from .prune import Column, PruneResult, hw_error, largest_within, score_columns
 from .qmodel import QuantizedModel
-from .train import TrainSettings, _run_stage
+from .recipe import FinetuneSettings
+from .train import _run_stage
 
-__all__ = ["FinetuneSettings", "masked_finetune", "prune_finetune"]
+# FinetuneSettings lives in the torch-free golden/recipe.py; re-exported here.
+__all__ = ["FinetuneSettings", "masked_finetune", "prune_finetune", "save_float_twin"]
 
 
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """Fine-tuning after each trial mask: ``epochs`` of the ``recipe`` (learning-rate
-    schedule, batch size, augmentation, seed, threads; the CLI copies the source run's batch
-    size and augmentation), and the bisection's resolution."""
-
-    epochs: int = 3
-    recipe: TrainSettings = TrainSettings(batch_size=200, lr=1e-4, lr_final=1e-5, shift=2)
-    #: bisection stops when the bracket is this share of the enabled columns (percent)
-    resolution_pct: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000):
-            raise ValueError(f"fine-tune epochs must be an integer in 1..1000, got "
-                             f"{self.epochs!r}")
-        if not 0 < self.resolution_pct <= 50:
-            raise ValueError(f"fine-tune resolution must be in (0, 50] percent, got "
-                             f"{self.resolution_pct!r}")
+#: The fine-tuning a pruning uses when none is given.
+DEFAULT_FINETUNE = FinetuneSettings()
 
 
 def masked_finetune(net: SupportedBNN, columns: list[Column],
@@ -76,7 +63,7 @@ def masked_finetune(net: SupportedBNN, columns: list[Column],
 def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
                    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                    work_dir: str | Path, tolerance_pp: float = 0.05,
-                   settings: FinetuneSettings = FinetuneSettings(),
+                   settings: FinetuneSettings = DEFAULT_FINETUNE,
                    log=print) -> tuple[PruneResult, float, SupportedBNN | None]:
     """Mask as many support columns as possible, each trial fine-tuned, with hardware-exact
     test error <= min(unpruned, fine-tuned unpruned) + ``tolerance_pp``.
@@ -116,3 +103,13 @@ def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
     result = PruneResult(best, base_err, err, lo, total,
                          sorted(trials, key=lambda t: (t["pruned"], t["finetuned"])))
     return result, control, tuned
+
+
+def save_float_twin(net: SupportedBNN, model_path: str | Path) -> Path:
+    """Save ``net``'s state dict where ``sbnn eval`` looks for a model's float twin:
+    ``<stem>_float.pt`` beside ``model_path`` (atomically); returns that path."""
+    path = Path(model_path)
+    twin = path.with_name(path.stem + "_float.pt")
+    with atomic_file(twin) as tmp:
+        torch.save(net.state_dict(), tmp)
+    return twin

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,113 +25,20 @@ from sbnn import progress
 from sbnn.config import SbnnConfig
 from sbnn.fileio import atomic_file, atomic_write_text
 
-from .augment import distort_images, shift_images
+from .augment import shift_images
 from .fold import fold_model
 from .hwpath import run_hw
 from .model import SupportedBNN, pixels_to_codes
 from .qmodel import QuantizedModel
+from .recipe import TrainSettings, TrainSettingsError
 
+# TrainSettings and TrainSettingsError live in the torch-free golden/recipe.py (the CLI reads
+# their fields without torch); they are re-exported here, where training uses them.
 __all__ = ["TrainSettings", "TrainSettingsError", "train_case_i", "train_case_ii", "train",
            "evaluate_float", "evaluate_hw", "shift_images"]
 
-
-class TrainSettingsError(ValueError):
-    """A training option is invalid; the message names the option and what is allowed."""
-
-    def __init__(self, name: str, message: str):
-        self.field_name = name
-        super().__init__(f"training option '{name}': {message}")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Schedule and recipe of one training run (the design itself is the SbnnConfig)."""
-
-    #: case (i): epochs of the plain BNN, then of the supports on the frozen base
-    base_epochs: int = 20
-    support_epochs: int = 10
-    #: case (ii): epochs of joint training of base plane and supports
-    joint_epochs: int = 30
-    batch_size: int = 100
-    lr: float = 3e-3
-    lr_final: float = 3e-4
-    #: case (i) stage 2 starts at this learning rate (None: ``lr``); it decays to lr_final
-    support_lr: float | None = None
-    #: case (i) support latents start as "sign": 0.1 * sign(base latent) (every support
-    #: flips easily), or "latent": a copy of the base latent (a support flips early only
-    #: where the base weight itself was undecided, |latent| small)
-    support_init: str = "sign"
-    seed: int = 0
-    threads: int = 2
-    #: random translation of each training image by up to +-shift pixels (0: none)
-    shift: int = 0
-    #: random rotation (degrees), isotropic scaling (fraction) and elastic displacement
-    #: (pixels) of each training image, every epoch (golden/augment.py; 0: none)
-    rotate: float = 0.0
-    scale: float = 0.0
-    elastic: float = 0.0
-    #: probability that a support column is dropped for one minibatch
-    support_drop: float = 0.0
-    #: model the first layer's per-tile ADC clipping while training
-    adc_aware: bool = False
-
-    def __post_init__(self) -> None:
-        def check(name: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise TrainSettingsError(name, f"{what}, got {getattr(self, name)!r}")
-
-        def is_int(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        for name in ("base_epochs", "support_epochs", "joint_epochs"):
-            v = getattr(self, name)
-            check(name, is_int(v) and 0 <= v <= 10000, "must be an integer in 0..10000")
-        check("batch_size", is_int(self.batch_size) and 1 <= self.batch_size <= 60000,
-              "must be an integer in 1..60000")
-        for name in ("lr", "lr_final"):
-            v = getattr(self, name)
-            check(name, isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
-                  "must be a number in (0, 1]")
-        check("support_lr", self.support_lr is None or (
-            isinstance(self.support_lr, (int, float)) and not isinstance(self.support_lr, bool)
-            and 0 < self.support_lr <= 1), "must be a number in (0, 1] or left out")
-        check("support_init", self.support_init in ("sign", "latent"),
-              "must be 'sign' or 'latent'")
-        check("seed", is_int(self.seed) and self.seed >= 0, "must be an integer >= 0")
-        check("threads", is_int(self.threads) and 1 <= self.threads <= 256,
-              "must be an integer in 1..256")
-        check("shift", is_int(self.shift) and 0 <= self.shift <= 8,
-              "must be an integer in 0..8 (pixels)")
-        for name, top, unit in (("rotate", 45, "degrees"), ("scale", 0.5, "(a fraction)"),
-                                ("elastic", 8, "pixels")):
-            v = getattr(self, name)
-            check(name, isinstance(v, (int, float)) and not isinstance(v, bool)
-                  and 0 <= v <= top, f"must be a number in 0..{top} {unit}")
-        check("support_drop", isinstance(self.support_drop, (int, float))
-              and not isinstance(self.support_drop, bool) and 0 <= self.support_drop < 1,
-              "must be a number in [0, 1)")
-        check("adc_aware", isinstance(self.adc_aware, bool), "must be true or false")
-
-    @property
-    def distorts(self) -> bool:
-        """Whether training images are resampled (rotation, scaling or elastic field)."""
-        return bool(self.rotate or self.scale or self.elastic)
-
-    def augment(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One epoch's augmented copy of the (N, 28, 28) training images."""
-        if self.distorts:
-            return distort_images(images, rng, shift=self.shift, rotate=self.rotate,
-                                  scale=self.scale, elastic=self.elastic)
-        return shift_images(images, self.shift, rng)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainSettings:
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise TrainSettingsError(key, f"unknown option; allowed are "
-                                              f"{', '.join(sorted(known))}")
-        return cls(**data)
+#: The recipe a training run uses when none is given.
+DEFAULT_SETTINGS = TrainSettings()
 
 
 @torch.no_grad()
@@ -252,7 +158,7 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
     minutes = (time.time() - t0) / 60
     summary = {
         "case": case,
-        "settings": asdict(settings),
+        "settings": settings.to_dict(),
         "config": cfg.to_dict(),
         "train_minutes": round(minutes, 2),
         **extra,
@@ -270,7 +176,7 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
 
 def train_case_i(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
                  test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
-                 settings: TrainSettings = TrainSettings(), log=print) -> dict:
+                 settings: TrainSettings = DEFAULT_SETTINGS, log=print) -> dict:
     """Stage 1: plain BNN (supports off). Stage 2: supports, norms and output scale on the
     frozen base. Writes ``baseline.npz`` and ``model.npz`` (QuantizedModel), their float
     state dicts (``*_float.pt``) and ``train_summary.json`` to ``out_dir``; returns the
@@ -314,7 +220,7 @@ def train_case_i(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
 
 def train_case_ii(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
                   test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
-                  settings: TrainSettings = TrainSettings(), log=print) -> dict:
+                  settings: TrainSettings = DEFAULT_SETTINGS, log=print) -> dict:
     """Base plane, supports, norms and output scale learned together from scratch, with
     every support plane in the forward pass. Writes ``model.npz``, ``model_float.pt`` and
     ``train_summary.json`` to ``out_dir``; returns the summary."""
@@ -326,7 +232,7 @@ def train_case_ii(cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
 
 def train(case: str, cfg: SbnnConfig, train: tuple[np.ndarray, np.ndarray],
           test: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
-          settings: TrainSettings = TrainSettings(), log=print) -> dict:
+          settings: TrainSettings = DEFAULT_SETTINGS, log=print) -> dict:
     """Dispatch to :func:`train_case_i` (``case="i"``) or :func:`train_case_ii` (``"ii"``)."""
     if case == "i":
         return train_case_i(cfg, train, test, out_dir, settings, log)

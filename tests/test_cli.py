@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -66,3 +68,63 @@ def test_train_small_and_resume(tmp_path):
     assert summary["hw_error_pct"] < 12
     assert abs(summary["hw_error_pct"] - summary["float_error_pct"]) < 1.5
     assert main(args) == 0  # resumes from the finished checkpoints
+
+
+# The 16 recipe options `sbnn train` had when they were written by hand: the generated
+# options must keep every one of them.
+RECIPE_OPTIONS = ("--base-epochs", "--support-epochs", "--joint-epochs", "--batch-size", "--lr",
+                  "--lr-final", "--support-lr", "--support-init", "--seed", "--threads",
+                  "--shift", "--rotate", "--scale", "--elastic", "--support-drop",
+                  "--adc-aware")
+
+
+def _train_parser():
+    from sbnn.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return subparsers.choices["train"]
+
+
+def test_train_recipe_options_are_generated_from_the_recipe_fields():
+    from sbnn.golden.recipe import TrainSettings
+
+    actions = {opt: a for a in _train_parser()._actions for opt in a.option_strings}
+    assert set(RECIPE_OPTIONS) <= set(actions)
+    fields = TrainSettings.model_fields
+    assert len(fields) == len(RECIPE_OPTIONS)  # every field has its option, no more
+    for option in RECIPE_OPTIONS:
+        action = actions[option]
+        assert action.default is None  # not given: the [train] table, then the field default
+        assert fields[action.dest].description.split()[0] in action.help
+    assert actions["--support-init"].choices == ("sign", "latent")
+    assert "0..8" in actions["--shift"].help and "default 0" in actions["--shift"].help
+    assert "--no-adc-aware" in actions
+
+
+def test_train_options_parse_to_the_recipe_types():
+    args = _train_parser().parse_args(["--lr", "0.5", "--shift", "3", "--no-adc-aware",
+                                       "--support-init", "latent"])
+    assert (args.lr, args.shift, args.adc_aware, args.support_init) == (0.5, 3, False,
+                                                                        "latent")
+    assert args.base_epochs is None and args.support_lr is None
+
+
+def test_train_option_overrides_the_config_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SBNN_MNIST_MIRRORS", "http://127.0.0.1:9/")  # never download
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sbnn]\nlayers = [784, 16, 10]\n[train]\nshift = 20\n")
+    argv = ["train", "--config", str(cfg), "--out", str(tmp_path / "r"),
+            "--data-dir", str(tmp_path / "no-mnist")]
+    assert main(argv) == 2  # the table's value is refused ...
+    assert "training option 'shift'" in capsys.readouterr().err
+    assert main([*argv, "--shift", "1"]) == 2  # ... unless the option replaces it
+    err = capsys.readouterr().err
+    assert "shift" not in err and "MNIST" in err
+
+
+def test_recipe_and_parser_import_without_torch():
+    code = ("import sys; from sbnn.cli import build_parser; build_parser(); "
+            "import sbnn.golden.recipe; print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "False"

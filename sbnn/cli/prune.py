@@ -5,14 +5,13 @@ tolerance (threshold re-fit, or fine-tuning of the float network with ``--finetu
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from sbnn.fileio import atomic_file, atomic_write_text, check_output_path
+from sbnn.fileio import atomic_write_text, check_output_path
 from sbnn.options import check_int, check_seed
 
 from .arguments import add_config_option, add_data_dir_option
@@ -20,11 +19,6 @@ from .errors import CliError
 from .loaders import model_from_args
 
 __all__ = ["add_parser", "run"]
-
-#: the TrainSettings fields a fine-tuning uses (recorded in the pruned model's .json)
-_FINETUNE_RECIPE = ("lr", "lr_final", "batch_size", "shift", "rotate", "scale", "elastic",
-                    "seed", "threads")
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn prune``."""
@@ -108,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
         res, control, settings = _prune_finetune(args, model, src.get("settings", {}), calib,
                                                  train, test, log)
         finetune = {"finetune_epochs": args.finetune_epochs,
-                    "finetune": {"epochs": settings.epochs,
-                                 "resolution_pct": settings.resolution_pct,
-                                 **{k: getattr(settings.recipe, k) for k in _FINETUNE_RECIPE}},
+                    "finetune": settings.summary(),
                     "finetuned_unpruned_error_pct": control}
     else:
         res = prune(model, calib, test, args.tolerance, not args.no_refit, log=log)
@@ -135,10 +127,8 @@ def run(args: argparse.Namespace) -> int:
 def _prune_finetune(args, model, source_recipe: dict, calib: np.ndarray, train, test, log):
     """``sbnn prune --finetune-epochs``: pruning with retraining (golden/prune_finetune.py);
     ``source_recipe`` is the settings of the run that trained ``model`` ({} if unknown)."""
-    import torch
-
     from sbnn.golden.evaluate import float_model_for, load_float_model
-    from sbnn.golden.prune_finetune import FinetuneSettings, prune_finetune
+    from sbnn.golden.prune_finetune import FinetuneSettings, prune_finetune, save_float_twin
 
     if args.float_model is not None:
         try:
@@ -154,18 +144,13 @@ def _prune_finetune(args, model, source_recipe: dict, calib: np.ndarray, train, 
                            f"{args.model.with_name(args.model.stem + '_float.pt')} beside "
                            f"the model; pass it with --float-model")
     # Same batch size and augmentation as the run that trained the model, where known.
-    same = {k: source_recipe[k] for k in ("batch_size", "shift", "rotate", "scale", "elastic")
-            if k in source_recipe}
-    recipe = dataclasses.replace(FinetuneSettings().recipe, lr=args.finetune_lr,
-                                 lr_final=args.finetune_lr / 10, seed=args.seed,
-                                 threads=args.threads, **same)
-    settings = FinetuneSettings(epochs=args.finetune_epochs, recipe=recipe)
+    settings, same = FinetuneSettings.for_source(args.finetune_epochs, args.finetune_lr,
+                                                 args.seed, args.threads, source_recipe)
     work = args.out.with_name(args.out.stem + ".finetune")
     log(f"pruning with {args.finetune_epochs} fine-tune epochs per trial (augmentation "
         f"{same or 'default'}); checkpoints in {work} (rerun the same command to resume)")
     res, control, tuned = prune_finetune(net, model, calib, train, test, work, args.tolerance,
                                          settings, log)
-    if tuned is not None:  # its float twin, where `sbnn eval` looks for it: <stem>_float.pt
-        with atomic_file(args.out.with_name(args.out.stem + "_float.pt")) as tmp:
-            torch.save(tuned.state_dict(), tmp)
+    if tuned is not None:  # its float twin, where `sbnn eval` looks for it
+        save_float_twin(tuned, args.out)
     return res, control, settings

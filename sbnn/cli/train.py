@@ -13,19 +13,19 @@ from pathlib import Path
 
 from sbnn.config import SbnnConfig, load_train_table
 from sbnn.fileio import atomic_write_text, check_output_path
+from sbnn.golden.recipe import TrainSettings, TrainSettingsError
 from sbnn.options import check_mnist_design, check_seed
 
-from .arguments import add_config_option, add_data_dir_option
+from .arguments import (
+    add_config_option,
+    add_data_dir_option,
+    add_record_options,
+    given_record_options,
+)
 from .errors import CliError
 from .loaders import design_config
 
 __all__ = ["add_parser", "run", "design_overrides"]
-
-#: sbnn train options that override [train] fields of the config file (None = not given)
-_TRAIN_OPTIONS = ("base_epochs", "support_epochs", "joint_epochs", "batch_size", "lr",
-                  "lr_final", "support_lr", "support_init", "seed", "threads", "shift",
-                  "rotate", "scale", "elastic", "support_drop", "adc_aware")
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn train``."""
@@ -40,33 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--supports", type=int, help="support planes K (overrides config)")
     sp.add_argument("--dac-bits", type=int, help="first-layer DAC bits (overrides config)")
     sp.add_argument("--adc-bits", type=int, help="ADC bits (overrides config)")
-    # Recipe options: default None = take the config's [train] table, else TrainSettings.
-    sp.add_argument("--seed", type=int, help="random seed (default 0)")
-    sp.add_argument("--base-epochs", type=int, help="case (i) plain-BNN epochs (default 20)")
-    sp.add_argument("--support-epochs", type=int, help="case (i) support epochs (default 10)")
-    sp.add_argument("--joint-epochs", type=int, help="case (ii) epochs (default 30)")
-    sp.add_argument("--batch-size", type=int, help="minibatch size (default 100)")
-    sp.add_argument("--lr", type=float, help="initial Adam learning rate (default 3e-3)")
-    sp.add_argument("--lr-final", type=float, help="learning rate of the last epoch, "
-                                                   "exponential decay (default 3e-4)")
-    sp.add_argument("--support-lr", type=float, help="case (i) stage-2 initial learning "
-                                                     "rate (default: --lr)")
-    sp.add_argument("--support-init", choices=("sign", "latent"),
-                    help="case (i) support latents start at 0.1*sign(base) or at a copy of "
-                         "the base latents (default sign)")
-    sp.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
-    sp.add_argument("--shift", type=int, help="augmentation: random +-N pixel shifts "
-                                              "(default 0)")
-    sp.add_argument("--rotate", type=float, help="augmentation: random rotation up to +-N "
-                                                 "degrees (default 0)")
-    sp.add_argument("--scale", type=float, help="augmentation: random scaling up to +-F, "
-                                                "a fraction (default 0)")
-    sp.add_argument("--elastic", type=float, help="augmentation: smooth random elastic "
-                                                  "displacement of about N pixels (default 0)")
-    sp.add_argument("--support-drop", type=float,
-                    help="support-column dropout probability in training (default 0)")
-    sp.add_argument("--adc-aware", action=argparse.BooleanOptionalAction, default=None,
-                    help="model the first layer's per-tile ADC clipping in training")
+    # Recipe options, generated from TrainSettings' documented fields; not given = the
+    # config's [train] table, else the field's default.
+    sp.set_defaults(recipe_options=add_record_options(sp, TrainSettings))
     sp.set_defaults(func=run)
     return sp
 
@@ -95,12 +71,10 @@ def design_overrides(cfg: SbnnConfig, args: argparse.Namespace) -> SbnnConfig:
     return SbnnConfig.from_dict(data)
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> TrainSettings:
     """The recipe: the config's [train] table with the given recipe options over it."""
-    from sbnn.golden.train import TrainSettings, TrainSettingsError
-
     recipe = load_train_table(args.config)
-    recipe.update({k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None})
+    recipe.update(given_record_options(args, args.recipe_options))
     try:
         return TrainSettings.from_dict(recipe)
     except TrainSettingsError as exc:

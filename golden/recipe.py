@@ -1,0 +1,142 @@
+"""Training recipes as parameter records: :class:`TrainSettings` (one training run) and
+:class:`FinetuneSettings` (the fine-tuning of pruning with retraining).
+
+Torch-free, so the command line can read the documented fields (and generate the options of
+``sbnn train`` from them) without importing torch; golden/train.py and
+golden/prune_finetune.py re-export these classes. The design itself is the SbnnConfig.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from sbnn.params import ParamError, Record
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["SupportInit", "TrainSettings", "TrainSettingsError", "FinetuneSettings",
+           "FinetuneSettingsError", "FINETUNE_RECIPE_FIELDS", "INHERITED_RECIPE_FIELDS"]
+
+
+class TrainSettingsError(ParamError):
+    """A training option is invalid; the message names the option and what is allowed."""
+
+    prefix: ClassVar[str] = "training option"
+
+
+class FinetuneSettingsError(ParamError):
+    """A fine-tuning setting is invalid; the message names it and what is allowed."""
+
+    prefix: ClassVar[str] = "fine-tune option"
+
+
+class SupportInit(str, Enum):
+    """How case (i) starts the support latents from the trained base plane."""
+
+    #: 0.1 * sign(base latent): every support flips easily
+    sign = "sign"
+    #: a copy of the base latent: a support flips early only where the base weight itself
+    #: was undecided (|latent| small)
+    latent = "latent"
+
+
+class TrainSettings(Record):
+    """Schedule and recipe of one training run (the design itself is the SbnnConfig)."""
+
+    _record_name: ClassVar[str] = "training option"
+    _error: ClassVar[type[ParamError]] = TrainSettingsError
+
+    base_epochs: int = Field(20, ge=0, le=10000,
+                             description="case (i) epochs of the plain BNN")
+    support_epochs: int = Field(10, ge=0, le=10000,
+                                description="case (i) epochs of the supports on the frozen "
+                                            "base")
+    joint_epochs: int = Field(30, ge=0, le=10000,
+                              description="case (ii) epochs of joint training of base plane "
+                                          "and supports")
+    batch_size: int = Field(100, ge=1, le=60000, description="minibatch size")
+    lr: float = Field(3e-3, gt=0, le=1, description="initial Adam learning rate")
+    lr_final: float = Field(3e-4, gt=0, le=1,
+                            description="learning rate of the last epoch, exponential decay")
+    support_lr: float | None = Field(None, gt=0, le=1,
+                                     description="case (i) stage-2 initial learning rate, "
+                                                 "decaying to lr_final; left out: lr")
+    support_init: SupportInit = Field(SupportInit.sign, strict=False,
+                                      description="case (i) support latents start at "
+                                                  "0.1*sign(base) or at a copy of the base "
+                                                  "latents")
+    seed: int = Field(0, ge=0, description="random seed")
+    threads: int = Field(2, ge=1, le=256, description="torch CPU threads")
+    shift: int = Field(0, ge=0, le=8,
+                       description="augmentation: random +-N pixel shifts of each training "
+                                   "image")
+    rotate: float = Field(0.0, ge=0, le=45,
+                          description="augmentation: random rotation up to +-N degrees")
+    scale: float = Field(0.0, ge=0, le=0.5,
+                         description="augmentation: random scaling up to +-F, a fraction")
+    elastic: float = Field(0.0, ge=0, le=8,
+                           description="augmentation: smooth random elastic displacement of "
+                                       "about N pixels")
+    support_drop: float = Field(0.0, ge=0, lt=1,
+                                description="probability that a support column is dropped "
+                                            "for one minibatch")
+    adc_aware: bool = Field(False, description="model the first layer's per-tile ADC "
+                                               "clipping in training")
+
+    @property
+    def distorts(self) -> bool:
+        """Whether training images are resampled (rotation, scaling or elastic field)."""
+        return bool(self.rotate or self.scale or self.elastic)
+
+    def augment(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One epoch's augmented copy of the (N, 28, 28) training images."""
+        from .augment import distort_images, shift_images  # torch: only when training
+
+        if self.distorts:
+            return distort_images(images, rng, shift=self.shift, rotate=self.rotate,
+                                  scale=self.scale, elastic=self.elastic)
+        return shift_images(images, self.shift, rng)
+
+
+#: the TrainSettings fields a fine-tuning uses (recorded in the pruned model's .json)
+FINETUNE_RECIPE_FIELDS = ("lr", "lr_final", "batch_size", "shift", "rotate", "scale",
+                          "elastic", "seed", "threads")
+#: the fields a fine-tuning takes from the run that trained the model, where known
+INHERITED_RECIPE_FIELDS = ("batch_size", "shift", "rotate", "scale", "elastic")
+
+
+class FinetuneSettings(Record):
+    """Fine-tuning after each trial mask: ``epochs`` of the ``recipe`` (learning-rate
+    schedule, batch size, augmentation, seed, threads; the CLI copies the source run's batch
+    size and augmentation), and the bisection's resolution."""
+
+    _record_name: ClassVar[str] = "fine-tune option"
+    _error: ClassVar[type[ParamError]] = FinetuneSettingsError
+
+    epochs: int = Field(3, ge=1, le=1000, description="fine-tune epochs after each trial mask")
+    recipe: TrainSettings = Field(
+        TrainSettings(batch_size=200, lr=1e-4, lr_final=1e-5, shift=2),
+        description="learning-rate schedule, batch size, augmentation, seed and threads")
+    resolution_pct: float = Field(2.0, gt=0, le=50,
+                                  description="bisection stops when the bracket is this share "
+                                              "of the enabled columns (percent)")
+
+    @classmethod
+    def for_source(cls, epochs: int, lr: float, seed: int, threads: int,
+                   source_recipe: dict[str, Any]) -> tuple[FinetuneSettings, dict[str, Any]]:
+        """The fine-tuning of a model trained with ``source_recipe`` (its run's settings, {}
+        if unknown): learning rate ``lr`` decaying to a tenth, the source's batch size and
+        augmentation where known. Returns the settings and the fields taken from the source."""
+        same = {k: source_recipe[k] for k in INHERITED_RECIPE_FIELDS if k in source_recipe}
+        recipe = cls().recipe.replace(lr=lr, lr_final=lr / 10, seed=seed, threads=threads,
+                                      **same)
+        return cls(epochs=epochs, recipe=recipe), same
+
+    def summary(self) -> dict[str, Any]:
+        """What a pruned model's .json records of the fine-tuning."""
+        return {"epochs": self.epochs, "resolution_pct": self.resolution_pct,
+                **{k: getattr(self.recipe, k) for k in FINETUNE_RECIPE_FIELDS}}
