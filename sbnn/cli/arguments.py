@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sbnn.params import Record, cli_fields
 
-__all__ = ["add_config_option", "add_data_dir_option", "add_model_option", "comma_ints",
-           "add_record_options", "given_record_options"]
+__all__ = ["add_command", "add_config_option", "add_data_dir_option", "add_model_option",
+           "comma_ints", "add_record_options", "given_record_options"]
+
+
+def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int],
+                help: str, *common: Callable[[argparse.ArgumentParser], None]
+                ) -> argparse.ArgumentParser:
+    """Register the command ``name`` (``help``: its line in ``sbnn --help``) that ``run``
+    runs, with the shared options ``common`` (e.g. :func:`add_config_option`) first."""
+    parser = subparsers.add_parser(name, help=help)
+    for add_option in common:
+        add_option(parser)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from sbnn.fileio import check_output_path
 from sbnn.options import WORKERS_MAX, check_int, check_seed
 
+from .arguments import add_command
 from .errors import CliError
 
 __all__ = ["add_parser", "run"]
@@ -16,8 +17,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn equiv``."""
-    sp = subparsers.add_parser("equiv", help="randomized RTL vs golden equivalence over random "
-                                             "configs, models, inputs and controls (resumable)")
+    sp = add_command(subparsers, "equiv", run,
+                     "randomized RTL vs golden equivalence over random configs, models, inputs and "
+                     "controls (resumable)")
     sp.add_argument("--configs", type=int, default=20, help="random configs to run")
     sp.add_argument("--cases", type=int, default=5000, help="cases (inferences) per config")
     sp.add_argument("--seed", type=int, default=0, help="first config seed")
@@ -27,7 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--ledger", type=Path, default=Path("out/equiv/ledger.jsonl"),
                     help="one line per finished config; reruns skip those (resume)")
     sp.add_argument("--case", default=None, help="rerun one case, CONFIG_SEED:INDEX")
-    sp.set_defaults(func=run)
     return sp
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sbnn.fileio import atomic_write_text, check_output_path, staged_folder
 
-from .arguments import add_config_option, add_data_dir_option, add_model_option
+from .arguments import add_command, add_config_option, add_data_dir_option, add_model_option
 from .errors import CliError
 from .loaders import load_model, model_from_args, model_path
 
@@ -25,10 +25,9 @@ _TABLE_SUMMARY_KEYS = ("baseline_error_pct", "case_i_error_pct", "case_ii_error_
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn eval``."""
-    sp = subparsers.add_parser("eval", help="test error per latency budget, hardware-exact path")
-    add_config_option(sp)
-    add_data_dir_option(sp)
-    add_model_option(sp)
+    sp = add_command(subparsers, "eval", run,
+                     "test error per latency budget, hardware-exact path",
+                     add_config_option, add_data_dir_option, add_model_option)
     sp.add_argument("--json", type=Path, help="also write the table as JSON")
     for role in TABLE_ROLES:
         sp.add_argument(f"--{role.replace('_', '-')}", dest=role, type=Path,
@@ -37,7 +36,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="results table: one more run to evaluate and list (repeatable)")
     sp.add_argument("--out", type=Path, default=Path("docs"),
                     help="results table: folder for results.json and the plots (default docs)")
-    sp.set_defaults(func=run)
     return sp
 
 

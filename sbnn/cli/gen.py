@@ -10,7 +10,7 @@ from pathlib import Path
 from sbnn.config import SbnnConfig
 from sbnn.fileio import check_output_path, staged_folder
 
-from .arguments import add_config_option
+from .arguments import add_command, add_config_option
 from .errors import CliError
 from .loaders import design_config, load_model
 
@@ -19,15 +19,14 @@ __all__ = ["add_parser", "run", "staged_rtl", "print_files"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn gen``."""
-    sp = subparsers.add_parser("gen", help="emit Verilog, macro stub, manifest (and hardware "
-                                           "image)")
-    add_config_option(sp)
+    sp = add_command(subparsers, "gen", run,
+                     "emit Verilog, macro stub, manifest (and hardware image)",
+                     add_config_option)
     sp.add_argument("--model", type=Path, help="also export this model's hardware image")
     sp.add_argument("--out", type=Path, default=None, help="Verilog folder (default out/rtl)")
     sp.add_argument("--bundle", type=Path, default=None,
                     help="write a tapeout bundle (Verilog, SDC, macro views, image, "
                          "LibreLane config) into this folder instead")
-    sp.set_defaults(func=run)
     return sp
 
 

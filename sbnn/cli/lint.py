@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sbnn.fileio import check_output_path
 
-from .arguments import add_config_option
+from .arguments import add_command, add_config_option
 from .gen import staged_rtl
 from .loaders import design_config
 
@@ -16,11 +16,11 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn lint``."""
-    sp = subparsers.add_parser("lint", help="verilator --lint-only on the generated Verilog")
-    add_config_option(sp)
+    sp = add_command(subparsers, "lint", run,
+                     "verilator --lint-only on the generated Verilog",
+                     add_config_option)
     sp.add_argument("--out", type=Path, default=Path("out/rtl"))
     sp.add_argument("--wall", action="store_true", help="add -Wall")
-    sp.set_defaults(func=run)
     return sp
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from sbnn.fileio import atomic_write_text, check_output_path
 from sbnn.options import check_int, check_seed
 
-from .arguments import add_config_option, add_data_dir_option
+from .arguments import add_command, add_config_option, add_data_dir_option
 from .errors import CliError
 from .loaders import model_from_args
 
@@ -22,10 +22,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn prune``."""
-    sp = subparsers.add_parser("prune", help="mask support columns while the hw-exact test "
-                                             "error stays within a tolerance")
-    add_config_option(sp)
-    add_data_dir_option(sp)
+    sp = add_command(subparsers, "prune", run,
+                     "mask support columns while the hw-exact test error stays within a tolerance",
+                     add_config_option, add_data_dir_option)
     sp.add_argument("--model", type=Path, required=True, help="QuantizedModel .npz to prune")
     sp.add_argument("--out", type=Path, required=True, help="pruned model .npz (a .json "
                                                             "summary is written beside it)")
@@ -46,7 +45,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="trained float state dict for fine-tuning (default: <model>_float.pt "
                          "beside --model)")
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    sp.set_defaults(func=run)
     return sp
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from sbnn.fileio import atomic_file, check_output_path
 from sbnn.options import check_int
 
-from .arguments import add_data_dir_option
+from .arguments import add_command, add_data_dir_option
 from .errors import CliError
 
 __all__ = ["add_parser", "run"]
@@ -18,11 +18,11 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn sample-data``."""
-    sp = subparsers.add_parser("sample-data", help="save the first N MNIST test images as .npz")
-    add_data_dir_option(sp)
+    sp = add_command(subparsers, "sample-data", run,
+                     "save the first N MNIST test images as .npz",
+                     add_data_dir_option)
     sp.add_argument("--count", type=int, default=300)
     sp.add_argument("--out", type=Path, required=True)
-    sp.set_defaults(func=run)
     return sp
 
 

@@ -17,7 +17,13 @@ from sbnn.config import SbnnConfig
 from sbnn.fileio import atomic_file, atomic_write_text, check_output_path
 from sbnn.options import WORKERS_MAX, check_int, check_margin, check_seed
 
-from .arguments import add_config_option, add_data_dir_option, add_model_option, comma_ints
+from .arguments import (
+    add_command,
+    add_config_option,
+    add_data_dir_option,
+    add_model_option,
+    comma_ints,
+)
 from .errors import CliError
 from .loaders import default_sample_path, model_from_args, model_path
 
@@ -29,9 +35,9 @@ SIM_DEFAULT_COUNT = 200
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn sim``."""
-    sp = subparsers.add_parser("sim", help="cocotb + Verilator cosim against the golden trace")
-    add_config_option(sp)
-    add_model_option(sp)
+    sp = add_command(subparsers, "sim", run,
+                     "cocotb + Verilator cosim against the golden trace",
+                     add_config_option, add_model_option)
     sp.add_argument("--images", type=Path, help=".npz with images/labels (default: "
                                                 "embedded 300-image MNIST test sample)")
     sp.add_argument("--mnist-test", type=int, default=None, metavar="N",
@@ -61,7 +67,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--waves", action="store_true",
                     help="dump an FST wave file (with the fast engine, use with --image)")
     sp.add_argument("--report", type=Path, help="write the report as JSON")
-    sp.set_defaults(func=run)
     return sp
 
 

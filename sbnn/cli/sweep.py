@@ -13,7 +13,13 @@ from pathlib import Path
 from sbnn.fileio import check_output_path, staged_folder
 from sbnn.options import check_energy_file, check_fraction, check_int, check_margin
 
-from .arguments import add_config_option, add_data_dir_option, add_model_option, comma_ints
+from .arguments import (
+    add_command,
+    add_config_option,
+    add_data_dir_option,
+    add_model_option,
+    comma_ints,
+)
 from .errors import CliError
 from .loaders import SAMPLE_IMAGES, default_sample_path, model_from_args, model_path
 
@@ -22,11 +28,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn sweep``."""
-    sp = subparsers.add_parser("sweep", help="error vs cycles vs energy over budgets, exit "
-                                             "margins and support masks")
-    add_config_option(sp)
-    add_data_dir_option(sp)
-    add_model_option(sp)
+    sp = add_command(subparsers, "sweep", run,
+                     "error vs cycles vs energy over budgets, exit margins and support masks",
+                     add_config_option, add_data_dir_option, add_model_option)
     sp.add_argument("--count", type=int, default=10000, help="test images to use")
     sp.add_argument("--margins", type=comma_ints, default=(10, 20, 30, 40, 50, 60, 80),
                     help="comma-separated exit margins (no exit is always included)")
@@ -38,7 +42,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="rerun each budget on N embedded images on the RTL (cosim)")
     sp.add_argument("--build", type=Path, default=Path("out/cosim"))
     sp.add_argument("--out", type=Path, default=Path("docs"))
-    sp.set_defaults(func=run)
     return sp
 
 

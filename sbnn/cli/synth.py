@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sbnn.config import SbnnConfig, load_config
 
+from .arguments import add_command
 from .errors import CliError
 
 __all__ = ["add_parser", "run"]
@@ -17,9 +18,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn synth``."""
-    sp = subparsers.add_parser("synth", help="map the controller to a Liberty library (Yosys), "
-                                             "time it with OpenSTA; area, flip-flops, slack, "
-                                             "Fmax, energy")
+    sp = add_command(subparsers, "synth", run,
+                     "map the controller to a Liberty library (Yosys), time it with OpenSTA; area, "
+                     "flip-flops, slack, Fmax, energy")
     sp.add_argument("--config", action="append", metavar="FILE",
                     help="design config (TOML or JSON), repeatable; 'default' = the built-in "
                          "default design (the default when none is given)")
@@ -32,7 +33,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="keep each design's work folder (netlist, scripts, logs) under here")
     sp.add_argument("--machine", default=None,
                     help="what else ran on the machine, recorded beside the timings")
-    sp.set_defaults(func=run)
     return sp
 
 

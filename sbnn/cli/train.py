@@ -17,6 +17,7 @@ from sbnn.golden.recipe import TrainSettings, TrainSettingsError
 from sbnn.options import check_mnist_design, check_seed
 
 from .arguments import (
+    add_command,
     add_config_option,
     add_data_dir_option,
     add_record_options,
@@ -29,10 +30,9 @@ __all__ = ["add_parser", "run", "design_overrides"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn train``."""
-    sp = subparsers.add_parser("train", help="train case (i) (base BNN, then supports) or case "
-                                             "(ii) (joint)")
-    add_config_option(sp)
-    add_data_dir_option(sp)
+    sp = add_command(subparsers, "train", run,
+                     "train case (i) (base BNN, then supports) or case (ii) (joint)",
+                     add_config_option, add_data_dir_option)
     sp.add_argument("--case", choices=("i", "ii"), default="i",
                     help="i: supports on the frozen pre-trained BNN; ii: joint training")
     sp.add_argument("--out", type=Path, default=Path("runs/default"))
@@ -43,7 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     # Recipe options, generated from TrainSettings' documented fields; not given = the
     # config's [train] table, else the field's default.
     sp.set_defaults(recipe_options=add_record_options(sp, TrainSettings))
-    sp.set_defaults(func=run)
     return sp
 
 

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from .arguments import add_data_dir_option
+from .arguments import add_command, add_data_dir_option
 from .errors import CliError
 from .loaders import default_model_path
 
@@ -56,10 +56,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn variability``."""
     from sbnn.golden.variability_sweep import SWEPT_PARAMS
 
-    sp = subparsers.add_parser("variability", help="Monte Carlo of MNIST error vs process "
-                                                   "variability (sigma sweep, "
-                                                   "docs/variability.md)")
-    add_data_dir_option(sp)
+    sp = add_command(subparsers, "variability", run,
+                     "Monte Carlo of MNIST error vs process variability (sigma sweep, "
+                     "docs/variability.md)",
+                     add_data_dir_option)
     sp.add_argument("--model", action="append", type=_named_model, metavar="NAME=PATH",
                     help="a QuantizedModel .npz under a name (repeatable; default: "
                          "default=<embedded model>); each runs with its own support mask")
@@ -89,7 +89,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                          "no report")
     sp.add_argument("--out", type=Path, default=Path("docs"),
                     help="where variability.md/.json and the plot go")
-    sp.set_defaults(func=run)
     return sp
 
 
