@@ -163,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeat):
         print(f"raw Verilator: {args.count} images, {args.workers} processes "
               f"({rep + 1}/{args.repeat}) ...", flush=True)
-        raws.append(run_raw(job, args.build, workers=args.workers))
+        raws.append(run_raw(job, args.build, workers=args.workers).to_dict())
         print(f"checked cosim: {args.count} images, {args.workers} processes "
               f"({rep + 1}/{args.repeat}) ...", flush=True)
-        fasts.append(run_fast(job, args.build, workers=args.workers))
+        fasts.append(run_fast(job, args.build, workers=args.workers).to_dict())
     shutil.rmtree(golden_dir, ignore_errors=True)
     raw = min(raws, key=lambda r: r["wall_s"])
     fast = fasts[0]  # cold: golden computed in the run

@@ -26,6 +26,8 @@ from sbnn.gen.image import build_image
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import ProgOp, Sizes
 
+from .report import EquivalenceRunReport
+
 __all__ = ["random_config", "random_model", "plan_config", "run_config", "run_equivalence",
            "CASES_PER_MODEL"]
 
@@ -134,17 +136,18 @@ def plan_config(config_seed: int, first: int, count: int, out_dir: Path):
 
 
 def run_config(config_seed: int, build_root: Path, first: int = 0, count: int = 1000,
-               workers: int | None = None) -> dict:
+               workers: int | None = None) -> EquivalenceRunReport:
     """Run cases ``first .. first+count-1`` of one config (one case reruns a failure)."""
     from .fast import execute
 
     cfg, plan, images = plan_config(config_seed, first, count,
                                     Path(build_root) / "cases" / f"{config_seed}")
     rep = execute(cfg, build_root, plan, images, None, None, workers=workers)
-    if rep["mismatches"]:  # a plan's image index is the case's offset from ``first``
-        bad = [p["image"] for p in rep["per_image"] if not p["ok"]]
-        rep["failing_case"] = f"{config_seed}:{first + min(bad)}" if bad else None
-    return rep | {"config": cfg.to_dict()}
+    failing = None
+    if rep.mismatches:  # a plan's image index is the case's offset from ``first``
+        bad = [p.image for p in rep.per_image if not p.ok]
+        failing = f"{config_seed}:{first + min(bad)}" if bad else None
+    return EquivalenceRunReport(**vars(rep), failing_case=failing, config=cfg.to_dict())
 
 
 def _ledger(path: Path) -> list[dict]:
@@ -172,17 +175,16 @@ def run_equivalence(configs: int, cases: int, seed: int, build_root: Path, ledge
             f"cases {s}:0..{s}:{cases - 1}")
         t0 = time.time()
         rep = run_config(s, build_root, 0, cases, workers)
-        entry = {"config_seed": s, "cases": rep["images"], "mismatches": rep["mismatches"],
-                 "transactions": rep["transactions_checked"], "sim_cycles": rep["sim_cycles"],
-                 "wall_s": round(time.time() - t0, 1), "build_s": rep["build_s"],
-                 "first_mismatch": rep["first_mismatch"],
-                 "failing_case": rep.get("failing_case")}
+        entry = {"config_seed": s, "cases": rep.images, "mismatches": rep.mismatches,
+                 "transactions": rep.transactions_checked, "sim_cycles": rep.sim_cycles,
+                 "wall_s": round(time.time() - t0, 1), "build_s": rep.build_s,
+                 "first_mismatch": rep.first_mismatch, "failing_case": rep.failing_case}
         ledger.parent.mkdir(parents=True, exist_ok=True)
         with open(ledger, "a") as f:
             f.write(json.dumps(entry) + "\n")
-        if rep["mismatches"] or rep["images"] != cases:
-            log(f"  MISMATCH in case {rep.get('failing_case')}: {rep['first_mismatch']}\n"
-                f"  rerun: sbnn equiv --case {rep.get('failing_case')}")
+        if rep.mismatches or rep.images != cases:
+            log(f"  MISMATCH in case {rep.failing_case}: {rep.first_mismatch}\n"
+                f"  rerun: sbnn equiv --case {rep.failing_case}")
             return {"ok": False, "entry": entry, "total_cases": total}
         total += entry["cases"]
         log(f"  {entry['cases']} cases, {entry['transactions']} transactions, 0 mismatches, "

@@ -35,8 +35,10 @@ from sbnn.toolchain import fst_available, setup_toolchain, trace_flags
 from .codec import Codec
 from .controls import random_controls
 from .harness import HARNESS_TOP, RAW_MAIN_CPP, HarnessLayout, harness_verilog
+from .job_file import JOB_ENV
+from .report import FastReport, RawRunReport, WorkerReport, summarize_images
+from .runner import REWRITE_ASSERTION_FILES, CosimJob, _config_dir, verilator_build
 from .runner import VERILATOR_OPT as _OPT
-from .runner import CosimJob, _config_dir, verilator_build
 
 __all__ = ["Block", "Plan", "plan_job", "write_commands", "build_fast", "build_raw",
            "run_fast", "execute", "run_raw", "FAST_TB"]
@@ -250,7 +252,7 @@ def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, imag
 
 def run_fast(job: CosimJob, build_root: str | Path, workers: int | None = None,
              waves: bool = False, only_image: int | None = None,
-             hdl_clock: bool = HDL_CLOCK) -> dict:
+             hdl_clock: bool = HDL_CLOCK) -> FastReport:
     """Run the job on the fast harness in ``workers`` parallel simulator processes; returns
     the merged report (raises RuntimeError if a worker produced none)."""
     model = QuantizedModel.load(job.model, job.config)
@@ -278,17 +280,17 @@ def _alone(plan: Plan, block: int, image: int) -> Plan:
 
 
 def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int,
-                 waves: bool, full: bool) -> list[dict]:
+                 waves: bool, full: bool) -> list[WorkerReport]:
     """One cocotb simulator process per plan, in parallel, with a progress bar fed by the
     digest records the harnesses write."""
 
-    def one(plan_file: Path) -> dict:
+    def one(plan_file: Path) -> WorkerReport:
         wdir = plan_file.parent
         report = wdir / "report.json"
         report.unlink(missing_ok=True)
         for suffix in (".start", ".done", ".image", ".result", ".digest", ".totals"):
             (wdir / f"log{suffix}").unlink(missing_ok=True)
-        env = {"SBNN_COSIM_JOB": str(plan_file), "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
+        env = {JOB_ENV: str(plan_file), "COCOTB_REWRITE_ASSERTION_FILES": REWRITE_ASSERTION_FILES,
                "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         try:
             _lean_runner().test(
@@ -303,7 +305,7 @@ def _run_workers(cfg: SbnnConfig, build_dir: Path, plans: list[Path], total: int
             tail = (wdir / "sim.log").read_text()[-3000:] if (wdir / "sim.log").exists() else ""
             raise RuntimeError(f"fast cosim worker produced no report; see {wdir / 'sim.log'}"
                                f"\n{tail}")
-        return json.loads(report.read_text())
+        return WorkerReport.read(report)
 
     # records are fixed width; the simulator flushes them in blocks, so the count lags
     record = HarnessLayout.of(cfg).digest_record_bytes()
@@ -337,7 +339,7 @@ def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
             model: QuantizedModel | None, model_path: Path | None,
             golden_model: Path | None = None, workers: int | None = None,
             waves: bool = False, hdl_clock: bool = HDL_CLOCK, full: bool = False,
-            localize: bool = True) -> dict:
+            localize: bool = True) -> FastReport:
     """Build (cached), write the workers' stimulus, run them in parallel, merge reports.
 
     The check compares per-image signatures (cosim/digest.py) unless ``full`` (or ``waves``)
@@ -360,61 +362,41 @@ def execute(cfg: SbnnConfig, build_root: str | Path, plan: Plan, images: Path,
     t0 = time.time()
     reports = _run_workers(cfg, build_dir, plans, total, waves, full or waves)
     wall = time.time() - t0
-    first = next((r["first_mismatch"] for r in reports if r["first_mismatch"]), None)
-    per_image = [p for r in reports for p in r["per_image"]]
-    merged = {
-        "runs": _runs(per_image),
-        "engine": "fast", "workers": len(plans), "images": sum(r["images"] for r in reports),
-        "transactions_checked": sum(r["transactions_checked"] for r in reports),
-        "results_checked": sum(r["results_checked"] for r in reports),
-        "mismatches": sum(r["mismatches"] for r in reports), "first_mismatch": first,
-        "harness_failed": any(r["harness_failed"] for r in reports),
-        "sim_cycles": sum(r["sim_cycles"] for r in reports),
-        "wall_s": round(wall, 3), "build_s": round(build_s, 3),
-        "sim_wall_s": round(max(r["sim_wall_s"] for r in reports), 3),
-        "check_wall_s": round(max(r["check_wall_s"] for r in reports), 3),
-        "log_bytes": sum(f.stat().st_size for p in plans for f in p.parent.glob("log.*")),
-        "per_image": per_image,
-        "run_dir": str(run_root),
-        "waves": [str(p.parent / ("dump.fst" if fst_available() else "dump.vcd"))
-                  for p in plans] if waves else [],
-        "expected_images": total,
-    }
-    bad = [p for p in per_image if not p["ok"]]
+    first = next((r.first_mismatch for r in reports if r.first_mismatch), None)
+    per_image = [p for r in reports for p in r.per_image]
+    merged = FastReport(
+        runs=summarize_images(per_image), engine="fast", workers=len(plans),
+        images=sum(r.images for r in reports),
+        transactions_checked=sum(r.transactions_checked for r in reports),
+        results_checked=sum(r.results_checked for r in reports),
+        mismatches=sum(r.mismatches for r in reports), first_mismatch=first,
+        harness_failed=any(r.harness_failed for r in reports),
+        sim_cycles=sum(r.sim_cycles for r in reports),
+        wall_s=round(wall, 3), build_s=round(build_s, 3),
+        sim_wall_s=round(max(r.sim_wall_s for r in reports), 3),
+        check_wall_s=round(max(r.check_wall_s for r in reports), 3),
+        log_bytes=sum(f.stat().st_size for p in plans for f in p.parent.glob("log.*")),
+        per_image=per_image, run_dir=str(run_root),
+        waves=[str(p.parent / ("dump.fst" if fst_available() else "dump.vcd"))
+               for p in plans] if waves else [],
+        expected_images=total)
+    bad = [p for p in per_image if not p.ok]
     if bad and localize and not (full or waves):
-        worst = min(bad, key=lambda p: (p["block"], p["image"]))
-        progress.note(f"{len(bad)} image(s) differ; rerunning image {worst['image']} "
-                      f"(block {worst['block']}) with the full transaction log")
-        loc = execute(cfg, build_root, _alone(plan, worst["block"], worst["image"]), images,
+        worst = min(bad, key=lambda p: (p.block, p.image))
+        progress.note(f"{len(bad)} image(s) differ; rerunning image {worst.image} "
+                      f"(block {worst.block}) with the full transaction log")
+        loc = execute(cfg, build_root, _alone(plan, worst.block, worst.image), images,
                       model, model_path, golden_model, workers=1, hdl_clock=hdl_clock,
                       full=True, localize=False)
-        merged["first_mismatch_digest"] = merged["first_mismatch"]
-        merged["first_mismatch"] = loc["first_mismatch"] or merged["first_mismatch"]
+        merged.first_mismatch_digest = merged.first_mismatch
+        merged.first_mismatch = loc.first_mismatch or merged.first_mismatch
     return merged
-
-
-def _runs(per_image: list[dict]) -> list[dict]:
-    """Per-run summary in the per-cycle bench's format (sbnn sim prints it)."""
-    keys = list(dict.fromkeys((p["run"], p["budget"] if p["run"] == "budget" else None)
-                              for p in per_image))
-    out = []
-    for run, budget in keys:
-        rows = [p for p in per_image
-                if p["run"] == run and (run != "budget" or p["budget"] == budget)]
-        n = len(rows)
-        correct = sum(p["cls"] == p["label"] for p in rows)
-        out.append({"run": run, "budget": budget, "images": n,
-                    "agree": sum(p["ok"] for p in rows), "rtl_correct": correct,
-                    "rtl_accuracy_pct": 100.0 * correct / n,
-                    "cycles_per_inference": sum(p["cycles"] for p in rows) / n,
-                    "exit_planes": [p["exit_plane"] for p in rows]})
-    return out
 
 
 _RAW_LINE = re.compile(r"sbnn-raw cycles=(\d+) seconds=([\d.]+) failed=(\d+)")
 
 
-def run_raw(job: CosimJob, build_root: str | Path, workers: int | None = None) -> dict:
+def run_raw(job: CosimJob, build_root: str | Path, workers: int | None = None) -> RawRunReport:
     """The same stimulus through the harness with no cocotb and no checks, in parallel."""
     workers = workers or os.cpu_count() or 1
     binary = build_raw(job.config, build_root)
@@ -438,5 +420,5 @@ def run_raw(job: CosimJob, build_root: str | Path, workers: int | None = None) -
             raise RuntimeError(f"raw harness printed no summary:\n{text[-2000:]}")
         cycles += int(m.group(1))
         failed |= m.group(3) != "0"
-    return {"images": total, "sim_cycles": cycles, "wall_s": round(wall, 3),
-            "workers": len(plans), "failed": failed}
+    return RawRunReport(images=total, sim_cycles=cycles, wall_s=round(wall, 3),
+                        workers=len(plans), failed=failed)

@@ -13,10 +13,8 @@ file named by ``SBNN_COSIM_JOB``; cosim/fast.py writes it beside the command fil
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import cocotb
 import numpy as np
@@ -26,6 +24,8 @@ from cocotb.triggers import RisingEdge
 from sbnn.config import SbnnConfig
 from sbnn.cosim import bulk, digest
 from sbnn.cosim.equivalence import random_model
+from sbnn.cosim.job_file import job_config, read_job
+from sbnn.cosim.report import ImageOutcome, WorkerReport
 from sbnn.golden.qmodel import QuantizedModel
 
 
@@ -38,18 +38,32 @@ def _block_model(blk: dict, cfg: SbnnConfig, model, masks):
     return model
 
 
-def _check_full(cfg, plan, blocks, flat) -> tuple[dict, list, np.ndarray]:
+@dataclass
+class Checked:
+    """What a check of the worker's images found: the report's check fields, each image's
+    RTL result (None where none came), which images differ, and the cycles simulated up to
+    the last result (from the log the check read)."""
+
+    fields: dict
+    results: list
+    bad: np.ndarray
+    sim_cycles: int
+
+
+def _check_full(cfg, plan, blocks, flat) -> Checked:
     """Every field of every transaction (cosim/bulk.py)."""
     expected = bulk.concat([bulk.expected_block(m, flat[idx], b["budget"], b["margin"], idx)
                             for b, m, idx in blocks])
-    check = bulk.compare(cfg, bulk.read_logs(cfg, plan["log"]), expected)
+    log = bulk.read_logs(cfg, plan["log"])
+    check = bulk.compare(cfg, log, expected)
     fields = {"images": check.images, "transactions_checked": check.transactions,
               "results_checked": check.results, "mismatches": check.mismatches,
               "first_mismatch": str(check.first) if check.first else None}
-    return fields, check.result_list, check.bad
+    last = int(log.result_cycle[-1]) if len(log.result_cycle) else 0
+    return Checked(fields, check.result_list, check.bad, last)
 
 
-def _check_digests(cfg, plan, blocks, flat) -> tuple[dict, list, np.ndarray]:
+def _check_digests(cfg, plan, blocks, flat) -> Checked:
     expected = digest.ExpectedDigests.concat(
         [digest.expected_block_cached(m, flat[idx], b["budget"], b["margin"],
                                       plan.get("golden_cache")) for b, m, idx in blocks])
@@ -59,14 +73,15 @@ def _check_digests(cfg, plan, blocks, flat) -> tuple[dict, list, np.ndarray]:
               "results_checked": check.results, "mismatches": int(check.bad.sum()),
               "first_mismatch": check.first}
     results = log.results[:check.results] + [None] * (check.images - check.results)
-    return fields, results, check.bad
+    last = int(log.base[-1]) + int(log.result_cycle[-1]) if len(log.base) else 0
+    return Checked(fields, results, check.bad, last)
 
 
 @cocotb.test()
 async def fast_regression(dut):
     """Run the command file through the harness; compare every image with the golden model."""
-    plan = json.loads(Path(os.environ["SBNN_COSIM_JOB"]).read_text())
-    cfg = SbnnConfig.from_dict(json.loads(Path(plan["config"]).read_text()))
+    plan = read_job()
+    cfg = job_config(plan)
     t0 = time.time()
     if not plan.get("hdl_clock"):
         cocotb.start_soon(Clock(dut.clk, round(1000.0 / cfg.clock_mhz, 3), unit="ns",
@@ -90,31 +105,16 @@ async def fast_regression(dut):
         blocks.append((blk, _block_model(blk, cfg, model, masks),
                        np.asarray(blk["images"], dtype=np.int64)))
     check = _check_full if plan.get("full") else _check_digests
-    fields, results, bad = check(cfg, plan, blocks, flat)
+    checked = check(cfg, plan, blocks, flat)
     images = np.concatenate([idx for _, _, idx in blocks]) if blocks else np.zeros(0, int)
-    report = fields | {
-        "harness_failed": failed,
-        "sim_cycles": _sim_cycles(plan["log"]),
-        "sim_wall_s": round(sim_s, 3), "check_wall_s": round(time.time() - t1, 3),
-        "per_image": [{"image": int(i), "run": run, "budget": budget, "block": block,
-                       "ok": not bool(b), "label": int(labels[i]),
-                       "cls": int(r["cls"]) if r else -1,
-                       "cycles": int(r["cycles"]) if r else -1,
-                       "exit_plane": int(r["exit_plane"]) if r else -1}
-                      for r, i, (run, budget, block), b in zip(results, images, runs, bad)],
-    }
-    Path(plan["report"]).write_text(json.dumps(report) + "\n")
+    per_image = [ImageOutcome(int(i), run, budget, block, not bool(b), int(labels[i]),
+                              int(r["cls"]) if r else -1, int(r["cycles"]) if r else -1,
+                              int(r["exit_plane"]) if r else -1)
+                 for r, i, (run, budget, block), b in zip(checked.results, images, runs,
+                                                          checked.bad)]
+    report = WorkerReport(**checked.fields, harness_failed=failed,
+                          sim_cycles=checked.sim_cycles, sim_wall_s=round(sim_s, 3),
+                          check_wall_s=round(time.time() - t1, 3), per_image=per_image)
+    report.write(plan["report"], indent=None)
     assert not failed, "harness gave up waiting (see sim.log)"
-    assert report["first_mismatch"] is None, f"RTL differs from golden: {report['first_mismatch']}"
-
-
-def _sim_cycles(prefix: str) -> int:
-    """Cycles simulated up to the last result (from the digest records)."""
-    with open(prefix + ".digest") as f:
-        last = None
-        for line in f:
-            last = line
-    if not last:
-        return 0
-    base, rel = last.split()[:2]
-    return int(base, 16) + int(rel, 16)
+    assert report.first_mismatch is None, f"RTL differs from golden: {report.first_mismatch}"

@@ -29,17 +29,17 @@ def test_fast_engine_default_model_budgets_exit_and_random_controls(cosim_build_
     job = CosimJob(model.config, _default_model(), _default_sample(), count=200,
                    budgets=(k, 0), exit_margin=30, random_seed=11)
     rep = run_fast(job, cosim_build_root, workers=2)
-    assert rep["mismatches"] == 0, rep["first_mismatch"]
-    assert rep["results_checked"] == 600 and rep["workers"] == 2
+    assert rep.mismatches == 0, rep.first_mismatch
+    assert rep.results_checked == 600 and rep.workers == 2
     with np.load(_default_sample()) as data:
         pixels = data["images"][:200].reshape(200, -1)
     budget_tx = sum(_expected_transactions(model, pixels, b, 30) for b in (k, 0))
-    assert rep["transactions_checked"] > budget_tx  # plus the random-controls run
-    full, base, rand = rep["runs"]
-    assert (full["budget"], base["budget"], rand["run"]) == (k, 0, "random")
-    assert full["agree"] == base["agree"] == rand["agree"] == 200
-    assert 0 in full["exit_planes"] and k in full["exit_planes"]  # some exit early
-    assert full["rtl_accuracy_pct"] >= 95.0
+    assert rep.transactions_checked > budget_tx  # plus the random-controls run
+    full, base, rand = rep.runs
+    assert (full.budget, base.budget, rand.run) == (k, 0, "random")
+    assert full.agree == base.agree == rand.agree == 200
+    assert 0 in full.exit_planes and k in full.exit_planes  # some exit early
+    assert full.rtl_accuracy_pct >= 95.0
 
 
 @pytest.mark.cosim
@@ -51,9 +51,9 @@ def test_fast_engine_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path
     job = CosimJob(model.config, _default_model(), _default_sample(), count=10, budgets=(1,),
                    golden_model=wrong.save(tmp_path / "w.npz"))
     rep = run_fast(job, cosim_build_root, workers=2)
-    assert rep["mismatches"] == 10  # every image's logits differ
-    assert rep["first_mismatch"].startswith("image 0, result at cycle ")
-    assert "field 'logits'" in rep["first_mismatch"]
+    assert rep.mismatches == 10  # every image's logits differ
+    assert rep.first_mismatch.startswith("image 0, result at cycle ")
+    assert "field 'logits'" in rep.first_mismatch
 
 
 @pytest.mark.cosim
@@ -75,9 +75,9 @@ def test_waves_for_one_image(cosim_build_root, verilator):
     model = QuantizedModel.load(_default_model())
     job = CosimJob(model.config, _default_model(), _default_sample(), count=20, budgets=(1,))
     rep = run_fast(job, cosim_build_root, waves=True, only_image=7)
-    assert rep["mismatches"] == 0 and rep["images"] == 1
-    assert rep["per_image"][0]["image"] == 7
-    dump = Path(rep["waves"][0])  # FST where Verilator has lz4, else VCD
+    assert rep.mismatches == 0 and rep.images == 1
+    assert rep.per_image[0].image == 7
+    dump = Path(rep.waves[0])  # FST where Verilator has lz4, else VCD
     assert dump.is_file() and dump.stat().st_size > 1000
 
 
@@ -127,8 +127,8 @@ def test_best_case_i_model_1000_mnist_images(tmp_path, verilator):
                                                                      "cosim_best"),
                    "--report", str(report)])
     rep = json.loads(report.read_text())
-    assert status == 0 and rep["mismatches"] == 0, rep["first_mismatch"]
-    assert rep["results_checked"] == 1000
+    assert status == 0 and rep.mismatches == 0, rep.first_mismatch
+    assert rep.results_checked == 1000
 
 
 def test_random_controls_one_draw_sequence_for_every_engine():

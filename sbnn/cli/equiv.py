@@ -64,7 +64,7 @@ def _rerun_case(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     check_seed("--case CONFIG_SEED", seed)
-    rep = run_config(seed, args.build, first=index, count=1, workers=1)
+    rep = run_config(seed, args.build, first=index, count=1, workers=1).to_dict()
     print(f"case {seed}:{index}: {rep['transactions_checked']} transactions, "
           f"{'OK' if rep['mismatches'] == 0 else 'MISMATCH: ' + str(rep['first_mismatch'])}")
     print(f"config: {json.dumps(rep['config'])}")
