@@ -26,7 +26,7 @@ from sbnn import __version__, progress
 from sbnn.config import SbnnConfig
 from sbnn.gen import comb_check
 from sbnn.gen.sim_macro import macro_sv, sim_top_sv
-from sbnn.rtl import controller, interfaces, top
+from sbnn.rtl import controller, interfaces
 from sbnn.rtl.interfaces import Sizes
 from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list, signature_ports
 
@@ -56,8 +56,9 @@ def _rtl_digest(cfg: SbnnConfig) -> str:
     """Key of the controller's Verilog: everything it is generated from."""
     h = hashlib.sha256(cfg.to_json().encode())
     h.update(f"sbnn {__version__} amaranth {amaranth.__version__}".encode())
-    for mod in (controller, interfaces, top):
-        h.update(Path(mod.__file__).read_bytes())
+    # every RTL module: the controller is composed of components in several of them
+    for source in sorted(Path(controller.__file__).parent.glob("*.py")):
+        h.update(source.read_bytes())
     return h.hexdigest()[:16]
 
 
