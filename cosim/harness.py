@@ -112,8 +112,13 @@ def harness_verilog(cfg: SbnnConfig, dut: str, hdl_clock: bool = False) -> str:
     progress before giving up, default 100000).
     """
     h = HarnessLayout.of(cfg)
-    sz = Sizes(cfg)
-    lb, pb = sz.layer_bits, sz.plane_bits
+    return (_module_header(cfg, h, hdl_clock) + _dut_instance(dut) + _monitor_state(cfg, h)
+            + _open_files() + _tasks(h) + _cycle_block(cfg, h) + "endmodule\n")
+
+
+def _module_header(cfg: SbnnConfig, h: HarnessLayout, hdl_clock: bool) -> str:
+    """Ports, clock (with ``hdl_clock``), reset and stream registers, probe wires and
+    their sign-extended log lanes."""
     rx, ad = h.rows * h.x_lane, h.cols * h.adc_lane
     half_ps = round(500_000 / cfg.clock_mhz)
     clk_port = "" if hdl_clock else "  input  wire clk /*verilator public_flat_rw*/,\n"
@@ -153,7 +158,12 @@ module {HARNESS_TOP} (
 {_sign_extend_lanes("row_x_lanes", "p_row_x", h.rows, h.x_bits, h.x_lane)}
 {_sign_extend_lanes("adc_lanes", "p_adc", h.cols, h.adc_bits, h.adc_lane)}
 
-  {dut} dut (
+"""
+
+
+def _dut_instance(dut: str) -> str:
+    """The simulation top, every port connected (result always ready)."""
+    return f"""  {dut} dut (
     .clk(clk), .rst(rst),
     .prog__valid(prog_valid), .prog__ready(prog_ready), .prog__payload(prog_payload),
     .pixels__valid(pix_valid), .pixels__ready(pix_ready), .pixels__payload(pix_payload),
@@ -164,7 +174,12 @@ module {HARNESS_TOP} (
     .probe__wr_row(), .probe__wr_data(), .probe_trace(p_trace)
   );
 
-{sv_functions(cfg)}
+"""
+
+
+def _monitor_state(cfg: SbnnConfig, h: HarnessLayout) -> str:
+    """The signature functions (cosim/digest.py) and the monitor's and driver's state."""
+    return f"""{sv_functions(cfg)}
   // Signatures and counts of the image being computed; its compute starts at cycle base.
   logic [63:0] sig_start = 64'h{SEED:016x}, sig_done = 64'h{SEED:016x};
   logic [31:0] n_start = 0, n_done = 0, base = 0, total_start = 0, total_done = 0;
@@ -178,7 +193,12 @@ module {HARNESS_TOP} (
   reg eof = 1'b0;
   integer sent = 0, results = 0;
 
-  initial begin
+"""
+
+
+def _open_files() -> str:
+    """Plusargs read and log files opened at time 0."""
+    return """  initial begin
     done = 1'b0;
     failed = 1'b0;
     if (!$value$plusargs("cmd=%s", cmd_path)) begin
@@ -193,17 +213,23 @@ module {HARNESS_TOP} (
       $display("sbnn harness: cannot open %0s", cmd_path); $finish;
     end
     full = $test$plusargs("full");
-    f_digest = $fopen({{log_prefix, ".digest"}}, "w");
-    f_totals = $fopen({{log_prefix, ".totals"}}, "w");
+    f_digest = $fopen({log_prefix, ".digest"}, "w");
+    f_totals = $fopen({log_prefix, ".totals"}, "w");
     if (full) begin
-      f_start = $fopen({{log_prefix, ".start"}}, "w");
-      f_done = $fopen({{log_prefix, ".done"}}, "w");
-      f_image = $fopen({{log_prefix, ".image"}}, "w");
-      f_result = $fopen({{log_prefix, ".result"}}, "w");
+      f_start = $fopen({log_prefix, ".start"}, "w");
+      f_done = $fopen({log_prefix, ".done"}, "w");
+      f_image = $fopen({log_prefix, ".image"}, "w");
+      f_result = $fopen({log_prefix, ".result"}, "w");
     end
   end
 
-  task automatic close_logs;
+"""
+
+
+def _tasks(h: HarnessLayout) -> str:
+    """``close_logs`` (totals, then every file) and ``next_cmd`` (present the next
+    command of the file)."""
+    return f"""  task automatic close_logs;
     begin
       $fwrite(f_totals, "%0d %0d %0d %0d\\n", total_start, total_done, sent, results);
       $fclose(f_digest); $fclose(f_totals);
@@ -237,7 +263,15 @@ module {HARNESS_TOP} (
     end
   endtask
 
-  always @(posedge clk) begin
+"""
+
+
+def _cycle_block(cfg: SbnnConfig, h: HarnessLayout) -> str:
+    """The clocked block: reset release, monitors (signatures, logs), driver handshakes,
+    the progress watchdog and the end."""
+    sz = Sizes(cfg)
+    lb, pb = sz.layer_bits, sz.plane_bits
+    return f"""  always @(posedge clk) begin
     cycle <= cycle + 32'd1;
     if (rst) begin
       rst_cnt <= rst_cnt + 3'd1;
@@ -295,7 +329,6 @@ module {HARNESS_TOP} (
       end
     end
   end
-endmodule
 """
 
 
