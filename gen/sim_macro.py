@@ -100,6 +100,9 @@ def _macro_header(cfg: SbnnConfig, module: str, plusarg: str) -> str:
 // analog SRAM compute-in-memory macro, bit- and cycle-exact with rtl/macro.py BehavioralMacro.
 // Codes are computed once per evaluation (cycle after start), never on every clock edge.
 // Mismatch: +{plusarg}=PREFIX loads PREFIX{{{",".join(MISMATCH_SUFFIXES)}}} at time 0.
+// WIDTHCONCAT waived: a wide design's code bus (macro_cols x adc_bits, e.g. 855 x 14) is
+// cleared with '0, which Verilator counts as a replication over its 8192-bit limit.
+/* verilator lint_off WIDTHCONCAT */
 module {module} (
 {decls}
 );
