@@ -121,13 +121,21 @@ def _split(plan: Plan, workers: int) -> list[Plan]:
     return [p for p in parts if p.blocks]
 
 
+def image_commands(model: QuantizedModel) -> list[str]:
+    """Command lines that program ``model``'s whole hardware image."""
+    codec = Codec(model.config)
+    return [f"p {codec.prog(op, a, d):x}" for op, a, d in build_image(model).program()]
+
+
 def write_commands(path: Path, model: QuantizedModel | None, plan: Plan, pixels: np.ndarray,
-                   cfg: SbnnConfig | None = None) -> int:
-    """The harness's command file: the full hardware image of ``model`` (if given), then each
+                   cfg: SbnnConfig | None = None, preamble: list[str] | None = None) -> int:
+    """The harness's command file: the full hardware image of ``model`` (if given; or the
+    ``preamble`` lines of :func:`image_commands`, encoded once for every worker), then each
     block. Returns the number of images."""
     codec = Codec(model.config if model is not None else cfg)
-    lines = [] if model is None else \
-        [f"p {codec.prog(op, a, d):x}" for op, a, d in build_image(model).program()]
+    if preamble is None:
+        preamble = [] if model is None else image_commands(model)
+    lines = list(preamble)
     images = 0
     for blk in plan.blocks:
         lines.extend(f"p {codec.prog(ProgOp(op), a, d):x}" for op, a, d in blk.prog)
@@ -229,10 +237,11 @@ def _write_plans(cfg: SbnnConfig, plan: Plan, run_root: Path, workers: int, imag
         np.savez(masks_file, **plan.masks)
     cfg.write_snapshot(run_root / "config.json")
     files, total = [], 0
+    preamble = [] if model is None else image_commands(model)
     for w, part in enumerate(_split(plan, workers)):
         wdir = run_root / f"w{w}"
         wdir.mkdir(exist_ok=True)
-        total += write_commands(wdir / "commands.txt", model, part, pixels, cfg)
+        total += write_commands(wdir / "commands.txt", model, part, pixels, cfg, preamble)
         plan_file = wdir / "plan.json"
         plan_file.write_text(json.dumps({
             "config": str(run_root / "config.json"),
