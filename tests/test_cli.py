@@ -128,3 +128,10 @@ def test_recipe_and_parser_import_without_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_python_m_sbnn_is_the_sbnn_command():
+    for module in ("sbnn", "sbnn.cli"):
+        proc = subprocess.run([sys.executable, "-m", module, "frobnicate"], capture_output=True,
+                              text=True)
+        assert proc.returncode == 2 and "invalid choice: 'frobnicate'" in proc.stderr
