@@ -20,6 +20,7 @@ margin; the answer is that of the first pass that is confident, or of the last p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +96,7 @@ def column_enables(cfg: SbnnConfig, model: QuantizedModel, layer: int, col_block
     return bits
 
 
-def column_bits(words, columns: int) -> np.ndarray:
+def column_bits(words: Iterable[int], columns: int) -> np.ndarray:
     """Column-enable words (Python ints, any width) -> (N, columns) uint8 bits, column 0
     first."""
     return np.array([[(int(w) >> c) & 1 for c in range(columns)] for w in words],
@@ -267,7 +268,8 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
 
 
 def evaluation_codes(model: QuantizedModel, ev: Evaluation, result: HwResult,
-                     images=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+                     images: int | slice | np.ndarray = slice(None)
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """What evaluation ``ev`` drives and returns for ``images`` (an index into the batch of
     ``result``: one image, a slice or an array), vectorized over them.
 

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Tiling"]
 
+#: An index argument: one integer, or a numpy array of them (the result has its shape).
+Index = int | np.ndarray
+
 
 def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
@@ -113,11 +116,11 @@ class Tiling:
 
     # ---------------------------------------------------------------- indices
 
-    def tile(self, layer: int, col_block, row_block):
+    def tile(self, layer: int, col_block: Index, row_block: Index) -> Index:
         """Tile number (= word-line group) holding (``col_block``, ``row_block``) of ``layer``."""
         return self.first_tile(layer) + col_block * self.row_blocks(layer) + row_block
 
-    def global_col_block(self, layer: int, col_block):
+    def global_col_block(self, layer: int, col_block: Index) -> Index:
         """Global column block of ``col_block`` of ``layer`` (threshold/enable memory entry)."""
         return self.first_col_block(layer) + col_block
 
@@ -132,7 +135,7 @@ class Tiling:
         lo = col_block * self.neurons_per_tile
         return range(lo, min(self.layers[layer + 1], lo + self.neurons_per_tile))
 
-    def plane_column(self, plane, neuron):
+    def plane_column(self, plane: Index, neuron: Index) -> Index:
         """Macro column holding plane ``plane`` of ``neuron`` (any neuron of any layer: only
         its place inside its column block matters)."""
         return plane * self.neurons_per_tile + neuron % self.neurons_per_tile
