@@ -105,8 +105,8 @@ def first_run() -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     from sbnn.cosim.fast import build_fast, build_raw, run_fast, run_raw
     from sbnn.cosim.runner import CosimJob
-    from sbnn.golden.mnist import MnistError, load_mnist
     from sbnn.golden.qmodel import QuantizedModel
+    from sbnn.studies.mnist import MnistError, load_mnist
     from sbnn.toolchain import opt_level
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,6 +1,6 @@
 """docs/silicon.md and docs/silicon.json: the silicon figures of gen/silicon.py, with energy.
 
-Energy per inference comes from the golden model's counters (golden/sweep.py
+Energy per inference comes from the golden model's counters (studies/sweep.py
 ``pass_counters``: the same counters the RTL reports, confirmed by the cosim) times the
 per-event energies of golden/energy.py, whose macro figures are derived from published SRAM
 compute-in-memory macros, plus the controller's own power from OpenSTA at the clock.
@@ -33,7 +33,7 @@ def energy_rows(cfg: SbnnConfig, model, pixels: np.ndarray, power_mw: float,
     divided by the clock.
     """
     from sbnn.golden.hwpath import schedule
-    from sbnn.golden.sweep import pass_counters
+    from sbnn.studies.sweep import pass_counters
 
     energy = energy or EnergyModel()
     ctl_pj_per_cycle = power_mw * 1e-3 / (cfg.clock_mhz * 1e6) * 1e12
@@ -178,7 +178,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         "## Energy per inference",
         "",
         "Counters from the golden model on the embedded 300 MNIST test images (the model "
-        "named per config below; `golden/sweep.py: pass_counters`, the counters the RTL "
+        "named per config below; `studies/sweep.py: pass_counters`, the counters the RTL "
         "reports), times the per-event energies of `golden/energy.py` (table below); the "
         "controller's energy is its power above divided by the clock, per cycle. Ops: 2 per "
         "bitcell multiply-accumulate, `active_rows` per enabled column per evaluation, as "

@@ -24,7 +24,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schema"
 def _train_table() -> dict[str, Any]:
     """The ``[train]`` table: the training recipe's schema once it is a Record."""
     try:
-        from sbnn.golden.recipe import TrainSettings  # torch-free
+        from sbnn.studies.recipe import TrainSettings  # torch-free
     except ImportError:  # a tree from before the recipe became a record
         TrainSettings = None  # noqa: N806 - the class, when there is one
     if isinstance(TrainSettings, type) and issubclass(TrainSettings, Record):

@@ -1,10 +1,10 @@
-"""Training-set augmentation (golden/augment.py): geometry of the affine + elastic resampling."""
+"""Training-set augmentation (studies/augment.py): geometry of the affine + elastic resampling."""
 
 import numpy as np
 import pytest
 
-from sbnn.golden.augment import distort_images, shift_images
-from sbnn.golden.train import TrainSettings, TrainSettingsError
+from sbnn.studies.augment import distort_images, shift_images
+from sbnn.studies.train import TrainSettings, TrainSettingsError
 
 
 class _FixedDraws:

@@ -86,7 +86,7 @@ def _train_parser():
 
 
 def test_train_recipe_options_are_generated_from_the_recipe_fields():
-    from sbnn.golden.recipe import TrainSettings
+    from sbnn.studies.recipe import TrainSettings
 
     actions = {opt: a for a in _train_parser()._actions for opt in a.option_strings}
     assert set(RECIPE_OPTIONS) <= set(actions)
@@ -124,7 +124,7 @@ def test_train_option_overrides_the_config_table(tmp_path, capsys, monkeypatch):
 
 def test_recipe_and_parser_import_without_torch():
     code = ("import sys; from sbnn.cli import build_parser; build_parser(); "
-            "import sbnn.golden.recipe; print('torch' in sys.modules)")
+            "import sbnn.studies.recipe; print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip() == "False"

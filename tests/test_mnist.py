@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbnn.golden import mnist
-from sbnn.golden.mnist import FILES, MnistError, load_mnist, read_idx, resolve_data_dir
+from sbnn.studies import mnist
+from sbnn.studies.mnist import FILES, MnistError, load_mnist, read_idx, resolve_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "mnist"

@@ -8,9 +8,10 @@ from conftest import SHARED_MNIST
 
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
-from sbnn.golden.evaluate import build_results
 from sbnn.golden.hwpath import run_hw
-from sbnn.golden.prune import (
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.studies.evaluate import build_results
+from sbnn.studies.prune import (
     apply_pruning,
     hw_error,
     plane_codes,
@@ -19,7 +20,6 @@ from sbnn.golden.prune import (
     refit_thresholds,
     score_columns,
 )
-from sbnn.golden.qmodel import QuantizedModel
 
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 

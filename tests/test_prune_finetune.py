@@ -1,4 +1,4 @@
-"""Pruning with retraining (golden/prune_finetune.py, ``sbnn prune --finetune-epochs``)."""
+"""Pruning with retraining (studies/prune_finetune.py, ``sbnn prune --finetune-epochs``)."""
 
 import json
 
@@ -10,11 +10,11 @@ from conftest import SHARED_MNIST
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
 from sbnn.golden.fold import fold_model
-from sbnn.golden.mnist import load_mnist
 from sbnn.golden.model import SupportedBNN
-from sbnn.golden.prune import hw_error
-from sbnn.golden.prune_finetune import FinetuneSettings, masked_finetune, prune_finetune
-from sbnn.golden.train import TrainSettings
+from sbnn.studies.mnist import load_mnist
+from sbnn.studies.prune import hw_error
+from sbnn.studies.prune_finetune import FinetuneSettings, masked_finetune, prune_finetune
+from sbnn.studies.train import TrainSettings
 
 pytestmark = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 
@@ -115,8 +115,8 @@ def test_prune_cli_with_finetune(tmp_path, capsys):
         100, 1, 5.0, 0.0, 0.5)
     assert (tmp_path / "pruned.finetune" / "masked_0.pt").is_file()
     # the chosen trial's fine-tuned float twin is saved where `sbnn eval` looks for it
-    from sbnn.golden.evaluate import float_model_for
     from sbnn.golden.qmodel import QuantizedModel
+    from sbnn.studies.evaluate import float_model_for
 
     pruned = QuantizedModel.load(out)
     twin = float_model_for(out, pruned)

@@ -7,7 +7,7 @@ from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.energy import EnergyModel
 from sbnn.golden.qmodel import QuantizedModel
-from sbnn.golden.sweep import (
+from sbnn.studies.sweep import (
     keep_support_fraction,
     latency_table,
     pass_counters,

@@ -12,7 +12,7 @@ from sbnn.config import SbnnConfig
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.model import SupportedBNN, SupportedLinear
 from sbnn.golden.qmodel import QuantizedModel
-from sbnn.golden.train import (
+from sbnn.studies.train import (
     TrainSettings,
     TrainSettingsError,
     shift_images,

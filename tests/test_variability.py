@@ -317,7 +317,7 @@ def test_controller_and_varied_macro_match_golden_cycle_by_cycle(variation, monk
 # ------------------------------------------------------------------ sweep and CLI
 
 def test_crossing_interpolates_the_half_point_loss():
-    from sbnn.golden.variability_sweep import crossing
+    from sbnn.studies.variability_sweep import crossing
 
     assert crossing([0, 0.1, 0.2], [2.0, 2.2, 3.0]) == pytest.approx(0.1375)
     assert crossing([0, 0.1], [2.0, 2.3]) is None

@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments), run the command, return its exit
     status: 0 done, 1 a check failed or a tool broke, 2 bad input (one error line)."""
-    from sbnn.golden.mnist import MnistError
     from sbnn.golden.qmodel import ModelFileError
+    from sbnn.studies.mnist import MnistError
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in summaries

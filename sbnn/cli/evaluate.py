@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
     """Every named model evaluated, ``results.json`` and the plots in ``--out``."""
-    from sbnn.golden.evaluate import build_results
-    from sbnn.golden.mnist import load_mnist
+    from sbnn.studies.evaluate import build_results
+    from sbnn.studies.mnist import load_mnist
 
     for path in table.values():
         load_model(path, None)  # clear error for a missing or bad file, before the work
@@ -82,8 +82,8 @@ def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
 
 def _evaluate_one(args: argparse.Namespace) -> int:
     """One model's error and cycles per budget (float path beside it where its twin is)."""
-    from sbnn.golden.evaluate import evaluate_model, float_model_for
-    from sbnn.golden.mnist import load_mnist
+    from sbnn.studies.evaluate import evaluate_model, float_model_for
+    from sbnn.studies.mnist import load_mnist
 
     path = model_path(args)
     model = model_from_args(args)

@@ -73,8 +73,8 @@ def _check_finetune_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prune ``--model`` into ``--out`` and write the summary ``.json`` beside it."""
-    from sbnn.golden.mnist import load_mnist
-    from sbnn.golden.prune import prune
+    from sbnn.studies.mnist import load_mnist
+    from sbnn.studies.prune import prune
 
     _check_options(args)
     model = model_from_args(args)
@@ -123,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune_finetune(args, model, source_recipe: dict, calib: np.ndarray, train, test, log):
-    """``sbnn prune --finetune-epochs``: pruning with retraining (golden/prune_finetune.py);
+    """``sbnn prune --finetune-epochs``: pruning with retraining (studies/prune_finetune.py);
     ``source_recipe`` is the settings of the run that trained ``model`` ({} if unknown)."""
-    from sbnn.golden.evaluate import float_model_for, load_float_model
-    from sbnn.golden.prune_finetune import FinetuneSettings, prune_finetune, save_float_twin
+    from sbnn.studies.evaluate import float_model_for, load_float_model
+    from sbnn.studies.prune_finetune import FinetuneSettings, prune_finetune, save_float_twin
 
     if args.float_model is not None:
         try:

@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write images and labels of the first ``--count`` test images to ``--out``."""
-    from sbnn.golden.mnist import load_mnist
+    from sbnn.studies.mnist import load_mnist
 
     check_int("--count", args.count, 1, 10000, " test images")
     out = check_output_path(args.out, "--out", folder=False)

@@ -128,7 +128,7 @@ def print_sim_report(report: dict, engine: str, wall: float) -> None:
 def check_sim_inputs(args: argparse.Namespace, cfg: SbnnConfig) -> Path:
     """Check every ``sbnn sim`` option and the image file before generation and builds;
     returns the image file (the MNIST subset is written into --build for --mnist-test)."""
-    from sbnn.golden.mnist import check_image_file, load_mnist
+    from sbnn.studies.mnist import check_image_file, load_mnist
 
     if args.mnist_test is not None and args.images:
         raise CliError("give either --images or --mnist-test, not both")

@@ -54,9 +54,9 @@ def _print_row(r: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Sweep on the golden path (optionally confirmed on the RTL); write the four files."""
     from sbnn.golden.energy import EnergyModel
-    from sbnn.golden.mnist import load_mnist
-    from sbnn.golden.sweep import latency_table, sweep
-    from sbnn.golden.sweep_report import write_sweep_outputs
+    from sbnn.studies.mnist import load_mnist
+    from sbnn.studies.sweep import latency_table, sweep
+    from sbnn.studies.sweep_report import write_sweep_outputs
 
     model = model_from_args(args)
     check_energy_file(args.energy)  # strict JSON first: no NaN, duplicates or non-numbers

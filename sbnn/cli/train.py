@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sbnn.config import SbnnConfig, load_train_table
 from sbnn.fileio import atomic_write_text, check_output_path
-from sbnn.golden.recipe import TrainSettings, TrainSettingsError
 from sbnn.options import check_mnist_design, check_seed
+from sbnn.studies.recipe import TrainSettings, TrainSettingsError
 
 from .arguments import (
     add_command,
@@ -83,8 +83,8 @@ def _settings(args: argparse.Namespace) -> TrainSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Train into ``--out`` (resumable) and write ``train_summary.json`` with the command."""
-    from sbnn.golden.mnist import load_mnist
-    from sbnn.golden.train import train
+    from sbnn.studies.mnist import load_mnist
+    from sbnn.studies.train import train
 
     cfg = design_overrides(design_config(args), args)
     check_mnist_design(cfg, "sbnn train (--layers or the config)")

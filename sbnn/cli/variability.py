@@ -1,5 +1,5 @@
 """``sbnn variability``: Monte Carlo of the MNIST error vs process variability (a sweep of
-one variation parameter over seeds; golden/variability_sweep.py does the work)."""
+one variation parameter over seeds; studies/variability_sweep.py does the work)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``sbnn variability``."""
-    from sbnn.golden.variability_sweep import SWEPT_PARAMS
+    from sbnn.studies.variability_sweep import SWEPT_PARAMS
 
     sp = add_command(subparsers, "variability", run,
                      "Monte Carlo of MNIST error vs process variability (sigma sweep, "
@@ -108,7 +108,7 @@ def _check_counts(args: argparse.Namespace) -> None:
 def _model_specs(args: argparse.Namespace) -> list:
     """One ModelSpec per model and kept fraction; every model file is checked now."""
     from sbnn.golden.qmodel import QuantizedModel
-    from sbnn.golden.variability_sweep import ModelSpec
+    from sbnn.studies.variability_sweep import ModelSpec
 
     models = args.model or [("default", default_model_path())]
     names = [n for n, _ in models]
@@ -134,7 +134,7 @@ def _image_source(args: argparse.Namespace) -> tuple[str, int]:
         with np.load(args.images) as data:
             available = len(data["labels"])
         return str(args.images.resolve()), available
-    from sbnn.golden.mnist import load_mnist, resolve_data_dir
+    from sbnn.studies.mnist import load_mnist, resolve_data_dir
 
     available = len(load_mnist("test", args.data_dir)[1])  # fetch/check once, up front
     # resolved, so that results are found again however the folder was named
@@ -163,7 +163,7 @@ def _print_summary(summary: dict, param: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the jobs not yet in ``--work`` (or one shard), then aggregate and report."""
     from sbnn.golden.variability import Variation, load_variation
-    from sbnn.golden.variability_sweep import (
+    from sbnn.studies.variability_sweep import (
         aggregate,
         command_line,
         describe_images,

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from sbnn.fileio import atomic_file, atomic_write_text
-
-from .hwpath import run_hw, schedule
-from .model import SupportedBNN, pixels_to_codes
-from .qmodel import QuantizedModel
+from sbnn.golden.hwpath import run_hw, schedule
+from sbnn.golden.model import SupportedBNN, pixels_to_codes
+from sbnn.golden.qmodel import QuantizedModel
 
 __all__ = ["PAPER", "TARGETS", "float_model_for", "load_float_model", "evaluate_model",
            "run_metadata", "plot_latency", "plot_dropout", "random_dropout_curve", "build_results"]

@@ -1,11 +1,11 @@
 """Pruning with retraining: mask support columns, then let the network adapt to the mask.
 
-:func:`sbnn.golden.prune.prune` only re-fits thresholds after masking, so every masked
+:func:`sbnn.studies.prune.prune` only re-fits thresholds after masking, so every masked
 column's contribution is simply lost. Here the float network is fine-tuned for a few epochs
 with the mask fixed (support planes of the kept columns, batch norms and output scale/bias;
 the base plane B0 stays frozen, as in case (i) stage 2), then folded to the hardware-exact
 integer model and measured. Columns are masked in the order of
-:func:`sbnn.golden.prune.score_columns` (ranked on training images only), and the count is
+:func:`sbnn.studies.prune.score_columns` (ranked on training images only), and the count is
 found by bisection, as in ``prune``.
 
 Because fine-tuning is more training, the unpruned network is fine-tuned the same way as a
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 
 from sbnn.fileio import atomic_file
+from sbnn.golden.fold import fold_model
+from sbnn.golden.model import SupportedBNN
+from sbnn.golden.qmodel import QuantizedModel
 
-from .fold import fold_model
-from .model import SupportedBNN
 from .prune import Column, PruneResult, hw_error, largest_within, score_columns
-from .qmodel import QuantizedModel
 from .recipe import FinetuneSettings
 from .train import _run_stage
 
-# FinetuneSettings lives in the torch-free golden/recipe.py; re-exported here.
+# FinetuneSettings lives in the torch-free studies/recipe.py; re-exported here.
 __all__ = ["FinetuneSettings", "masked_finetune", "prune_finetune", "save_float_twin"]
 
 

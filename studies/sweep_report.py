@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .energy import EnergyModel
+from sbnn.golden.energy import EnergyModel
 
 __all__ = ["sweep_markdown", "write_sweep_outputs"]
 

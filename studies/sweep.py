@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from sbnn.fileio import atomic_file
-
-from .energy import EnergyModel
-from .hwpath import Schedule, input_codes, run_hw, schedule
-from .qmodel import QuantizedModel
+from sbnn.golden.energy import EnergyModel
+from sbnn.golden.hwpath import Schedule, input_codes, run_hw, schedule
+from sbnn.golden.qmodel import QuantizedModel
 
 __all__ = ["pass_counters", "rank_support_columns", "keep_support_fraction", "sweep",
            "latency_table", "plot_sweep"]

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .hwpath import input_codes, run_hw
-from .qmodel import QuantizedModel
+from sbnn.golden.hwpath import input_codes, run_hw
+from sbnn.golden.qmodel import QuantizedModel
 
 __all__ = ["plane_codes", "refit_thresholds", "score_columns", "apply_pruning",
            "largest_within", "PruneResult", "prune", "predict", "hw_error", "random_columns"]

@@ -2,8 +2,8 @@
 :class:`FinetuneSettings` (the fine-tuning of pruning with retraining).
 
 Torch-free, so the command line can read the documented fields (and generate the options of
-``sbnn train`` from them) without importing torch; golden/train.py and
-golden/prune_finetune.py re-export these classes. The design itself is the SbnnConfig.
+``sbnn train`` from them) without importing torch; studies/train.py and
+studies/prune_finetune.py re-export these classes. The design itself is the SbnnConfig.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Published BinaryNet MLP practice: sign + straight-through estimator, latent weig
 to [-1, 1], batch norm (folded to thresholds at export), Adam with an exponentially decaying
 learning rate. Options beyond that (all off by default, so the default design trains as it
 always did): random +-``shift`` pixel translations of the training images, random affine +
-elastic distortions (golden/augment.py), structured dropout of support columns
+elastic distortions (studies/augment.py), structured dropout of support columns
 (``support_drop``), and the first layer's per-tile ADC clipping modelled in the forward
 pass (``adc_aware``). Every epoch is checkpointed; rerunning the same
 command resumes.
@@ -24,15 +24,15 @@ from torch import nn
 from sbnn import progress
 from sbnn.config import SbnnConfig
 from sbnn.fileio import atomic_file, atomic_write_text
+from sbnn.golden.fold import fold_model
+from sbnn.golden.hwpath import run_hw
+from sbnn.golden.model import SupportedBNN, pixels_to_codes
+from sbnn.golden.qmodel import QuantizedModel
 
 from .augment import shift_images
-from .fold import fold_model
-from .hwpath import run_hw
-from .model import SupportedBNN, pixels_to_codes
-from .qmodel import QuantizedModel
 from .recipe import TrainSettings, TrainSettingsError
 
-# TrainSettings and TrainSettingsError live in the torch-free golden/recipe.py (the CLI reads
+# TrainSettings and TrainSettingsError live in the torch-free studies/recipe.py (the CLI reads
 # their fields without torch); they are re-exported here, where training uses them.
 __all__ = ["TrainSettings", "TrainSettingsError", "train_case_i", "train_case_ii", "train",
            "evaluate_float", "evaluate_hw", "shift_images"]

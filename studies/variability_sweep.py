@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from sbnn.fileio import atomic_file, atomic_write_text
-
-from .hwpath import run_hw
-from .qmodel import QuantizedModel
-from .variability import FloatMacro, IntegerMacro, Variation, draw
+from sbnn.golden.hwpath import run_hw
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.golden.variability import FloatMacro, IntegerMacro, Variation, draw
 
 __all__ = ["ModelSpec", "Job", "plan", "run_job", "run_all", "aggregate", "write_report",
            "SWEPT_PARAMS", "PRUNE_RULE"]
@@ -43,7 +42,7 @@ RESULT_VERSION = 1
 PRUNE_RULE = ("support columns ranked by how many bits differ from the base plane "
               "(fewest first: they add least beyond a rescaled B0), the first ones masked "
               "until the kept fraction is reached; thresholds unchanged "
-              "(golden/sweep.py: keep_support_fraction)")
+              "(studies/sweep.py: keep_support_fraction)")
 
 
 @dataclass(frozen=True)
