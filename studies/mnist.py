@@ -52,7 +52,13 @@ FILES: dict[str, tuple[str, str]] = {
     "test-labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
 }
 
-SPLITS = ("train", "test")
+#: ``train`` and ``test`` are the published files; ``fit`` and ``val`` cut the training file
+#: into a fitting part and a fixed validation split (its last :data:`VALIDATION_IMAGES`
+#: digits), on which every choice is made: checkpoint, recipe variant, pruning count,
+#: threshold re-fit, exit margins. The test split is read only by the final evaluation.
+SPLITS = ("train", "fit", "val", "test")
+#: Digits of the validation split: the last ones of the 60,000 training digits.
+VALIDATION_IMAGES = 10000
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -238,7 +244,8 @@ def load_mnist(
     """Load one MNIST split as (images uint8 (N, 28, 28), labels uint8 (N,)).
 
     Args:
-        split: ``"train"`` (60,000 digits) or ``"test"`` (10,000 digits).
+        split: ``"train"`` (60,000 digits), ``"fit"`` (its first 50,000), ``"val"`` (its
+            last :data:`VALIDATION_IMAGES`: the validation split) or ``"test"`` (10,000).
         data_dir: folder holding the IDX files; ``None`` resolves it (see the module docstring).
         download: fetch missing files from ``mirrors`` into the data folder.
         mirrors: base URLs tried in order; defaults to ``$SBNN_MNIST_MIRRORS`` (comma-separated)
@@ -251,6 +258,13 @@ def load_mnist(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
     folder = resolve_data_dir(data_dir)
+    if split in ("fit", "val"):
+        images, labels = load_mnist("train", folder, download=download, mirrors=mirrors)
+        if len(labels) <= VALIDATION_IMAGES:
+            raise MnistError(f"{folder}: the training file holds {len(labels)} digits, too "
+                             f"few for a {VALIDATION_IMAGES}-digit validation split")
+        cut = len(labels) - VALIDATION_IMAGES
+        return (images[:cut], labels[:cut]) if split == "fit" else (images[cut:], labels[cut:])
     images = read_idx(_locate(f"{split}-images", folder, download, mirrors))
     labels_path = _locate(f"{split}-labels", folder, download, mirrors)
     labels = read_idx(labels_path)

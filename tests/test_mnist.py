@@ -131,6 +131,30 @@ def test_load_train_split() -> None:
     assert np.bincount(labels, minlength=10).sum() == 60000
 
 
+def test_validation_split_is_the_last_10000_training_digits() -> None:
+    train_x, train_y = load_mnist("train", SHARED, download=False)
+    fit_x, fit_y = load_mnist("fit", SHARED, download=False)
+    val_x, val_y = load_mnist("val", SHARED, download=False)
+    assert len(fit_y) == 50000 and len(val_y) == 10000
+    # disjoint and together the whole training file, in order
+    np.testing.assert_array_equal(np.concatenate([fit_x, val_x]), train_x)
+    np.testing.assert_array_equal(np.concatenate([fit_y, val_y]), train_y)
+    np.testing.assert_array_equal(val_y, train_y[50000:])
+    # every class is present in the validation split (MNIST's training file is shuffled)
+    assert np.bincount(val_y, minlength=10).min() > 800
+
+
+def test_validation_split_needs_enough_digits(tmp_path: Path) -> None:
+    # a "training" file of only 10,000 digits (the test file, unpacked under the training
+    # names) leaves nothing to fit on
+    for kind in ("images-idx3", "labels-idx1"):
+        with gzip.open(SHARED / f"t10k-{kind}-ubyte.gz") as f:
+            (tmp_path / f"train-{kind}-ubyte").write_bytes(f.read())
+    assert len(load_mnist("train", tmp_path, download=False)[1]) == 10000
+    with pytest.raises(MnistError, match="too few for a 10000-digit validation split"):
+        load_mnist("val", tmp_path, download=False)
+
+
 def test_unpacked_files(tmp_path: Path, shared_test: tuple[np.ndarray, np.ndarray]) -> None:
     for name in TEST_FILES:
         with gzip.open(SHARED / name) as f:
@@ -286,5 +310,5 @@ def test_wrong_image_size(tmp_path: Path) -> None:
 
 
 def test_bad_split() -> None:
-    with pytest.raises(ValueError, match="'train', 'test'"):
+    with pytest.raises(ValueError, match="'train', 'fit', 'val', 'test'"):
         load_mnist("validation", SHARED)
