@@ -1,13 +1,18 @@
 """Fold a trained float model into the integer :class:`QuantizedModel` the hardware runs.
 
-Batch norm and bias become one integer threshold per neuron, in ADC-code units:
+Batch norm and bias become integer thresholds in ADC-code units, one per neuron and pass
+(pass p evaluates planes 0..p and uses budget p's norms and output affine):
 
 * the hardware's column sum of plane k is ``gain[k] * sum x w`` and a_k = gain[k] / gain[0],
   so a neuron's accumulated codes approximate ``y_float * gain[0] / step``;
 * the ADC rounds down, which lowers each conversion by (step - gcd(gain, step)) / (2 step)
-  on average; the threshold is lowered by the same expected amount;
+  on average; pass p's threshold is lowered by the expected loss of the conversions that
+  pass has accumulated (planes 0..p, enabled columns only);
 * sign(gamma (y - mu) / sigma + beta) = +1  <=>  y >= mu - beta sigma / gamma  for gamma > 0;
-  for gamma < 0 the neuron's planes are negated so that the comparison stays ">=".
+  for gamma < 0 the neuron's planes are negated so that the comparison stays ">=". Planes
+  are shared by every pass, so a neuron's gammas must not differ in sign across budgets
+  (training keeps them aligned: SupportedBNN.align_norm_signs); a zero gamma is a constant
+  neuron, which either direction computes.
 """
 
 from __future__ import annotations
@@ -17,57 +22,96 @@ import math
 import numpy as np
 import torch
 
+from sbnn.config import SbnnConfig
+
 from .model import SupportedBNN
 from .qmodel import QuantizedModel
 
-__all__ = ["fold_model"]
+__all__ = ["FoldError", "floor_loss_by_pass", "fold_arrays", "fold_model"]
 
 
-def _floor_bias(cfg, layer: int, mask: np.ndarray) -> np.ndarray:
-    """Expected total ADC rounding loss per neuron, in codes."""
+class FoldError(ValueError):
+    """The float model cannot be folded (batch-norm scales of one neuron differ in sign
+    across budgets)."""
+
+
+def floor_loss_by_pass(cfg: SbnnConfig, layer: int, mask: np.ndarray) -> np.ndarray:
+    """(K+1, m) expected ADC rounding loss, in codes, of each neuron's conversions
+    accumulated by pass p (planes 0..p, masked support columns skipped)."""
     step = cfg.adc_steps[layer]
-    loss = np.zeros(mask.shape[0])
+    per_plane = np.empty((cfg.planes, mask.shape[0]))
     for k, gain in enumerate(cfg.plane_gains):
-        per = (step - math.gcd(gain, step)) / (2 * step)
         kept = np.ones(mask.shape[0]) if k == 0 else mask[:, k - 1].astype(float)
-        loss += per * kept
-    return loss * cfg.row_blocks(layer)
+        per_plane[k] = (step - math.gcd(gain, step)) / (2 * step) * kept
+    return np.cumsum(per_plane, axis=0) * cfg.row_blocks(layer)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _directions(gamma: np.ndarray, layer: int) -> np.ndarray:
+    """(m,) +1 or -1: the comparison direction of every neuron across budgets."""
+    mixed = (gamma > 0).any(0) & (gamma < 0).any(0)
+    if mixed.any():
+        j = int(np.flatnonzero(mixed)[0])
+        raise FoldError(
+            f"layer {layer}, neuron {j}: batch-norm scales differ in sign across budgets "
+            f"({', '.join(f'{g:.3g}' for g in gamma[:, j])} for budgets 0..); the hardware "
+            f"compares each neuron in one direction in every pass (train with "
+            f"SupportedBNN.align_norm_signs after each step)")
+    return np.where((gamma < 0).any(0), -1, 1)
+
+
+def _hidden_thresholds(model: SupportedBNN, layer: int, scale: float, loss: np.ndarray,
+                       lim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K+1, m) thresholds and (m,) directions of a hidden layer from every budget's norm."""
+    norms = [own.norms[layer] for own in model.budgets]
+    gamma = np.stack([_numpy(bn.weight) for bn in norms])
+    beta = np.stack([_numpy(bn.bias) for bn in norms])
+    mu = np.stack([_numpy(bn.running_mean) for bn in norms])
+    sigma = np.sqrt(np.stack([_numpy(bn.running_var) + bn.eps for bn in norms]))
+    direction = _directions(gamma, layer)
+    safe = np.where(gamma == 0, 1.0, gamma)
+    t = direction * (mu - beta * sigma / safe)
+    theta = np.ceil(t * scale - loss)
+    # gamma = 0: the neuron is sign(beta) whatever it sums: always (or never) fire
+    constant = np.where(beta >= 0, -lim, lim - 1)
+    return np.where(gamma == 0, constant, theta), direction
+
+
+def _output_thresholds(model: SupportedBNN, scale: float, loss: np.ndarray) -> np.ndarray:
+    """(K+1, classes) thresholds of the output layer from every budget's scale and bias."""
+    s = np.array([float(own.log_out_scale.detach().exp()) for own in model.budgets])
+    b = np.stack([_numpy(own.out_bias) for own in model.budgets])
+    return np.rint(-(b / s[:, None]) * scale - loss)
 
 
 @torch.no_grad()
-def fold_model(model: SupportedBNN) -> QuantizedModel:
-    """Integer planes, thresholds and masks of a trained :class:`SupportedBNN`."""
+def fold_arrays(model: SupportedBNN) -> tuple[tuple[np.ndarray, ...], ...]:
+    """(planes, thresholds, masks) per weight layer: int8 (K+1, m, n) planes (negated where
+    a neuron's gammas are negative), int64 (K+1, m) thresholds (row p: pass p), bool (m, K)
+    masks. Raises :class:`FoldError` if a neuron's gammas differ in sign across budgets."""
     cfg = model.cfg
     lim = 1 << (cfg.threshold_bits - 1)
-    g0 = cfg.plane_gains[0]
     planes, thresholds, masks = [], [], []
     for layer, lin in enumerate(model.linears):
         w = torch.cat([lin.base[None], lin.supports]).cpu().numpy()
         p = np.where(w >= 0, 1, -1).astype(np.int8)
         mask = lin.mask.cpu().numpy() > 0.5
-        scale = g0 / cfg.adc_steps[layer]
-        bias = _floor_bias(cfg, layer, mask)
+        scale = cfg.plane_gains[0] / cfg.adc_steps[layer]
+        loss = floor_loss_by_pass(cfg, layer, mask)
         if layer < cfg.num_layers - 1:
-            bn = model.norms[layer]
-            gamma = bn.weight.cpu().double().numpy()
-            beta = bn.bias.cpu().double().numpy()
-            mu = bn.running_mean.cpu().double().numpy()
-            sigma = np.sqrt(bn.running_var.cpu().double().numpy() + bn.eps)
-            theta = np.empty(len(gamma), dtype=np.int64)
-            for j in range(len(gamma)):
-                if gamma[j] == 0:
-                    theta[j] = -lim if beta[j] >= 0 else lim - 1
-                    continue
-                t = mu[j] - beta[j] * sigma[j] / gamma[j]
-                if gamma[j] < 0:
-                    p[:, j, :] = -p[:, j, :]
-                    t = -t
-                theta[j] = math.ceil(t * scale - bias[j])
+            theta, direction = _hidden_thresholds(model, layer, scale, loss, lim)
+            p = p * direction[None, :, None].astype(np.int8)
         else:
-            s = float(model.log_out_scale.exp())
-            b = model.out_bias.cpu().double().numpy()
-            theta = np.rint(-(b / s) * scale - bias).astype(np.int64)
-        thresholds.append(np.clip(theta, -lim, lim - 1))
+            theta = _output_thresholds(model, scale, loss)
+        thresholds.append(np.clip(theta, -lim, lim - 1).astype(np.int64))
         planes.append(p)
         masks.append(mask)
-    return QuantizedModel(cfg, tuple(planes), tuple(thresholds), tuple(masks))
+    return tuple(planes), tuple(thresholds), tuple(masks)
+
+
+def fold_model(model: SupportedBNN) -> QuantizedModel:
+    """Integer planes, per-pass thresholds and masks of a trained :class:`SupportedBNN`."""
+    return QuantizedModel(model.cfg, *fold_arrays(model))

@@ -4,6 +4,13 @@ y_j = sum_i x_i B0[j,i] + sum_k a_k M[j,k] sum_i x_i S_k[j,i], with B0 and S_k t
 latent weights (straight-through estimator), a_k = plane_gains[k] / plane_gains[0] and M the
 support-column mask. Hidden layers: batch norm, then sign. Output: s * y + b with a positive
 scalar s and per-class bias b (argmax-equivalent to y + b / s, which the hardware computes).
+
+Anytime inference: budget p (planes 0..p, one hardware pass) has its own batch norms and its
+own output scale and bias (:class:`BudgetNorms`, the switchable batch norm of slimmable
+networks, Yu et al. 2019); the planes are shared. Folding gives one threshold per neuron and
+pass. Because the hardware compares every pass in one direction per neuron (planes negated
+where gamma < 0), a neuron's batch-norm scales keep one sign across budgets:
+:meth:`SupportedBNN.align_norm_signs` projects them onto budget 0's after every step.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from torch import nn
 
 from sbnn.config import PIXEL_BITS, SbnnConfig
 
-__all__ = ["SignSTE", "binarize", "SupportedLinear", "SupportedBNN", "pixels_to_codes"]
+__all__ = ["SignSTE", "binarize", "SupportedLinear", "BudgetNorms", "SupportedBNN",
+           "pixels_to_codes"]
 
 
 class SignSTE(torch.autograd.Function):
@@ -91,8 +99,22 @@ class SupportedLinear(nn.Module):
         self.supports.clamp_(-1, 1)
 
 
+class BudgetNorms(nn.Module):
+    """What one latency budget owns: a batch norm per hidden layer and the output affine."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__()
+        #: norms[l]: batch norm of hidden layer l at this budget
+        self.norms = nn.ModuleList(nn.BatchNorm1d(cfg.layers[i + 1])
+                                   for i in range(cfg.num_layers - 1))
+        #: log of the positive output scale s
+        self.log_out_scale = nn.Parameter(torch.tensor(-0.5 * math.log(cfg.layers[-2])))
+        #: per-class output bias b
+        self.out_bias = nn.Parameter(torch.zeros(cfg.num_classes))
+
+
 class SupportedBNN(nn.Module):
-    """The whole binarized MLP for one config."""
+    """The whole binarized MLP for one config: shared planes, per-budget norms."""
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__()
@@ -102,10 +124,9 @@ class SupportedBNN(nn.Module):
         self.linears = nn.ModuleList(
             SupportedLinear(cfg.layers[i], cfg.layers[i + 1], scales)
             for i in range(cfg.num_layers))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(cfg.layers[i + 1])
-                                   for i in range(cfg.num_layers - 1))
-        self.log_out_scale = nn.Parameter(torch.tensor(-0.5 * math.log(cfg.layers[-2])))
-        self.out_bias = nn.Parameter(torch.zeros(cfg.num_classes))
+        #: budgets[p]: the batch norms and output affine of budget p (planes 0..p)
+        self.budgets = nn.ModuleList(BudgetNorms(cfg) for _ in range(cfg.num_supports + 1))
+        self.register_load_state_dict_pre_hook(_upgrade_shared_norms)
 
     #: Model the first layer's per-tile ADC saturation in training (see _first_layer_adc).
     adc_aware: bool = False
@@ -128,20 +149,64 @@ class SupportedBNN(nn.Module):
         return y * (step / g0)
 
     def forward(self, codes: torch.Tensor, budget: int | None = None) -> torch.Tensor:
-        """Logits from first-layer row codes (see :func:`pixels_to_codes`)."""
+        """Logits at ``budget`` (None: every plane, K) from first-layer row codes (see
+        :func:`pixels_to_codes`), with that budget's norms and output affine."""
+        budget = self.cfg.num_supports if budget is None else budget
+        own = self.budgets[budget]
         h = codes
-        for i, (lin, norm) in enumerate(zip(self.linears[:-1], self.norms)):
+        for i, (lin, norm) in enumerate(zip(self.linears[:-1], own.norms)):
             y = self._first_layer_adc(h, budget) if i == 0 and self.adc_aware else lin(h, budget)
             h = binarize(norm(y))
         y = self.linears[-1](h, budget)
-        return y * self.log_out_scale.exp() + self.out_bias
+        return y * own.log_out_scale.exp() + own.out_bias
 
     def clip_latent(self) -> None:
         for lin in self.linears:
             lin.clip_latent()
+
+    @torch.no_grad()
+    def align_norm_signs(self) -> None:
+        """Set to 0 every batch-norm scale of budgets 1..K whose sign differs from budget
+        0's scale of the same neuron (0 there counts as positive), so that folding finds one
+        comparison direction per neuron. A zeroed scale is a constant neuron at that budget
+        and can grow back with the right sign."""
+        for layer in range(self.cfg.num_layers - 1):
+            positive = self.budgets[0].norms[layer].weight >= 0
+            for own in self.budgets[1:]:
+                weight = own.norms[layer].weight
+                weight.masked_fill_((weight >= 0) != positive, 0.0)
+
+    def constrain(self) -> None:
+        """The projections after every optimizer step: latent weights clipped to [-1, 1]
+        and batch-norm signs aligned across budgets."""
+        self.clip_latent()
+        self.align_norm_signs()
+
+    @torch.no_grad()
+    def copy_budget(self, source: int, targets: range) -> None:
+        """Give every budget in ``targets`` the norms (parameters and running statistics)
+        and output affine of budget ``source``: case (i) stage 2 starts from stage 1's."""
+        state = self.budgets[source].state_dict()
+        for p in targets:
+            self.budgets[p].load_state_dict(state)
 
     def base_parameters(self) -> list[nn.Parameter]:
         return [lin.base for lin in self.linears]
 
     def support_parameters(self) -> list[nn.Parameter]:
         return [lin.supports for lin in self.linears]
+
+    def budget_parameters(self, budgets: range) -> list[nn.Parameter]:
+        """Norm scales/biases and output scale/bias of the given budgets."""
+        return [p for b in budgets for p in self.budgets[b].parameters()]
+
+
+def _upgrade_shared_norms(module: SupportedBNN, state: dict, prefix: str, *args) -> None:
+    """State dicts saved before per-budget norms (``norms.{l}.*``, ``log_out_scale``,
+    ``out_bias``: one set shared by every budget) load as that set at every budget."""
+    old = [k for k in state if k.startswith(prefix + "norms.")
+           or k in (prefix + "log_out_scale", prefix + "out_bias")]
+    for key in old:
+        value = state.pop(key)
+        for budget in range(len(module.budgets)):
+            state[f"{prefix}budgets.{budget}.{key[len(prefix):]}"] = value
