@@ -62,46 +62,43 @@ def _fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
+def _markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """A markdown table: the header, its rule, one line per row of cell texts."""
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + \
+        ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def _table(results: list[dict]) -> list[str]:
-    lines = ["| config | layers | clock | area um^2 | logic area um^2 | cells | flip-flops | "
-             "register-file bits | SRAM bits | WNS ns | TNS ns | hold WNS ns | Fmax MHz | "
-             "power mW |", "|" + " --- |" * 14]
-    for r in results:
-        lines.append(
-            f"| {r['config']} | {'-'.join(map(str, r['layers']))} | {r['clock_mhz']:g} MHz | "
-            f"{_fmt(r['area_um2'])} | {_fmt(r['logic_area_um2'])} | {_fmt(r['cells'])} | "
-            f"{_fmt(r['flip_flops'])} | {_fmt(r['memory_bits'])} | {_fmt(r['sram_bits'])} | "
-            f"{r['wns_ns']:.3f} | {r['tns_ns']:.3f} | {r['whs_ns']:.3f} | "
-            f"{r['fmax_mhz']:.1f} | {r['power_mw']:.1f} |")
-    return lines
+    header = ["config", "layers", "clock", "area um^2", "logic area um^2", "cells",
+              "flip-flops", "register-file bits", "SRAM bits", "WNS ns", "TNS ns",
+              "hold WNS ns", "Fmax MHz", "power mW"]
+    return _markdown_table(header, [
+        [r["config"], "-".join(map(str, r["layers"])), f"{r['clock_mhz']:g} MHz",
+         _fmt(r["area_um2"]), _fmt(r["logic_area_um2"]), _fmt(r["cells"]),
+         _fmt(r["flip_flops"]), _fmt(r["memory_bits"]), _fmt(r["sram_bits"]),
+         f"{r['wns_ns']:.3f}", f"{r['tns_ns']:.3f}", f"{r['whs_ns']:.3f}",
+         f"{r['fmax_mhz']:.1f}", f"{r['power_mw']:.1f}"] for r in results])
 
 
 def _paths(results: list[dict]) -> list[str]:
-    lines = ["| config | from (register) | to (register) | stages | arrival ns | required ns "
-             "| slack ns | largest fanout on it |", "|" + " --- |" * 8]
-    for r in results:
-        p = r["critical_path"]
-        lines.append(
-            f"| {r['config']} | `{p.get('start_register') or p.get('startpoint')}` | "
-            f"`{p.get('end_register') or p.get('endpoint')}` | {p.get('stages')} | "
-            f"{p.get('arrival_ns')} | {p.get('required_ns')} | {p.get('slack_ns')} | "
-            f"{p.get('max_fanout')} |")
-    return lines
+    header = ["config", "from (register)", "to (register)", "stages", "arrival ns",
+              "required ns", "slack ns", "largest fanout on it"]
+    paths = [r["critical_path"] for r in results]
+    return _markdown_table(header, [
+        [r["config"], f"`{p.get('start_register') or p.get('startpoint')}`",
+         f"`{p.get('end_register') or p.get('endpoint')}`", p.get("stages"),
+         p.get("arrival_ns"), p.get("required_ns"), p.get("slack_ns"), p.get("max_fanout")]
+        for r, p in zip(results, paths)])
 
 
 def _energy(results: list[dict]) -> list[str]:
-    lines = ["| config | budget | cycles | column evals | macro pJ | controller pJ | total pJ | "
-             "macro TOPS/W | system TOPS/W | inferences/s at clock | at Fmax |",
-             "|" + " --- |" * 11]
-    for r in results:
-        for e in r.get("energy", []):
-            lines.append(
-                f"| {r['config']} | {e['budget']} | {_fmt(e['cycles'], 1)} | "
-                f"{_fmt(e['column_evals'], 1)} | {_fmt(e['macro_pj'], 1)} | "
-                f"{_fmt(e['controller_pj'], 1)} | {_fmt(e['total_pj'], 1)} | "
-                f"{e['macro_tops_w']} | {e['system_tops_w']} | {_fmt(e['inferences_per_s'])} "
-                f"| {_fmt(e['inferences_per_s_fmax'])} |")
-    return lines
+    header = ["config", "budget", "cycles", "column evals", "macro pJ", "controller pJ",
+              "total pJ", "macro TOPS/W", "system TOPS/W", "inferences/s at clock", "at Fmax"]
+    return _markdown_table(header, [
+        [r["config"], e["budget"], _fmt(e["cycles"], 1), _fmt(e["column_evals"], 1),
+         _fmt(e["macro_pj"], 1), _fmt(e["controller_pj"], 1), _fmt(e["total_pj"], 1),
+         e["macro_tops_w"], e["system_tops_w"], _fmt(e["inferences_per_s"]),
+         _fmt(e["inferences_per_s_fmax"])] for r in results for e in r.get("energy", [])])
 
 
 def _sources() -> list[str]:
@@ -165,7 +162,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         *_paths(results),
         "",
         "The worst path of both designs is the exit decision: the logit registers, the "
-        "top-two tournament (rtl/controller.py `_top_two`), the test top1 - top2 >= "
+        "top-two tournament (rtl/exit.py `top_two`), the test top1 - top2 >= "
         "EXIT_MARGIN and the state register, all in the cycle after the last logits are "
         "written (the timing contract gives it one cycle). High-fanout selects such as "
         "`irb` (about 1,011 loads in issue 17's untimed mapping) are buffered by ABC here: "

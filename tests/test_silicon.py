@@ -16,7 +16,7 @@ from sbnn.gen import silicon
 from sbnn.gen.macro_views import lib_text
 from sbnn.gen.silicon import LibertyError, parse_sta, resolve_liberty, sequential_cells
 from sbnn.gen.silicon_report import JSON_KEYS
-from sbnn.rtl.controller import _top_two
+from sbnn.rtl.exit import top_two
 
 # Small: converts in about a second, maps and times in well under a minute.
 CFG = SbnnConfig(layers=(20, 9, 4), active_rows=8, macro_cols=6, macro_rows=256,
@@ -98,7 +98,7 @@ def test_top_two_matches_a_sort(n):
     """The decision's top-two tree: largest value, runner-up, first index of the largest."""
     m = Module()
     values = [Signal(signed(6), name=f"v{i}") for i in range(n)]
-    t1, t2, best = _top_two(m, values, 6)
+    t1, t2, best = top_two(m, values, 6)
     rng = random.Random(n)
     sim = Simulator(m)
 
