@@ -37,6 +37,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def results(session: nox.Session) -> None:
+    """The results table (docs/results.md's generated section, docs/results.json and the two
+    plots) rebuilt from the committed models and summaries that models/results.toml lists,
+    on the MNIST test set (data: SBNN_MNIST_DIR, else ../shared/data/mnist; or pass
+    -- --data-dir DIR). A few minutes of CPU."""
+    _install(session)
+    session.run("sbnn", "eval", "--manifest", "models/results.toml", "--out", "docs",
+                *session.posargs, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+
+
+@nox.session
 def regression(session: nox.Session) -> None:
     """Every cocotb test, the slow ones too (the default design on the per-cycle bench,
     wave dumps)."""

@@ -3,18 +3,21 @@
 A support column (layer l, neuron j, plane k) is one SRAM column and one ADC conversion per
 evaluation; masking it saves both. Pruning here:
 
-1. scores every enabled column on training images (never the test set): the fraction of
-   images on which removing that column alone changes the neuron's output (hidden layers:
+1. scores every enabled column on calibration images of the validation split (never the
+   test set): the fraction of images on which removing that column alone changes the
+   neuron's output (hidden layers:
    its sign after re-fitting the neuron's threshold, see below; output layer: the class),
    computed with the integer ADC codes of the hardware path;
 2. masks columns in that order, least useful first, and re-fits the threshold of every
    neuron that lost a column so that its +-1 output agrees best with the unpruned network on
-   the training images (a support plane that mostly repeats B0 only rescales the neuron, and
+   the calibration images (a support plane that mostly repeats B0 only rescales the neuron, and
    a rescale is a threshold change); output neurons get their mean removed contribution
    added back instead;
-3. finds by bisection the largest number of masked columns whose hardware-exact test error
-   stays within ``tolerance_pp`` of the unpruned model's (the issue's constraint is on the
-   test error; only that one number is chosen on the test set).
+3. finds by bisection the largest number of masked columns whose hardware-exact error on
+   the validation split stays within ``tolerance_pp`` of the unpruned model's.
+
+Nothing here reads the test set: ``sbnn prune`` loads the validation split only (the
+pruned model's test error is measured by the final evaluation, ``sbnn eval``).
 
 The result is a :class:`QuantizedModel` with the new mask and thresholds: the hardware image
 (gen/image.py) takes both from it.
@@ -89,7 +92,7 @@ def _forward(model: QuantizedModel, pixels: np.ndarray) -> list[np.ndarray]:
     xs = [x]
     for layer in range(model.config.num_layers - 1):
         acc = _acc(plane_codes(model, layer, x), model.support_mask[layer])
-        x = np.where(acc >= model.thresholds[layer], 1, -1)
+        x = np.where(acc >= model.thresholds[layer][-1], 1, -1)  # pass K's thresholds
         xs.append(x)
     return xs
 
@@ -104,7 +107,7 @@ def score_columns(model: QuantizedModel, pixels: np.ndarray) -> list[tuple[float
         codes = plane_codes(model, layer, xs[layer])
         mask = model.support_mask[layer]
         acc = _acc(codes, mask)
-        theta = model.thresholds[layer]
+        theta = model.thresholds[layer][-1]
         last = layer == cfg.num_layers - 1
         if last:
             cls = np.argmax(acc - theta, axis=1)
@@ -132,7 +135,8 @@ def score_columns(model: QuantizedModel, pixels: np.ndarray) -> list[tuple[float
 def apply_pruning(model: QuantizedModel, columns: list[Column], pixels: np.ndarray,
                   refit: bool = True) -> QuantizedModel:
     """Mask ``columns`` and (``refit``) re-fit the thresholds of the neurons that lost one,
-    layer by layer on ``pixels`` (training images), against the unpruned network's outputs."""
+    layer by layer on ``pixels`` (calibration images), against the unpruned network's outputs.
+    The fit is made at the full budget (pass K) and written to every pass's row."""
     cfg = model.config
     masks = [m.copy() for m in model.support_mask]
     for layer, j, k in columns:
@@ -148,17 +152,17 @@ def apply_pruning(model: QuantizedModel, columns: list[Column], pixels: np.ndarr
             acc = _acc(codes, masks[layer])
             if layer < cfg.num_layers - 1:
                 target = _acc(codes if layer == 0 else plane_codes(model, layer, ref[layer]),
-                              model.support_mask[layer]) >= model.thresholds[layer]
+                              model.support_mask[layer]) >= model.thresholds[layer][-1]
                 if lost.any():
                     new = refit_thresholds(acc[:, lost], target[:, lost])
-                    thresholds[layer][lost] = np.clip(new, -lim, lim - 1)
-                x = np.where(acc >= thresholds[layer], 1, -1)
+                    thresholds[layer][:, lost] = np.clip(new, -lim, lim - 1)
+                x = np.where(acc >= thresholds[layer][-1], 1, -1)
             elif lost.any():
                 removed = (codes[1:] * (model.support_mask[layer] & ~masks[layer]).T[:, None, :]
                            ).sum(0)
                 shift = np.rint(removed.mean(axis=0)).astype(np.int64)
-                thresholds[layer][lost] = np.clip(thresholds[layer][lost] - shift[lost],
-                                                  -lim, lim - 1)
+                thresholds[layer][:, lost] = np.clip(thresholds[layer][:, lost] - shift[lost],
+                                                     -lim, lim - 1)
     return QuantizedModel(cfg, model.planes, tuple(thresholds), tuple(masks))
 
 
@@ -168,7 +172,7 @@ def predict(model: QuantizedModel, pixels: np.ndarray) -> np.ndarray:
     xs = _forward(model, pixels)
     last = model.config.num_layers - 1
     acc = _acc(plane_codes(model, last, xs[last]), model.support_mask[last])
-    return np.argmax(acc - model.thresholds[last], axis=1)
+    return np.argmax(acc - model.thresholds[last][-1], axis=1)
 
 
 def hw_error(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
@@ -202,9 +206,12 @@ def largest_within(trial: Callable[[int], float], count: int, limit: float,
 
 @dataclass
 class PruneResult:
+    """A pruning pass: the pruned model and the errors on the split the limit was on
+    (the validation split in ``sbnn prune``)."""
+
     model: QuantizedModel
-    base_error_pct: float
-    error_pct: float
+    base_error_pct: float  # the unpruned model's hardware-exact error
+    error_pct: float  # the pruned model's
     pruned: int  # columns masked by this pass
     total: int  # support columns of the design
     trials: list[dict] = field(default_factory=list)  # every (pruned, error) evaluated
@@ -215,14 +222,16 @@ class PruneResult:
         return 100.0 * (1 - self.model.support_columns_kept)
 
 
-def prune(model: QuantizedModel, calib: np.ndarray, test: tuple[np.ndarray, np.ndarray],
+def prune(model: QuantizedModel, calib: np.ndarray, val: tuple[np.ndarray, np.ndarray],
           tolerance_pp: float = 0.05, refit: bool = True, log=print) -> PruneResult:
-    """Mask as many support columns as possible with test error <= unpruned + tolerance."""
+    """Mask as many support columns as possible with validation error <= unpruned +
+    ``tolerance_pp``; ``calib`` (pixels, validation images) ranks the columns and re-fits
+    the thresholds, ``val`` (pixels, labels) is the validation split the limit is on."""
     total = sum(m.size for m in model.support_mask)
-    base_err = hw_error(model, *test)
+    base_err = hw_error(model, *val)
     order = [c for _, c in score_columns(model, calib)]
     trials = [{"pruned": 0, "error_pct": base_err}]
-    log(f"unpruned: {base_err:.2f} % hw-exact test error, {len(order)} of {total} support "
+    log(f"unpruned: {base_err:.2f} % hw-exact validation error, {len(order)} of {total} support "
         f"columns enabled; limit {base_err + tolerance_pp:.2f} %")
     limit = base_err + tolerance_pp + 1e-9
     cache: dict[int, tuple[float, QuantizedModel]] = {0: (base_err, model)}
@@ -230,10 +239,10 @@ def prune(model: QuantizedModel, calib: np.ndarray, test: tuple[np.ndarray, np.n
     def trial(n: int) -> float:
         if n not in cache:
             cand = apply_pruning(model, order[:n], calib, refit)
-            cache[n] = (hw_error(cand, *test), cand)
+            cache[n] = (hw_error(cand, *val), cand)
             trials.append({"pruned": n, "error_pct": cache[n][0]})
             log(f"  mask {n} columns ({100 * n / max(1, total):.1f} %): "
-                f"{cache[n][0]:.2f} % error")
+                f"{cache[n][0]:.2f} % validation error")
         return cache[n][0]
 
     # 0.5 % resolution keeps it to ~8 evaluations

@@ -4,9 +4,11 @@
 column's contribution is simply lost. Here the float network is fine-tuned for a few epochs
 with the mask fixed (support planes of the kept columns, batch norms and output scale/bias;
 the base plane B0 stays frozen, as in case (i) stage 2), then folded to the hardware-exact
-integer model and measured. Columns are masked in the order of
-:func:`sbnn.studies.prune.score_columns` (ranked on training images only), and the count is
-found by bisection, as in ``prune``.
+integer model and measured on the validation split. Columns are masked in the order of
+:func:`sbnn.studies.prune.score_columns` (ranked on calibration images of the validation
+split), and the count is found by bisection, as in ``prune``. Fine-tuning trains on the
+fitting split ("fit") and reports its epochs on the validation split ("val"); the test set
+is never read here.
 
 Because fine-tuning is more training, the unpruned network is fine-tuned the same way as a
 control, and the limit is ``min(unpruned, fine-tuned unpruned) + tolerance``: pruning may
@@ -42,10 +44,11 @@ DEFAULT_FINETUNE = FinetuneSettings()
 
 
 def masked_finetune(net: SupportedBNN, columns: list[Column],
-                    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                    fit: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                     settings: FinetuneSettings, ckpt: Path, log=print) -> SupportedBNN:
     """A copy of ``net`` with ``columns`` masked, fine-tuned (base plane frozen) for
-    ``settings.epochs`` epochs; ``ckpt`` makes it resumable."""
+    ``settings.epochs`` epochs on ``fit`` (images, labels), each epoch's error logged on
+    ``val``; ``ckpt`` makes it resumable."""
     tuned = copy.deepcopy(net)
     with torch.no_grad():
         for layer, j, k in columns:
@@ -56,17 +59,18 @@ def masked_finetune(net: SupportedBNN, columns: list[Column],
     params = [p for p in tuned.parameters() if p.requires_grad]
     torch.set_num_threads(settings.recipe.threads)
     _run_stage(f"fine-tune ({len(columns)} masked)", tuned, params, settings.epochs, None,
-               train, test, settings.recipe, ckpt, log)
+               fit, val, settings.recipe, ckpt, log)
     return tuned.eval()
 
 
 def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
-                   train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                   fit: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                    work_dir: str | Path, tolerance_pp: float = 0.05,
                    settings: FinetuneSettings = DEFAULT_FINETUNE,
                    log=print) -> tuple[PruneResult, float, SupportedBNN | None]:
-    """Mask as many support columns as possible, each trial fine-tuned, with hardware-exact
-    test error <= min(unpruned, fine-tuned unpruned) + ``tolerance_pp``.
+    """Mask as many support columns as possible, each trial fine-tuned on ``fit``, with
+    hardware-exact validation error (on ``val``) <= min(unpruned, fine-tuned unpruned) +
+    ``tolerance_pp``; ``calib`` (validation pixels) ranks the columns.
 
     ``net`` is the trained float network and ``model`` its folded QuantizedModel. Returns
     the result, the fine-tuned control's error, and the result's fine-tuned float network
@@ -74,20 +78,20 @@ def prune_finetune(net: SupportedBNN, model: QuantizedModel, calib: np.ndarray,
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     total = sum(m.size for m in model.support_mask)
-    base_err = hw_error(model, *test)
+    base_err = hw_error(model, *val)
     order = [c for _, c in score_columns(model, calib)]
     cache: dict[int, tuple[float, QuantizedModel, SupportedBNN]] = {}
     trials: list[dict] = [{"pruned": 0, "error_pct": base_err, "finetuned": False}]
 
     def trial(n: int) -> float:
         if n not in cache:
-            tuned = masked_finetune(net, order[:n], train, test, settings,
+            tuned = masked_finetune(net, order[:n], fit, val, settings,
                                     work / f"masked_{n}.pt", log)
             folded = fold_model(tuned)
-            cache[n] = (hw_error(folded, *test), folded, tuned)
+            cache[n] = (hw_error(folded, *val), folded, tuned)
             trials.append({"pruned": n, "error_pct": cache[n][0], "finetuned": True})
             log(f"  mask {n} columns ({100 * n / max(1, total):.1f} %), fine-tuned: "
-                f"{cache[n][0]:.2f} % hw-exact error")
+                f"{cache[n][0]:.2f} % hw-exact validation error")
         return cache[n][0]
 
     control = trial(0)

@@ -1,4 +1,4 @@
-"""Support-column pruning under the accuracy constraint, and the results table writer."""
+"""Support-column pruning under the accuracy constraint (on the validation split only)."""
 
 import json
 
@@ -10,7 +10,6 @@ from sbnn.cli import main
 from sbnn.config import SbnnConfig
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.qmodel import QuantizedModel
-from sbnn.studies.evaluate import build_results
 from sbnn.studies.prune import (
     apply_pruning,
     hw_error,
@@ -118,38 +117,6 @@ def test_scores_put_output_columns_last_and_skip_masked():
     assert not any(c[0] == 0 and c[1] < 10 for c in cols)
 
 
-def test_build_results_writes_every_key(tmp_path):
-    model, calib, test = _case(0)
-    paths = {}
-    for role in ("baseline", "case_i", "case_ii"):
-        paths[role] = model.save(tmp_path / f"{role}.npz")
-    res = prune(model, calib, test, tolerance_pp=0.05, log=lambda m: None)
-    paths["pruned"] = res.model.save(tmp_path / "pruned.npz")
-    (tmp_path / "pruned.json").write_text(json.dumps({
-        "command": "sbnn prune ...", "seed": 0, "trials": res.trials,
-        "support_columns_total": res.total, "base_error_pct": res.base_error_pct,
-        "tolerance_pp": 0.05}))
-    out = build_results(paths, test[0], test[1], tmp_path / "docs", log=lambda m: None)
-    data = json.loads((tmp_path / "docs" / "results.json").read_text())
-    assert data == json.loads(json.dumps(out))
-    for key in ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct",
-                "support_columns_pruned_pct", "pruned_error_pct", "test_images"):
-        assert key in data and data[key] is not None
-    assert data["test_images"] == 600
-    assert data["support_columns_pruned_pct"] == pytest.approx(res.pruned_pct, abs=0.01)
-    assert data["pruned_error_pct"] == pytest.approx(res.error_pct, abs=1e-3)
-    # the baseline is the base plane alone, i.e. budget 0 of the same model
-    assert data["baseline_error_pct"] == data["runs"]["case_i"]["budgets"][0]["hw_error_pct"]
-    for role in ("baseline", "case_i", "case_ii", "pruned"):
-        run = data["runs"][role]
-        assert {"command", "seed", "train_minutes", "budgets"} <= set(run)
-        assert [b["budget"] for b in run["budgets"]] == [0, 1]
-        assert run["budgets"][1]["cycles"] >= run["budgets"][0]["cycles"]
-    assert data["runs"]["pruned"]["command"] == "sbnn prune ..."
-    for png in ("results_latency.png", "results_dropout.png"):
-        assert (tmp_path / "docs" / png).read_bytes()[:4] == b"\x89PNG"
-
-
 @needs_mnist
 def test_eval_and_prune_cli(tmp_path, capsys):
     cfg = SbnnConfig(layers=(784, 16, 10), num_supports=1)
@@ -202,30 +169,41 @@ def test_pruned_mask_and_thresholds_reach_the_hardware_image():
     assert cfg.planes == 2
 
 
-def test_build_results_for_a_finetune_pruned_case_ii_model(tmp_path):
-    """The pruning constraint and the dropout curve refer to the model that was pruned."""
-    model, calib, test = _case(0)
-    other, _, _ = _case(1)
-    paths = {"case_i": other.save(tmp_path / "case_i.npz"),
-             "case_ii": model.save(tmp_path / "case_ii.npz")}
-    res = prune(model, calib, test, tolerance_pp=0.05, log=lambda m: None)
-    paths["pruned"] = res.model.save(tmp_path / "pruned.npz")
-    trials = [{"pruned": 0, "error_pct": res.base_error_pct, "finetuned": False},
-              {"pruned": 0, "error_pct": 11.0, "finetuned": True},
-              {"pruned": res.pruned, "error_pct": res.error_pct, "finetuned": True}]
-    (tmp_path / "pruned.json").write_text(json.dumps({
-        "command": "sbnn prune --finetune-epochs 3", "seed": 0, "trials": trials,
-        "support_columns_total": res.total, "base_error_pct": res.base_error_pct,
-        "tolerance_pp": 0.05, "source_model": str(paths["case_ii"]), "finetune_epochs": 3,
-        "finetuned_unpruned_error_pct": 11.0}))
-    data = build_results(paths, test[0], test[1], tmp_path / "docs", log=lambda m: None)
-    assert data["pruned_extra_error_pp"] == pytest.approx(res.error_pct - res.base_error_pct,
-                                                          abs=1e-3)
-    assert data["runs"]["pruned"]["finetune_epochs"] == 3
-    assert data["pruned_source_model"] == str(paths["case_ii"])
-    assert data["pruned_from_case_i_model"] is False
-    assert data["runs"]["pruned"]["unpruned_error_pct"] == res.base_error_pct
-    curve = data["dropout_curve"]
-    assert curve["model"] == str(paths["case_ii"]) and "ranked_refit" not in curve
-    assert [p["error_pct"] for p in curve["ranked_finetuned"]] == [11.0, res.error_pct]
-    assert curve["random_no_refit"][0]["error_pct"] == data["case_ii_error_pct"]
+def _recording_mnist(monkeypatch, images: int = 10000):
+    """Replace load_mnist with synthetic digits; returns the list of splits requested."""
+    import sbnn.studies.mnist as mnist
+
+    splits: list[str] = []
+
+    def fake(split, data_dir=None, **kwargs):
+        splits.append(split)
+        rng = np.random.default_rng(len(splits))
+        return (rng.integers(0, 256, (images, 28, 28)).astype(np.uint8),
+                rng.integers(0, 10, images).astype(np.uint8))
+
+    monkeypatch.setattr(mnist, "load_mnist", fake)
+    return splits
+
+
+def test_prune_cli_reads_only_the_validation_split(tmp_path, monkeypatch, capsys):
+    from sbnn.cli.loaders import default_model_path
+
+    splits = _recording_mnist(monkeypatch, images=300)
+    out = tmp_path / "p.npz"
+    assert main(["prune", "--model", str(default_model_path()), "--out", str(out),
+                 "--calib", "200", "--tolerance", "100"]) == 0
+    assert splits == ["val"]  # never "test", never "train"
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["split"] == "val" and meta["validation_images"] == 300
+    assert "test_images" not in meta and "error_pct" not in meta
+    assert meta["val_error_pct"] == pytest.approx(meta["trials"][-1]["val_error_pct"])
+    assert "validation error" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("calib", ["0", "10001"])
+def test_prune_calib_is_bounded_by_the_validation_split(tmp_path, calib, capsys):
+    from sbnn.cli.loaders import default_model_path
+
+    assert main(["prune", "--model", str(default_model_path()), "--out",
+                 str(tmp_path / "p.npz"), "--calib", calib]) == 2
+    assert "--calib must be in 1..10000 validation images" in capsys.readouterr().err

@@ -1,5 +1,7 @@
-"""``sbnn eval``: test error per latency budget on the hardware-exact path, for one model or
-as the results table (``--baseline/--case-i/--case-ii/--pruned/--also``)."""
+"""``sbnn eval``: the final evaluation, on the test set. Test error per latency budget on the
+hardware-exact path, for one model, or as the results table over seeds: from a manifest
+(``--manifest models/results.toml``, what ``nox -s results`` runs) or one model per row
+(``--baseline/--case-i/--case-ii/--pruned/--also``)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ __all__ = ["add_parser", "run"]
 #: The named models of the results table, one option each (``--case-i`` ...).
 TABLE_ROLES = ("baseline", "case_i", "case_ii", "pruned")
 #: The results.json entries printed after the table is built.
-_TABLE_SUMMARY_KEYS = ("baseline_error_pct", "case_i_error_pct", "case_ii_error_pct",
-                       "support_columns_pruned_pct", "pruned_error_pct", "test_images",
-                       "targets_met")
+_TABLE_SUMMARY_KEYS = ("baseline_error_pct", "case_i_error_pct", "case_i_control_error_pct",
+                       "case_ii_error_pct", "case_ii_control_error_pct",
+                       "support_columns_pruned_pct", "pruned_error_pct", "mcnemar_p", "seeds",
+                       "test_images", "targets_met", "targets_reasons")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "test error per latency budget, hardware-exact path",
                      add_config_option, add_data_dir_option, add_model_option)
     sp.add_argument("--json", type=Path, help="also write the table as JSON")
+    sp.add_argument("--manifest", type=Path,
+                    help="results table over seeds: the manifest of its rows' committed "
+                         "models and summaries (models/results.toml)")
     for role in TABLE_ROLES:
         sp.add_argument(f"--{role.replace('_', '-')}", dest=role, type=Path,
                         help=f"results table: the {role.replace('_', ' ')} model .npz")
@@ -53,29 +59,63 @@ def _table_models(args: argparse.Namespace) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     """Evaluate one model, or build the results table when any table model is named."""
     table = _table_models(args)
-    if table:
+    if table or args.manifest is not None:
         if args.model is not None or args.json is not None:
-            raise CliError("--model/--json evaluate one model; --baseline/--case-i/--case-ii/"
-                           "--pruned build the results table: use one form or the other")
+            raise CliError("--model/--json evaluate one model; --manifest or --baseline/"
+                           "--case-i/--case-ii/--pruned build the results table: use one "
+                           "form or the other")
+        if table and args.manifest is not None:
+            raise CliError("--manifest names every row's models: drop --baseline/--case-i/"
+                           "--case-ii/--pruned/--also, or drop --manifest")
         return _results_table(args, table)
     return _evaluate_one(args)
 
 
+def _portable_command(argv: list[str]) -> str:
+    """The command line as results.json records it: without ``--data-dir`` (a folder of
+    one machine; the data is found through SBNN_MNIST_DIR or ../shared/data/mnist)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--data-dir":
+            skip = True
+        elif not arg.startswith("--data-dir="):
+            kept.append(arg)
+    return "sbnn " + " ".join(kept)
+
+
 def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
-    """Every named model evaluated, ``results.json`` and the plots in ``--out``."""
-    from sbnn.studies.evaluate import build_results
+    """Every run of the manifest (or of the named models) evaluated on the test set;
+    results.json, results.md and the plots in ``--out``."""
     from sbnn.studies.mnist import load_mnist
+    from sbnn.studies.results import build_seeded_results
+    from sbnn.studies.results_manifest import (
+        ManifestError,
+        load_manifest,
+        manifest_from_models,
+    )
 
     for path in table.values():
         load_model(path, None)  # clear error for a missing or bad file, before the work
+    try:
+        manifest = load_manifest(args.manifest) if args.manifest else manifest_from_models(table)
+    except ManifestError as exc:
+        raise CliError(str(exc)) from None
+    for row in manifest.rows.values():
+        for run in row.runs:
+            load_model(run.model, None)
     check_output_path(args.out, "--out", folder=True)
     images, labels = load_mnist("test", args.data_dir)
     print(f"results table on {len(labels)} test images, hardware-exact path; writing "
-          f"{args.out}/results.json and plots", flush=True)
-    with staged_folder(args.out) as stage:  # results.json and plots appear together
-        res = build_results(table, images, labels, stage,
-                            eval_command="sbnn " + " ".join(args.argv),
-                            log=lambda m: print(m, flush=True))
+          f"{args.out}/results.json, results.md and plots", flush=True)
+    page_path = Path(args.out) / "results.md"
+    page = page_path.read_text() if page_path.is_file() else None
+    with staged_folder(args.out) as stage:  # results.json, .md and plots appear together
+        res = build_seeded_results(manifest, images, labels, stage,
+                                   eval_command=_portable_command(args.argv), page=page,
+                                   plots_folder=Path(args.out).as_posix(),
+                                   log=lambda m: print(m, flush=True))
     print(json.dumps({k: res[k] for k in _TABLE_SUMMARY_KEYS}, indent=2))
     return 0
 
