@@ -202,7 +202,7 @@ async def reprogram_between_inferences(bench: ProtocolBench, a, b, images):
     await bench.flush()
     await step(build_image(b).program(), b, "model B: weights, thresholds, masks")
     thr = list(b.thresholds)
-    thr[1] = rng.integers(-8, 8, thr[1].shape)
+    thr[1] = rng.integers(-8, 8, thr[1].shape[-1])  # one row, every pass
     b2 = QuantizedModel(cfg, b.planes, tuple(thr), b.support_mask)
     await step([op for op in build_image(b2).program() if op[0] == ProgOp.THRESHOLD], b2,
                "thresholds only")

@@ -111,6 +111,9 @@ def _hex(value: int, width: int) -> str:
 def build_image(model: QuantizedModel) -> HardwareImage:
     """Tile a quantized model onto the macro and controller memories (sbnn/tiling.py)."""
     cfg = model.config
+    if model.per_pass_thresholds:
+        raise ValueError("this hardware image holds one threshold per neuron for every pass; "
+                         "the model has thresholds that differ between passes")
     tiling = cfg.tiling
     nt = tiling.neurons_per_tile
     bitcells = np.zeros((tiling.total_tiles * cfg.active_rows, cfg.macro_cols), dtype=np.uint8)
@@ -123,7 +126,7 @@ def build_image(model: QuantizedModel) -> HardwareImage:
             bitcells[rows, columns[:, None]] = model.planes[layer][plane] > 0
         neurons = np.arange(cfg.layers[layer + 1])
         blocks = tiling.global_col_block(layer, neurons // nt)
-        thresholds[blocks, neurons % nt] = model.thresholds[layer]
+        thresholds[blocks, neurons % nt] = model.thresholds[layer][0]
         col_en[blocks, tiling.plane_columns(layer, 0)] = 1
         for plane in range(1, cfg.planes):
             col_en[blocks, tiling.plane_columns(layer, plane)] = \

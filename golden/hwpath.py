@@ -244,7 +244,7 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
             if layer:
                 acc = sum(_adc_layer(model, layer, x, range(p + 1), keep_adc, adc,
                                      p, variation).values())
-            v = acc - model.thresholds[layer]
+            v = acc - model.thresholds[layer][p]  # pass p's own thresholds
             if layer + 1 < cfg.num_layers:
                 x = np.where(v >= 0, 1, -1).astype(np.int64)
                 inputs[(p, layer + 1)] = x

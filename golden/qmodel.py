@@ -1,7 +1,8 @@
 """The deployed network as integers: what the hardware computes, before it is tiled.
 
 A :class:`QuantizedModel` holds, per weight layer, the K+1 binary planes (+-1), the integer
-thresholds in ADC-code units and the support-column mask. It is what training exports
+thresholds in ADC-code units (one row per pass: pass p's answer is a one-shot budget-p model)
+and the support-column mask. It is what training exports
 (golden/fold.py), what the hardware-exact path runs (golden/hwpath.py) and what the tiler
 turns into macro words (gen/image.py).
 
@@ -9,8 +10,10 @@ File format (``.npz``, :meth:`QuantizedModel.save`): ``format_version`` (int64 s
 :data:`FORMAT_VERSION`; a file without it is version 1), ``config_json`` (the UTF-8 JSON
 snapshot of the :class:`SbnnConfig`, as uint8), and per weight layer ``i``: ``planes{i}``
 (uint8 (K+1, m, ceil(n/8)), the +-1 bits packed along the inputs, 1 = +1, padding bits 0),
-``thresholds{i}`` (int64 (m,)) and ``mask{i}`` (uint8 0/1 (m, K)). :meth:`QuantizedModel.load`
-checks all of it (names, dtypes, shapes, packed lengths, values, the config) before using any.
+``thresholds{i}`` (int64 (K+1, m): row p is used in pass p; version 1 files hold (m,), one
+row for every pass, and load broadcast) and ``mask{i}`` (uint8 0/1 (m, K)).
+:meth:`QuantizedModel.load` checks all of it (names, dtypes, shapes, packed lengths, values,
+the config) before using any.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from sbnn.config import ConfigError, SbnnConfig, parse_record_text
 __all__ = ["QuantizedModel", "ModelFileError", "FORMAT_VERSION"]
 
 #: Model-file format version, stored as the array ``format_version``. Files written before
-#: the number existed have the same layout and are read as version 1.
-FORMAT_VERSION = 1
+#: the number existed are version 1. Version 2: thresholds per pass, (K+1, m).
+FORMAT_VERSION = 2
+#: The first version whose thresholds{i} arrays have the pass dimension.
+PER_PASS_VERSION = 2
 VERSION_KEY = "format_version"
 
 
@@ -39,8 +44,10 @@ class QuantizedModel:
     """Integer parameters of a supported BNN for one :class:`SbnnConfig`.
 
     ``planes[l]``: int8 array (K+1, m, n) of +-1; plane 0 is the base plane B0.
-    ``thresholds[l]``: int64 array (m,); hidden neuron j fires (+1) iff acc_j >= theta_j,
-    output logit j is acc_j - theta_j.
+    ``thresholds[l]``: int64 array (K+1, m); row p holds the thresholds used in pass p:
+    hidden neuron j fires (+1) in pass p iff acc_j >= thresholds[l][p, j], output logit j of
+    pass p is acc_j - thresholds[l][p, j]. The constructor also takes an (m,) array (one
+    threshold per neuron for every pass) and stores it broadcast to (K+1, m).
     ``support_mask[l]``: bool array (m, K); False = support column (j, k+1) never evaluated.
     """
 
@@ -65,9 +72,10 @@ class QuantizedModel:
                                      f"{want} (K+1, neurons, inputs)")
             if not np.isin(p, (-1, 1)).all():
                 raise ModelFileError(f"layer {i}: planes must hold only -1/+1")
-            if t.shape != (m,):
-                raise ModelFileError(f"layer {i}: thresholds have shape {t.shape}, "
-                                     f"config needs ({m},)")
+            if t.shape not in ((m,), (cfg.planes, m)):
+                raise ModelFileError(f"layer {i}: thresholds have shape {t.shape}, config "
+                                     f"needs ({cfg.planes}, {m}) (passes, neurons) or ({m},) "
+                                     f"(one row for every pass)")
             # Checked before any comparison or cast: a float NaN would warn, then wrap.
             if t.dtype.kind not in "iu":
                 raise ModelFileError(f"layer {i}: thresholds must be integers, got "
@@ -82,12 +90,21 @@ class QuantizedModel:
             if k.dtype != bool and not (k.dtype.kind in "iu" and np.isin(k, (0, 1)).all()):
                 raise ModelFileError(f"layer {i}: support_mask must hold only 0/1 (or "
                                      f"False/True), got {k.dtype} values")
+        # Frozen record: the per-pass form is stored once, here, so readers index [pass].
+        object.__setattr__(self, "thresholds", tuple(
+            np.broadcast_to(t, (cfg.planes, t.shape[-1])).astype(np.int64)
+            for t in self.thresholds))
 
     @property
     def support_columns_kept(self) -> float:
         """Fraction of support columns left enabled (1.0 when K = 0)."""
         total = sum(k.size for k in self.support_mask)
         return 1.0 if total == 0 else sum(int(k.sum()) for k in self.support_mask) / total
+
+    @property
+    def per_pass_thresholds(self) -> bool:
+        """True when some layer uses different thresholds in different passes."""
+        return any(bool((t != t[:1]).any()) for t in self.thresholds)
 
     def with_mask(self, masks: tuple[np.ndarray, ...]) -> QuantizedModel:
         return QuantizedModel(self.config, self.planes, self.thresholds,
@@ -120,8 +137,9 @@ class QuantizedModel:
         if not path.is_file():
             raise ModelFileError(f"model file {str(path)!r} does not exist")
         arrays = _read_npz(path)
+        version = _format_version(path, arrays)
         stored = _embedded_config(path, arrays)
-        planes, thresholds, masks = _layers(path, arrays, stored)
+        planes, thresholds, masks = _layers(path, arrays, stored, version)
         if config is not None and config != stored:
             diff = [k for k, v in config.to_dict().items() if stored.to_dict()[k] != v]
             raise ModelFileError(f"{path} was made for a different config (fields differ: "
@@ -133,14 +151,17 @@ class QuantizedModel:
 
     @classmethod
     def random(cls, config: SbnnConfig, rng: np.random.Generator,
-               mask_keep: float = 0.7) -> QuantizedModel:
-        """Random parameters, for tests and equivalence runs."""
+               mask_keep: float = 0.7, per_pass: bool = False) -> QuantizedModel:
+        """Random parameters, for tests and equivalence runs. ``per_pass``: an independent
+        threshold for every pass (K+1, m); otherwise one row shared by every pass, drawn
+        as before the pass dimension existed (the same random stream)."""
         planes, thresholds, masks = [], [], []
         for i in range(config.num_layers):
             n, m = config.layers[i], config.layers[i + 1]
             planes.append(rng.choice(np.array([-1, 1], dtype=np.int8), (config.planes, m, n)))
             spread = max(2, config.row_blocks(i) * config.adc_max // 4)
-            thresholds.append(rng.integers(-spread, spread, m).astype(np.int64))
+            shape = (config.planes, m) if per_pass else m
+            thresholds.append(rng.integers(-spread, spread, shape).astype(np.int64))
             masks.append(rng.random((m, config.num_supports)) < mask_keep)
         return cls(config, tuple(planes), tuple(thresholds), tuple(masks))
 
@@ -165,16 +186,21 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise _bad(path, f"cannot read it ({msg})") from None
 
 
+def _format_version(path: Path, arrays: dict[str, np.ndarray]) -> int:
+    """The file's format version; a file without the number predates it: version 1."""
+    if VERSION_KEY not in arrays:
+        return 1
+    v = arrays[VERSION_KEY]
+    if v.shape != () or v.dtype.kind not in "iu":
+        raise _bad(path, f"{VERSION_KEY} must be one integer, got {v.dtype} {v.shape}")
+    if not 1 <= int(v) <= FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {int(v)} is not one this "
+                             f"sbnn reads (1..{FORMAT_VERSION}); update sbnn or "
+                             f"re-export the model")
+    return int(v)
+
+
 def _embedded_config(path: Path, arrays: dict[str, np.ndarray]) -> SbnnConfig:
-    if VERSION_KEY in arrays:
-        v = arrays[VERSION_KEY]
-        if v.shape != () or v.dtype.kind not in "iu":
-            raise _bad(path, f"{VERSION_KEY} must be one integer, got {v.dtype} {v.shape}")
-        if not 1 <= int(v) <= FORMAT_VERSION:
-            raise ModelFileError(f"{path}: model format version {int(v)} is not one this "
-                                 f"sbnn reads (1..{FORMAT_VERSION}); update sbnn or "
-                                 f"re-export the model")
-    # A file without the number predates it: version 1, the same layout.
     if "config_json" not in arrays:
         raise _bad(path, "missing array 'config_json' (the embedded config)")
     raw = arrays["config_json"]
@@ -193,7 +219,14 @@ def _embedded_config(path: Path, arrays: dict[str, np.ndarray]) -> SbnnConfig:
         raise ModelFileError(f"{path}: embedded config is invalid: {exc}") from None
 
 
-def _layers(path: Path, arrays: dict[str, np.ndarray], cfg: SbnnConfig):
+def _threshold_shapes(version: int, cfg: SbnnConfig, m: int) -> tuple[tuple[int, ...], ...]:
+    """The thresholds{i} shapes a file of ``version`` may hold for a layer of m neurons:
+    version 1 one row (m,); later ones the rows per pass (K+1, m), or one row (m,) that
+    every pass uses."""
+    return ((m,),) if version < PER_PASS_VERSION else ((cfg.planes, m), (m,))
+
+
+def _layers(path: Path, arrays: dict[str, np.ndarray], cfg: SbnnConfig, version: int):
     """Unpacked planes, thresholds and masks, each array checked before it is used."""
     names = [f"{kind}{i}" for i in range(cfg.num_layers)
              for kind in ("planes", "thresholds", "mask")]
@@ -218,9 +251,11 @@ def _layers(path: Path, arrays: dict[str, np.ndarray], cfg: SbnnConfig):
                              f"inputs")
         if t.dtype.kind == "f" and not np.isfinite(t).all():
             raise _bad(path, f"layer {i}: thresholds{i} holds NaN or infinite values")
-        if t.dtype.kind not in "iu" or t.shape != (m,):
-            raise _bad(path, f"layer {i}: thresholds{i} is {t.dtype} {t.shape}, the config "
-                             f"needs integers ({m},)")
+        shapes = _threshold_shapes(version, cfg, m)
+        if t.dtype.kind not in "iu" or t.shape not in shapes:
+            raise _bad(path, f"layer {i}: thresholds{i} is {t.dtype} {t.shape}, a version "
+                             f"{version} file with this config needs integers "
+                             f"{' or '.join(map(str, shapes))}")
         if k.dtype not in (np.uint8, np.bool_) or k.shape != (m, cfg.num_supports):
             raise _bad(path, f"layer {i}: mask{i} is {k.dtype} {k.shape}, the config needs "
                              f"uint8 ({m}, {cfg.num_supports}) (the support_mask)")
@@ -228,6 +263,6 @@ def _layers(path: Path, arrays: dict[str, np.ndarray], cfg: SbnnConfig):
             raise _bad(path, f"layer {i}: mask{i} must hold only 0/1")
         bits = np.unpackbits(packed, axis=-1, count=n)
         planes.append(np.where(bits > 0, 1, -1).astype(np.int8))
-        thresholds.append(t.astype(np.int64))
+        thresholds.append(np.broadcast_to(t, (cfg.planes, m)).astype(np.int64))
         masks.append(k.astype(bool))
     return tuple(planes), tuple(thresholds), tuple(masks)

@@ -100,7 +100,7 @@ def test_signatures_on_verilator_agree_and_a_wrong_golden_is_localized(tmp_path,
     assert rep["log_bytes"] < 48 * 400  # a short record per image, not a transaction log
 
     thresholds = [t.copy() for t in model.thresholds]
-    thresholds[0][3] += 5  # one hidden neuron: later layers see other inputs
+    thresholds[0][:, 3] += 5  # one hidden neuron: later layers see other inputs
     wrong = QuantizedModel(CFG, model.planes, tuple(thresholds), model.support_mask)
     bad = execute(CFG, build, _plan(model, 24), images, model, model_path,
                   golden_model=wrong.save(tmp_path / "w.npz"), workers=2)
@@ -127,7 +127,7 @@ def test_cached_signatures_equal_fresh_ones_and_follow_the_model(tmp_path, monke
         assert np.array_equal(getattr(fresh, name), getattr(again, name)), name
     # another threshold, image or control is another entry, never the stale one
     thresholds = [t.copy() for t in model.thresholds]
-    thresholds[1][0] += 1
+    thresholds[1][:, 0] += 1
     other = QuantizedModel(CFG, model.planes, tuple(thresholds), model.support_mask)
     for args in ((other, pixels, 2, 3), (model, pixels[::-1].copy(), 2, 3),
                  (model, pixels, 2, None)):

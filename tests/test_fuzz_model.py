@@ -21,13 +21,14 @@ from hypothesis import strategies as st
 
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
-from sbnn.golden.qmodel import ModelFileError, QuantizedModel
+from sbnn.golden.qmodel import FORMAT_VERSION, ModelFileError, QuantizedModel
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 # 12 inputs: packed planes have 4 padding bits per row.
 CFG = SbnnConfig(layers=(12, 8, 4), active_rows=4, macro_cols=8, macro_rows=64)
-MODEL = QuantizedModel.random(CFG, np.random.default_rng(1))
+# Thresholds drawn per pass: a file that lost or mixed up the pass rows is another model.
+MODEL = QuantizedModel.random(CFG, np.random.default_rng(1), per_pass=True)
 
 
 def _arrays() -> dict[str, np.ndarray]:
@@ -94,7 +95,7 @@ def damaged(draw) -> dict[str, np.ndarray]:
         arrays["config_json"] = np.frombuffer(text.encode(), np.uint8)
     else:
         arrays["format_version"] = np.array(draw(st.one_of(
-            st.integers(2, 2**40), st.integers(-2**40, 0))))
+            st.integers(FORMAT_VERSION + 1, 2**40), st.integers(-2**40, 0))))
     return arrays
 
 
@@ -154,17 +155,79 @@ def test_committed_models_load_as_version_1():
     for path in files:
         with np.load(path) as d:
             assert "format_version" not in d.files
-        assert QuantizedModel.load(path).config.num_layers >= 2
+            stored = [d[f"thresholds{i}"] for i in range(len(d.files)) if
+                      f"thresholds{i}" in d.files]
+        model = QuantizedModel.load(path)
+        assert model.config.num_layers >= 2 and not model.per_pass_thresholds
+        # version 1: the one stored row is every pass's row
+        assert [t.shape for t in model.thresholds] == [(model.config.planes, len(s))
+                                                      for s in stored]
+        for t, s in zip(model.thresholds, stored):
+            assert all(np.array_equal(row, s) for row in t)
 
 
 def test_saved_model_has_version_and_round_trips(tmp_path):
-    from sbnn.golden.qmodel import FORMAT_VERSION
-
+    assert FORMAT_VERSION == 2 and MODEL.per_pass_thresholds
     path = MODEL.save(tmp_path / "m.npz")
     with np.load(path) as d:
         assert int(d["format_version"]) == FORMAT_VERSION
     assert _same(QuantizedModel.load(path, CFG), MODEL)
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left
+    with np.load(path) as d:  # K = 1: two rows (passes) of 8 and of 4 neurons
+        assert d["thresholds0"].shape == (2, 8) and d["thresholds1"].shape == (2, 4)
+
+
+def _with_thresholds(tmp: Path, version: int | None, **thresholds) -> Path:
+    """MODEL's file with thresholds arrays replaced and the version set (None: left out)."""
+    arrays = dict(_arrays_of(MODEL, tmp))
+    arrays.update(thresholds)
+    if version is None:
+        del arrays["format_version"]
+    else:
+        arrays["format_version"] = np.array(version)
+    np.savez(tmp / "t.npz", **arrays)
+    return tmp / "t.npz"
+
+
+@pytest.mark.parametrize("version", [None, 1, 2])
+def test_one_row_of_thresholds_is_every_passes_row(tmp_path, version):
+    """Version 1 files (with or without the number) hold (m,): loaded, every pass uses it."""
+    row0, row1 = np.arange(-4, 4), np.array([7, -7, 0, 3])
+    model = QuantizedModel.load(_with_thresholds(tmp_path, version, thresholds0=row0,
+                                                 thresholds1=row1))
+    assert model.thresholds[0].tolist() == [list(range(-4, 4))] * 2
+    assert model.thresholds[1].tolist() == [[7, -7, 0, 3]] * 2
+    assert model.thresholds[0].dtype == np.int64 and not model.per_pass_thresholds
+
+
+@pytest.mark.parametrize("version, shape, needs", [
+    (1, (2, 8), "version 1 file with this config needs integers (8,);"),
+    (None, (2, 8), "version 1 file with this config needs integers (8,);"),
+    (2, (1, 8), "version 2 file with this config needs integers (2, 8) or (8,);"),
+    (2, (3, 8), "version 2 file with this config needs integers (2, 8) or (8,);"),
+    (2, (2, 9), "version 2 file with this config needs integers (2, 8) or (8,);"),
+    (2, (2, 8, 1), "version 2 file with this config needs integers (2, 8) or (8,);"),
+    (2, (8, 2), "version 2 file with this config needs integers (2, 8) or (8,);"),
+])
+def test_threshold_shapes_outside_the_version_are_refused(tmp_path, version, shape, needs):
+    path = _with_thresholds(tmp_path, version, thresholds0=np.zeros(shape, np.int64))
+    with pytest.raises(ModelFileError) as info:
+        QuantizedModel.load(path)
+    assert f"layer 0: thresholds0 is int64 {shape}, a {needs}" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_constructor_takes_rows_per_pass_or_one_row():
+    thr = [np.arange(16).reshape(2, 8), np.array([1, 2, 3, 4])]
+    model = QuantizedModel(CFG, MODEL.planes, tuple(thr), MODEL.support_mask)
+    assert model.thresholds[0].tolist() == [list(range(8)), list(range(8, 16))]
+    assert model.thresholds[1].tolist() == [[1, 2, 3, 4], [1, 2, 3, 4]]
+    assert model.per_pass_thresholds
+    for bad in (np.zeros((3, 8), np.int64), np.zeros((2, 4), np.int64),
+                np.zeros((1, 8), np.int64)):
+        with pytest.raises(ModelFileError, match=r"layer 0: thresholds have shape .*needs "
+                           r"\(2, 8\) \(passes, neurons\) or \(8,\)"):
+            QuantizedModel(CFG, MODEL.planes, (bad, thr[1]), MODEL.support_mask)
 
 
 @pytest.mark.parametrize("short", [1, 7])

@@ -41,7 +41,7 @@ def test_tiling_places_every_weight_bit():
                     want = j < m and model.support_mask[layer][j, k - 1]
                     assert img.col_enables[cbg, k * nt + i] == want
                 if j < m:
-                    assert img.thresholds[cbg, i] == model.thresholds[layer][j]
+                    assert img.thresholds[cbg, i] == model.thresholds[layer][0, j]
             cbg += 1
 
 

@@ -40,7 +40,7 @@ def brute_force(model: QuantizedModel, pixels: np.ndarray, budget: int) -> np.nd
                             s += x[i] * float(model.planes[layer][k, j, i])
                     s *= cfg.plane_gains[k]
                     acc[j] += min(max(math.floor(s / step), cfg.adc_min), cfg.adc_max)
-        v = [acc[j] - float(model.thresholds[layer][j]) for j in range(m)]
+        v = [acc[j] - float(model.thresholds[layer][budget, j]) for j in range(m)]
         x = [1.0 if t >= 0 else -1.0 for t in v]
     return np.array(v)
 
@@ -49,7 +49,7 @@ def brute_force(model: QuantizedModel, pixels: np.ndarray, budget: int) -> np.nd
 def test_integer_path_matches_brute_force(cfg):
     rng = np.random.default_rng(7)
     for _ in range(6):
-        model = QuantizedModel.random(cfg, rng, mask_keep=0.6)
+        model = QuantizedModel.random(cfg, rng, mask_keep=0.6, per_pass=True)
         pixels = rng.integers(0, 256, (5, cfg.layers[0]), dtype=np.uint8)
         for budget in range(cfg.num_supports + 1):
             res = hwpath.run_hw(model, pixels, budget)
