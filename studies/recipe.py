@@ -9,7 +9,7 @@ studies/prune_finetune.py re-export these classes. The design itself is the Sbnn
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
@@ -18,8 +18,9 @@ from sbnn.params import ParamError, Record
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SupportInit", "TrainSettings", "TrainSettingsError", "FinetuneSettings",
-           "FinetuneSettingsError", "FINETUNE_RECIPE_FIELDS", "INHERITED_RECIPE_FIELDS"]
+__all__ = ["SupportInit", "CheckpointRule", "TrainSettings", "TrainSettingsError",
+           "FinetuneSettings", "FinetuneSettingsError", "FINETUNE_RECIPE_FIELDS",
+           "INHERITED_RECIPE_FIELDS"]
 
 
 class TrainSettingsError(ParamError):
@@ -44,8 +45,27 @@ class SupportInit(str, Enum):
     latent = "latent"
 
 
+class CheckpointRule(str, Enum):
+    """Which epoch's model a training stage keeps (chosen on the validation split only)."""
+
+    #: the epoch with the lowest mean hardware-exact validation error over the budgets the
+    #: stage trains (ties: the later epoch)
+    best_val = "best_val"
+    #: the last epoch
+    last = "last"
+
+
+_LossWeight = Annotated[float, Field(ge=0, le=1000)]
+
+
 class TrainSettings(Record):
-    """Schedule and recipe of one training run (the design itself is the SbnnConfig)."""
+    """Schedule and recipe of one training run (the design itself is the SbnnConfig).
+
+    Anytime inference: every latency budget p (planes 0..p) has its own batch norms and
+    output affine. Case (ii) minimizes ``sum_p w_p CE_p`` over budgets 0..K, case (i) stage 2
+    over budgets 1..K (budget 0 is stage 1's BNN, kept as it is), with ``w`` the
+    ``budget_loss_weights`` of those budgets normalized to sum 1 (equal when left out).
+    """
 
     _record_name: ClassVar[str] = "training option"
     _error: ClassVar[type[ParamError]] = TrainSettingsError
@@ -86,11 +106,38 @@ class TrainSettings(Record):
                                             "for one minibatch")
     adc_aware: bool = Field(False, description="model the first layer's per-tile ADC "
                                                "clipping in training")
+    budget_loss_weights: tuple[_LossWeight, ...] | None = Field(
+        None, description="weight of each budget's cross-entropy in the loss, one per budget "
+                          "0..K (case i stage 2 uses those of 1..K), normalized to sum 1; "
+                          "left out: equal weights")
+    keep_checkpoint: CheckpointRule = Field(
+        CheckpointRule.best_val, strict=False,
+        description="the epoch each stage keeps: best_val (lowest mean hardware-exact "
+                    "validation error over the stage's budgets, ties to the later epoch) or "
+                    "last")
 
     @property
     def distorts(self) -> bool:
         """Whether training images are resampled (rotation, scaling or elastic field)."""
         return bool(self.rotate or self.scale or self.elastic)
+
+    def loss_weights(self, budgets: range, num_supports: int) -> tuple[float, ...]:
+        """The normalized loss weights of ``budgets`` for a network with K = ``num_supports``;
+        raises :class:`TrainSettingsError` if ``budget_loss_weights`` does not hold K+1
+        weights or those of ``budgets`` are all 0."""
+        weights = self.budget_loss_weights
+        if weights is None:
+            weights = (1.0,) * (num_supports + 1)
+        if len(weights) != num_supports + 1:
+            raise TrainSettingsError("budget_loss_weights",
+                                     f"needs one weight per budget 0..{num_supports} "
+                                     f"({num_supports + 1}), got {len(weights)}")
+        chosen = [weights[b] for b in budgets]
+        if not sum(chosen) > 0:
+            raise TrainSettingsError("budget_loss_weights",
+                                     f"the weights of budgets {budgets.start}.."
+                                     f"{budgets.stop - 1} are all 0: nothing to train")
+        return tuple(w / sum(chosen) for w in chosen)
 
     def augment(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One epoch's augmented copy of the (N, 28, 28) training images."""

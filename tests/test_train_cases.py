@@ -19,6 +19,7 @@ from sbnn.studies.train import (
     train_case_i,
     train_case_ii,
 )
+from sbnn.studies.train_loop import resolve_device
 
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 
@@ -35,35 +36,126 @@ def _toy_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_case_ii_trains_jointly_on_a_tiny_config(tmp_path):
     cfg = SbnnConfig(layers=(784, 32, 10), num_supports=1)
-    train, test = _toy_digits(600, 0), _toy_digits(200, 1)
+    fit, val = _toy_digits(600, 0), _toy_digits(200, 1)
     settings = TrainSettings(joint_epochs=2, batch_size=50, threads=1, support_drop=0.2,
                              shift=1, lr=1e-2, lr_final=3e-3)
     torch.manual_seed(0)
     init = SupportedBNN(cfg).linears[0].supports.detach().clone()
-    summary = train_case_ii(cfg, train, test, tmp_path, settings, log=lambda m: None)
-    assert summary["case"] == "ii"
-    assert summary["hw_error_pct"] < 30  # chance is 90 %
-    assert len(summary["hw_error_pct_by_budget"]) == 2
+    summary = train_case_ii(cfg, fit, val, tmp_path, settings, log=lambda m: None)
+    assert summary["case"] == "ii" and summary["device"] == "cpu"
+    assert summary["validation_images"] == 200 and summary["fit_images"] == 600
+    assert summary["val_hw_error_pct"] < 30  # chance is 90 %
+    assert len(summary["val_hw_error_pct_by_budget"]) == 2
+    assert not any("test" in key for key in summary)  # training never reads a test set
     q = QuantizedModel.load(tmp_path / "model.npz")
     # base and supports were both learned: the support plane is no copy of its init signs
     flipped = (np.where(init.numpy() >= 0, 1, -1) != q.planes[0][1]).mean()
     assert flipped > 0.01
     state = torch.load(tmp_path / "ckpt_joint.pt", weights_only=False)
     assert state["epoch"] == 2
-    # hw-exact path and summary agree
-    pred = run_hw(q, test[0].reshape(200, -1)).classes
-    assert abs((pred != test[1]).mean() * 100 - summary["hw_error_pct"]) < 1e-9
+    # hw-exact path and summary agree, at every budget
+    for budget in (0, 1):
+        pred = run_hw(q, val[0].reshape(200, -1), budget).classes
+        assert (pred != val[1]).mean() * 100 == summary["val_hw_error_pct_by_budget"][budget]
+    # both budgets' norms were trained: they differ
+    net = SupportedBNN(cfg)
+    net.load_state_dict(torch.load(tmp_path / "model_float.pt", weights_only=True))
+    assert not torch.equal(net.budgets[0].norms[0].running_mean,
+                           net.budgets[1].norms[0].running_mean)
 
 
-def test_case_i_writes_baseline_and_stage_time(tmp_path):
+def test_case_i_keeps_budget_0_as_the_stage_1_bnn(tmp_path):
     cfg = SbnnConfig(layers=(784, 16, 10), num_supports=1)
-    settings = TrainSettings(base_epochs=1, support_epochs=1, batch_size=100, threads=1)
+    settings = TrainSettings(base_epochs=1, support_epochs=2, batch_size=100, threads=1)
     summary = train_case_i(cfg, _toy_digits(300, 2), _toy_digits(100, 3), tmp_path, settings,
                            log=lambda m: None)
     assert 0 <= summary["base_train_minutes"] <= summary["train_minutes"]
     base = QuantizedModel.load(tmp_path / "baseline.npz")
     assert base.support_columns_kept == 0.0
     assert (tmp_path / "baseline_float.pt").is_file() and (tmp_path / "model_float.pt").is_file()
+    model = QuantizedModel.load(tmp_path / "model.npz")
+    for layer in range(cfg.num_layers):
+        np.testing.assert_array_equal(model.planes[layer][0], base.planes[layer][0])
+        np.testing.assert_array_equal(model.thresholds[layer][0], base.thresholds[layer][0])
+        # the baseline answers with budget 0's thresholds in every pass
+        np.testing.assert_array_equal(base.thresholds[layer][1], base.thresholds[layer][0])
+    stage1 = torch.load(tmp_path / "baseline_float.pt", weights_only=True)
+    final = torch.load(tmp_path / "model_float.pt", weights_only=True)
+    budget0 = [k for k in final if k.startswith("budgets.0.")]
+    assert budget0 and all(torch.equal(final[k], stage1[k]) for k in budget0)
+    assert summary["val_hw_error_pct_by_budget"][0] == summary["baseline_val_hw_error_pct"]
+    assert [s["stage"] for s in summary["stages"]] == ["base", "supports"]
+    assert summary["stages"][1]["budgets"] == [1]
+
+
+def _best_epoch(history: list[dict]) -> int:
+    """Lowest mean hardware-exact validation error; ties go to the later epoch."""
+    scores = [np.mean(e["hw_val_error_pct"]) for e in history]
+    return max(i + 1 for i, s in enumerate(scores) if s == min(scores))
+
+
+@pytest.mark.parametrize("case", ["i", "ii"])
+def test_two_supports_train_end_to_end(tmp_path, case):
+    cfg = SbnnConfig(layers=(784, 24, 10), num_supports=2)
+    settings = TrainSettings(base_epochs=1, support_epochs=2, joint_epochs=3, batch_size=50,
+                             threads=1, lr=1e-2, budget_loss_weights=(1, 1, 2))
+    train = train_case_i if case == "i" else train_case_ii
+    summary = train(cfg, _toy_digits(400, 4), _toy_digits(150, 5), tmp_path, settings,
+                    log=lambda m: None)
+    assert len(summary["val_hw_error_pct_by_budget"]) == 3
+    assert max(summary["val_hw_error_pct_by_budget"]) < 60  # chance is 90 %
+    q = QuantizedModel.load(tmp_path / "model.npz")
+    assert all(t.shape == (3, m) for t, m in zip(q.thresholds, cfg.layers[1:]))
+    last = summary["stages"][-1]
+    assert last["budgets"] == ([1, 2] if case == "i" else [0, 1, 2])
+    assert last["kept_epoch"] == _best_epoch(last["epochs"])
+    assert summary["checkpoint_rule"] == "best_val"
+
+
+def test_rerun_resumes_to_the_same_model_and_last_rule_keeps_the_last_epoch(tmp_path):
+    cfg = SbnnConfig(layers=(784, 16, 10), num_supports=1)
+    data = _toy_digits(300, 6), _toy_digits(100, 7)
+    settings = TrainSettings(joint_epochs=3, batch_size=50, threads=1, support_drop=0.2,
+                             keep_checkpoint="last")
+    whole = train_case_ii(cfg, *data, tmp_path / "whole", settings, log=lambda m: None)
+    assert whole["stages"][0]["kept_epoch"] == 3
+
+    def interrupt(line: str) -> None:
+        if "epoch 1/3" in line:  # logged once epoch 1 is checkpointed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_case_ii(cfg, *data, tmp_path / "cut", settings, log=interrupt)
+    logs = []
+    again = train_case_ii(cfg, *data, tmp_path / "cut", settings, log=logs.append)
+    assert any("resumed" in line and "after epoch 1" in line for line in logs)
+    assert again["val_hw_error_pct_by_budget"] == whole["val_hw_error_pct_by_budget"]
+    a = QuantizedModel.load(tmp_path / "whole" / "model.npz")
+    b = QuantizedModel.load(tmp_path / "cut" / "model.npz")
+    assert all(np.array_equal(x, y) for x, y in zip(a.thresholds, b.thresholds))
+    assert all(np.array_equal(x, y) for x, y in zip(a.planes, b.planes))
+
+
+def test_loss_weights_one_per_budget():
+    settings = TrainSettings(budget_loss_weights=(1, 3))
+    assert settings.loss_weights(range(2), 1) == (0.25, 0.75)
+    assert settings.loss_weights(range(1, 2), 1) == (1.0,)
+    assert TrainSettings().loss_weights(range(3), 2) == pytest.approx((1 / 3,) * 3)
+    with pytest.raises(TrainSettingsError, match="'budget_loss_weights': needs one weight "
+                                                 "per budget 0..2 \\(3\\), got 2"):
+        settings.loss_weights(range(3), 2)
+    with pytest.raises(TrainSettingsError, match="all 0"):
+        TrainSettings(budget_loss_weights=(1, 0)).loss_weights(range(1, 2), 1)
+
+
+def test_device_auto_takes_cuda_only_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cpu").type == "cpu"
 
 
 def test_support_dropout_masks_whole_columns_in_training_only():
@@ -149,6 +241,8 @@ def test_settings_unknown_option():
     (["--layers", "784,x,10"], "--layers must be comma-separated"),
     (["--layers", "784,4096,4096,10"], "config field 'macro_rows'"),
     (["--supports", "9"], "config field 'num_supports'"),
+    (["--budget-loss-weights", "1", "2", "3"], "needs one weight per budget 0..1"),
+    (["--device", "cuda"], "--device cuda"),
 ])
 def test_train_cli_errors_are_one_line(tmp_path, capsys, extra, words):
     assert main(["train", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path)]
@@ -176,16 +270,27 @@ def test_train_config_table_is_validated(tmp_path, capsys):
 @pytest.mark.slow
 @needs_mnist
 def test_train_cli_case_ii_and_eval_float_beside_hw(tmp_path, capsys):
+    from sbnn.studies.mnist import load_mnist
+
     cfg = tmp_path / "c.toml"
     cfg.write_text("[sbnn]\nlayers = [784, 32, 10]\n[train]\njoint_epochs = 1\nthreads = 1\n")
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--case", "ii", "--out", str(run),
-                 "--data-dir", str(SHARED_MNIST), "--shift", "1"]) == 0
+                 "--data-dir", str(SHARED_MNIST), "--shift", "1", "--device", "cpu"]) == 0
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["settings"]["joint_epochs"] == 1 and summary["settings"]["shift"] == 1
     assert summary["command"].startswith("sbnn train --config")
+    assert summary["validation_images"] == 10000 and summary["fit_images"] == 50000
+    assert summary["device"] == "cpu" and summary["seed"] == 0
+    assert summary["split"]["test"].startswith("not read")
+    val = load_mnist("val", SHARED_MNIST)
+    q = QuantizedModel.load(run / "model.npz")
+    pred = run_hw(q, val[0].reshape(len(val[0]), -1)).classes
+    assert (pred != val[1]).mean() * 100 == summary["val_hw_error_pct"]
     assert main(["eval", "--model", str(run / "model.npz"), "--data-dir", str(SHARED_MNIST),
                  "--json", str(tmp_path / "e.json")]) == 0
     rows = json.loads((tmp_path / "e.json").read_text())
     assert rows[-1]["float_error_pct"] is not None
-    assert abs(rows[-1]["error_pct"] - summary["hw_error_pct"]) < 0.01
+    test = load_mnist("test", SHARED_MNIST)
+    pred = run_hw(q, test[0].reshape(len(test[0]), -1)).classes
+    assert abs(rows[-1]["error_pct"] - (pred != test[1]).mean() * 100) < 0.01

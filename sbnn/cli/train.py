@@ -2,7 +2,9 @@
 
 The design comes from ``--config`` with the ``--layers/--supports/--dac-bits/--adc-bits``
 overrides; the recipe from the config's ``[train]`` table with the recipe options over it.
-Every value is checked before MNIST is loaded.
+Every value is checked before MNIST is loaded. Training fits on the ``fit`` split and
+validates on ``val`` (studies/mnist.py); it never reads the test set (``sbnn eval`` does).
+``--device auto`` trains on CUDA when torch sees it; ``cpu`` results do not depend on it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--supports", type=int, help="support planes K (overrides config)")
     sp.add_argument("--dac-bits", type=int, help="first-layer DAC bits (overrides config)")
     sp.add_argument("--adc-bits", type=int, help="ADC bits (overrides config)")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to train and run the float evaluation: auto (CUDA when "
+                         "present, else the CPU), cpu or cuda; default auto")
     # Recipe options, generated from TrainSettings' documented fields; not given = the
     # config's [train] table, else the field's default.
     sp.set_defaults(recipe_options=add_record_options(sp, TrainSettings))
@@ -70,34 +75,55 @@ def design_overrides(cfg: SbnnConfig, args: argparse.Namespace) -> SbnnConfig:
     return SbnnConfig.from_dict(data)
 
 
-def _settings(args: argparse.Namespace) -> TrainSettings:
-    """The recipe: the config's [train] table with the given recipe options over it."""
+def _settings(args: argparse.Namespace, cfg: SbnnConfig) -> TrainSettings:
+    """The recipe: the config's [train] table with the given recipe options over it,
+    checked against the design (one loss weight per budget)."""
     recipe = load_train_table(args.config)
     recipe.update(given_record_options(args, args.recipe_options))
     try:
-        return TrainSettings.from_dict(recipe)
+        settings = TrainSettings.from_dict(recipe)
+        settings.loss_weights(range(1 if args.case == "i" else 0, cfg.num_supports + 1),
+                              cfg.num_supports)
+        return settings
     except TrainSettingsError as exc:
         raise CliError(f"{exc} (set it with --{exc.field_name.replace('_', '-')} or in "
                        f"the config's [train] table)") from None
 
 
+def _device(name: str):
+    """The torch device of ``--device``."""
+    from sbnn.studies.train_loop import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise CliError(f"--device {name}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Train into ``--out`` (resumable) and write ``train_summary.json`` with the command."""
-    from sbnn.studies.mnist import load_mnist
+    from sbnn.studies.mnist import VALIDATION_IMAGES, load_mnist
     from sbnn.studies.train import train
 
     cfg = design_overrides(design_config(args), args)
     check_mnist_design(cfg, "sbnn train (--layers or the config)")
-    settings = _settings(args)
+    settings = _settings(args, cfg)
     check_seed("--seed (or [train] seed)", settings.seed)
     check_output_path(args.out, "--out", folder=True)
-    train_data = load_mnist("train", args.data_dir)
-    test = load_mnist("test", args.data_dir)
+    device = _device(args.device)
+    fit = load_mnist("fit", args.data_dir)
+    val = load_mnist("val", args.data_dir)
     print(f"training case ({args.case}) {list(cfg.layers)} K={cfg.num_supports} into "
-          f"{args.out} (seed {settings.seed}); rerun the same command to resume", flush=True)
-    summary = train(args.case, cfg, train_data, test, args.out, settings,
-                    log=lambda m: print(m, flush=True))
+          f"{args.out} (seed {settings.seed}, {device}); fit on {len(fit[1])} training "
+          f"digits, validate on the last {len(val[1])}; rerun the same command to resume",
+          flush=True)
+    summary = train(args.case, cfg, fit, val, args.out, settings,
+                    log=lambda m: print(m, flush=True), device=device)
+    summary["split"] = {"fit": f"training digits 0..{len(fit[1]) - 1}",
+                        "val": f"the last {VALIDATION_IMAGES} training digits",
+                        "test": "not read (sbnn eval)"}
     summary["command"] = "sbnn " + " ".join(args.argv)
     atomic_write_text(Path(args.out) / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "stages")},
+                     indent=2))
     return 0
