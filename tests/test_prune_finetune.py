@@ -26,9 +26,9 @@ FAST = FinetuneSettings(epochs=1, recipe=TrainSettings(lr=1e-3, lr_final=1e-4, s
 
 @pytest.fixture(scope="module")
 def data():
-    images, labels = load_mnist("train", SHARED_MNIST)
-    test_images, test_labels = load_mnist("test", SHARED_MNIST)
-    return (images[:1200], labels[:1200]), (test_images[:400], test_labels[:400])
+    images, labels = load_mnist("fit", SHARED_MNIST)
+    val_images, val_labels = load_mnist("val", SHARED_MNIST)
+    return (images[:1200], labels[:1200]), (val_images[:400], val_labels[:400])
 
 
 def _net(seed: int = 0) -> SupportedBNN:
@@ -93,7 +93,13 @@ def test_finetune_settings_reject_bad_values():
         FinetuneSettings(resolution_pct=0)
 
 
-def test_prune_cli_with_finetune(tmp_path, capsys):
+def test_prune_cli_with_finetune(tmp_path, capsys, monkeypatch):
+    import sbnn.studies.mnist as mnist
+
+    splits: list[str] = []
+    real = mnist.load_mnist
+    monkeypatch.setattr(mnist, "load_mnist",
+                        lambda split, *a, **k: splits.append(split) or real(split, *a, **k))
     net = _net()
     run = tmp_path / "run"
     run.mkdir()
@@ -109,7 +115,10 @@ def test_prune_cli_with_finetune(tmp_path, capsys):
     assert main(argv) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["support_columns_pruned_pct"] == 100.0 and meta["finetune_epochs"] == 1
-    assert isinstance(meta["finetuned_unpruned_error_pct"], float)
+    assert isinstance(meta["finetuned_unpruned_val_error_pct"], float)
+    # fine-tuned on fit, limit on val (both cut from "train"), never the test set
+    assert {"fit", "val"} <= set(splits) and "test" not in splits
+    assert meta["split"] == "val" and "test_images" not in meta
     ft = meta["finetune"]
     assert (ft["batch_size"], ft["shift"], ft["rotate"], ft["scale"], ft["elastic"]) == (
         100, 1, 5.0, 0.0, 0.5)
