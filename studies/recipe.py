@@ -48,8 +48,9 @@ class SupportInit(str, Enum):
 class CheckpointRule(str, Enum):
     """Which epoch's model a training stage keeps (chosen on the validation split only)."""
 
-    #: the epoch with the lowest mean hardware-exact validation error over the budgets the
-    #: stage trains (ties: the later epoch)
+    #: the epoch with the lowest mean float validation error over the budgets the stage
+    #: trains (ties: the later epoch). Float, not hardware-exact: it is measured every epoch
+    #: for about a second, and the two agree within about 0.1 pp on MNIST
     best_val = "best_val"
     #: the last epoch
     last = "last"
@@ -112,9 +113,13 @@ class TrainSettings(Record):
                           "left out: equal weights")
     keep_checkpoint: CheckpointRule = Field(
         CheckpointRule.best_val, strict=False,
-        description="the epoch each stage keeps: best_val (lowest mean hardware-exact "
-                    "validation error over the stage's budgets, ties to the later epoch) or "
-                    "last")
+        description="the epoch each stage keeps: best_val (lowest mean float validation "
+                    "error over the stage's budgets, ties to the later epoch) or last")
+    hw_val_every: int = Field(
+        10, ge=0, le=10000,
+        description="hardware-exact validation every N epochs and at each stage's last "
+                    "(0: only of the final model, in the summary); float validation runs "
+                    "every epoch")
 
     @property
     def distorts(self) -> bool:

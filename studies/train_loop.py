@@ -1,6 +1,7 @@
 """One training stage: epochs of minibatch Adam on the fitting split, each epoch validated
-(float and hardware-exact, per budget) and checkpointed, the kept epoch chosen on
-validation only (:class:`~sbnn.studies.recipe.CheckpointRule`).
+per budget (float every epoch, hardware-exact every ``hw_val_every`` epochs and at the last)
+and checkpointed, the kept epoch chosen on validation only
+(:class:`~sbnn.studies.recipe.CheckpointRule`).
 
 The loss of a stage is ``sum_p w_p CE(model(x, p), y)`` over the budgets it trains; each
 budget's forward pass runs its own batch norms, so their statistics are per budget (the
@@ -97,11 +98,14 @@ def evaluate_hw(qmodel: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
     return hw_errors_by_budget(qmodel, pixels, labels, [budget])[0]
 
 
-def validate(model: SupportedBNN, val: Split, budgets: Sequence[int]) -> dict[str, list]:
-    """Float and hardware-exact validation error (%) at each of ``budgets``."""
+def validate(model: SupportedBNN, val: Split, budgets: Sequence[int],
+             hardware: bool = True) -> dict[str, Any]:
+    """Float and (if ``hardware``, else None) hardware-exact validation error (%) at each
+    of ``budgets``."""
     return {"budgets": list(budgets),
             "float_val_error_pct": [evaluate_float(model, *val, budget=b) for b in budgets],
-            "hw_val_error_pct": hw_errors_by_budget(fold_model(model), *val, budgets)}
+            "hw_val_error_pct": hw_errors_by_budget(fold_model(model), *val, budgets)
+            if hardware else None}
 
 
 @dataclass(frozen=True)
@@ -200,10 +204,13 @@ def run_stage(model: SupportedBNN, stage: Stage, fit: Split, val: Split,
         loss, acc = _train_epoch(model, stage, opt, data, settings.batch_size,
                                  f"{stage.name} epoch {epoch + 1}/{stage.epochs}")
         sched.step()
+        every = settings.hw_val_every
+        hardware = epoch + 1 == stage.epochs or (every > 0 and (epoch + 1) % every == 0)
         record = {"epoch": epoch + 1, "loss": loss, "train_acc_pct": acc,
-                  "lr": sched.get_last_lr()[0], **validate(model, val, stage.budgets)}
+                  "lr": sched.get_last_lr()[0],
+                  **validate(model, val, stage.budgets, hardware)}
         state["history"].append(record)
-        score = float(np.mean(record["hw_val_error_pct"]))
+        score = float(np.mean(record["float_val_error_pct"]))
         kept = state["kept"]
         if (settings.keep_checkpoint == CheckpointRule.last or kept is None
                 or score <= kept["score"]):
@@ -222,5 +229,5 @@ def run_stage(model: SupportedBNN, stage: Stage, fit: Split, val: Split,
             "epochs": state["history"]}
 
 
-def _pcts(values: list[float]) -> str:
-    return "/".join(f"{v:.2f}" for v in values) + " %"
+def _pcts(values: list[float] | None) -> str:
+    return "not run" if values is None else "/".join(f"{v:.2f}" for v in values) + " %"

@@ -89,8 +89,8 @@ def test_case_i_keeps_budget_0_as_the_stage_1_bnn(tmp_path):
 
 
 def _best_epoch(history: list[dict]) -> int:
-    """Lowest mean hardware-exact validation error; ties go to the later epoch."""
-    scores = [np.mean(e["hw_val_error_pct"]) for e in history]
+    """Lowest mean float validation error; ties go to the later epoch."""
+    scores = [np.mean(e["float_val_error_pct"]) for e in history]
     return max(i + 1 for i, s in enumerate(scores) if s == min(scores))
 
 
@@ -98,7 +98,8 @@ def _best_epoch(history: list[dict]) -> int:
 def test_two_supports_train_end_to_end(tmp_path, case):
     cfg = SbnnConfig(layers=(784, 24, 10), num_supports=2)
     settings = TrainSettings(base_epochs=1, support_epochs=2, joint_epochs=3, batch_size=50,
-                             threads=1, lr=1e-2, budget_loss_weights=(1, 1, 2))
+                             threads=1, lr=1e-2, budget_loss_weights=(1, 1, 2),
+                             hw_val_every=2)
     train = train_case_i if case == "i" else train_case_ii
     summary = train(cfg, _toy_digits(400, 4), _toy_digits(150, 5), tmp_path, settings,
                     log=lambda m: None)
@@ -110,6 +111,9 @@ def test_two_supports_train_end_to_end(tmp_path, case):
     assert last["budgets"] == ([1, 2] if case == "i" else [0, 1, 2])
     assert last["kept_epoch"] == _best_epoch(last["epochs"])
     assert summary["checkpoint_rule"] == "best_val"
+    # hardware-exact validation every 2nd epoch and at the last only
+    ran = [e["epoch"] for e in last["epochs"] if e["hw_val_error_pct"] is not None]
+    assert ran == ([2] if case == "i" else [2, 3])
 
 
 def test_rerun_resumes_to_the_same_model_and_last_rule_keeps_the_last_epoch(tmp_path):
