@@ -93,21 +93,21 @@ def test_signatures_on_verilator_agree_and_a_wrong_golden_is_localized(tmp_path,
     np.savez(images, images=pixels, labels=np.zeros(24, np.uint8))
     build = tmp_path.parent / "digest_build"
     rep = execute(CFG, build, _plan(model, 24), images, model, model_path, workers=2)
-    assert rep["mismatches"] == 0, rep["first_mismatch"]
+    assert rep.mismatches == 0, rep.first_mismatch
     expected = sum(int(digest.expected_block(model, pixels, b, m).n_start.sum())
                    for b, m in ((2, None), (1, 4)))
-    assert rep["transactions_checked"] == expected and rep["results_checked"] == 48
-    assert rep["log_bytes"] < 48 * 400  # a short record per image, not a transaction log
+    assert rep.transactions_checked == expected and rep.results_checked == 48
+    assert rep.log_bytes < 48 * 400  # a short record per image, not a transaction log
 
     thresholds = [t.copy() for t in model.thresholds]
     thresholds[0][:, 3] += 5  # one hidden neuron: later layers see other inputs
     wrong = QuantizedModel(CFG, model.planes, tuple(thresholds), model.support_mask)
     bad = execute(CFG, build, _plan(model, 24), images, model, model_path,
                   golden_model=wrong.save(tmp_path / "w.npz"), workers=2)
-    assert bad["mismatches"] > 0
+    assert bad.mismatches > 0
     # the rerun with the full log names the transaction and the field
-    assert bad["first_mismatch_digest"].startswith("image position")
-    assert "eval" in bad["first_mismatch"] and "field 'row_x" in bad["first_mismatch"]
+    assert bad.first_mismatch_digest.startswith("image position")
+    assert "eval" in bad.first_mismatch and "field 'row_x" in bad.first_mismatch
 
 
 def test_cached_signatures_equal_fresh_ones_and_follow_the_model(tmp_path, monkeypatch):
