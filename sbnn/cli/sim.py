@@ -25,7 +25,7 @@ from .arguments import (
     comma_ints,
 )
 from .errors import CliError
-from .loaders import default_sample_path, model_from_args, model_path
+from .loaders import config_override, default_sample_path, load_hardware_model, model_path
 
 __all__ = ["SIM_DEFAULT_COUNT", "add_parser", "run", "check_sim_inputs"]
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob, run_cosim
 
-    model = model_from_args(args)
+    model = load_hardware_model(args.model, config_override(args))
     if args.budgets is None:  # every plane, then the base plane alone
         k = model.config.num_supports
         args.budgets = (k, 0) if k else (0,)
