@@ -33,9 +33,12 @@ from sbnn.rtl.interfaces import ProgOp, Sizes
 from sbnn.rtl.macro import BehavioralMacro, MismatchTable
 from sbnn.rtl.top import SimTop, macro_port_list
 
-BUILD = Path(__file__).resolve().parents[1] / "out" / "test_sim_macro"
-#: One build and one set of run folders for the module: under pytest-xdist its tests share
-#: a worker (nox -s tests runs with --dist loadgroup), so no two processes write BUILD.
+#: One build and one set of run folders per test process. The xdist_group mark below asks
+#: --dist loadgroup to keep the module on one worker, but CI showed both workers running it
+#: (each module-scoped fixture then rebuilt and reran into the same folders: truncated
+#: objects at link time, out files deleted under a reader), so the folder is the worker's.
+BUILD = Path(__file__).resolve().parents[1] / "out" / "test_sim_macro" / \
+    os.environ.get("PYTEST_XDIST_WORKER", "main")
 pytestmark = pytest.mark.xdist_group("sim_macro")
 CYCLES = 700
 
