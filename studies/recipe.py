@@ -107,6 +107,10 @@ class TrainSettings(Record):
                                             "for one minibatch")
     adc_aware: bool = Field(False, description="model the first layer's per-tile ADC "
                                                "clipping in training")
+    supports_off: bool = Field(
+        False, description="case (i) control: stage 2 runs its schedule with every support "
+                           "column masked, training only budgets 1..K's norms and outputs "
+                           "(what the extra training gives without the supports)")
     budget_loss_weights: tuple[_LossWeight, ...] | None = Field(
         None, description="weight of each budget's cross-entropy in the loss, one per budget "
                           "0..K (case i stage 2 uses those of 1..K), normalized to sum 1; "

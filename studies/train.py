@@ -52,7 +52,8 @@ from .train_loop import (
 
 # TrainSettings and TrainSettingsError live in the torch-free studies/recipe.py (the CLI reads
 # their fields without torch); they are re-exported here, where training uses them.
-__all__ = ["TrainSettings", "TrainSettingsError", "train_case_i", "train_case_ii", "train",
+__all__ = ["TrainSettings", "TrainSettingsError", "adopt_base", "train_case_i", "train_case_ii",
+           "train",
            "evaluate_float", "evaluate_hw", "shift_images"]
 
 #: The recipe a training run uses when none is given.
@@ -84,6 +85,7 @@ def _prepare(cfg: SbnnConfig, out_dir: str | Path, settings: TrainSettings,
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     cfg.write_snapshot(out / "config.json")
+    atomic_write_text(out / "recipe.json", json.dumps(settings.to_dict(), indent=2) + "\n")
     model = SupportedBNN(cfg)  # initialized on the CPU: the same weights on every device
     _set_recipe(model, settings)
     # Time already spent before an interruption counts: train_minutes is the whole run.
@@ -156,6 +158,50 @@ def _start_supports(model: SupportedBNN, settings: TrainSettings) -> None:
     model.copy_budget(0, range(1, model.cfg.num_supports + 1))
 
 
+#: the recipe fields stage 1 (the plain BNN) depends on: a run may adopt another run's
+#: stage 1 only when all of them agree
+BASE_RECIPE_FIELDS = ("base_epochs", "batch_size", "lr", "lr_final", "seed", "shift", "rotate",
+                      "scale", "elastic", "adc_aware", "keep_checkpoint")
+
+
+def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
+               settings: TrainSettings) -> None:
+    """Start case (i) run ``out_dir`` from the finished stage 1 of run ``source`` (same
+    design, same stage-1 recipe): its checkpoint and stage-1 time are copied, so the new run
+    trains only stage 2 and its ``train_minutes`` still counts stage 1. A paired control
+    (``supports_off``) then differs from its case (i) run in stage 2 alone. Raises
+    :class:`TrainSettingsError` naming what does not match."""
+    import shutil
+
+    src, out = Path(source), Path(out_dir)
+    if (out / "ckpt_base.pt").exists():
+        return  # adopted before (a resumed run)
+    need = [src / n for n in ("ckpt_base.pt", "base_seconds.json", "config.json",
+                              "recipe.json")]
+    missing = [str(f) for f in need if not f.exists()]
+    if missing:
+        raise TrainSettingsError("base_from", f"{src} has not finished a case (i) stage 1 "
+                                 f"(missing {', '.join(missing)})")
+    if json.loads((src / "config.json").read_text()) != cfg.to_dict():
+        raise TrainSettingsError("base_from", f"{src} was trained for another design "
+                                 f"(its config.json differs from this run's)")
+    theirs = TrainSettings.from_dict(json.loads((src / "recipe.json").read_text()))
+    differ = [f for f in BASE_RECIPE_FIELDS if getattr(theirs, f) != getattr(settings, f)]
+    if differ:
+        raise TrainSettingsError("base_from", f"{src}'s stage 1 used another "
+                                 f"{', '.join(differ)}; give the same values")
+    state = torch.load(src / "ckpt_base.pt", map_location="cpu", weights_only=False)
+    if state["epoch"] != settings.base_epochs:
+        raise TrainSettingsError("base_from", f"{src}'s stage 1 is at epoch {state['epoch']} "
+                                 f"of {settings.base_epochs}; wait for it to finish")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "base_seconds.json", out / "base_seconds.json")
+    shutil.copyfile(src / "base_seconds.json", out / "train_seconds.json")
+    atomic_write_text(out / "base_from.json", json.dumps({"base_from": str(src)}) + "\n")
+    with atomic_file(out / "ckpt_base.pt") as tmp:
+        shutil.copyfile(src / "ckpt_base.pt", tmp)
+
+
 def train_case_i(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
                  settings: TrainSettings = DEFAULT_SETTINGS, log: Log = print,
                  device: torch.device | str = "cpu") -> dict:
@@ -184,12 +230,22 @@ def train_case_i(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
             _start_supports(model, settings)
         for p in model.base_parameters():
             p.requires_grad_(False)
-        stage2 = Stage("supports", model.support_parameters()
-                       + model.budget_parameters(range(1, k + 1)), settings.support_epochs,
+        trained = model.budget_parameters(range(1, k + 1))
+        if settings.supports_off:
+            # The control: same schedule, the supports masked out and left untrained, so
+            # budget 1..K differ from budget 0 only by their retrained norms and outputs.
+            with torch.no_grad():
+                for lin in model.linears:
+                    lin.mask.zero_()
+        else:
+            trained = model.support_parameters() + trained
+        stage2 = Stage("supports", trained, settings.support_epochs,
                        tuple(range(1, k + 1)), weights, settings.support_lr or settings.lr,
                        out / "ckpt_supports.pt")
         stages.append(run_stage(model, stage2, fit, val, settings, log, device))
+    adopted = out / "base_from.json"
     return _finish("i", model, out, settings, fit, val, t0, stages, device, {
+        **(json.loads(adopted.read_text()) if adopted.exists() else {}),
         "base_train_minutes": round(base_minutes, 2),
         "baseline_val_float_error_pct": base_figures["float_val_error_pct"][0],
         "baseline_val_hw_error_pct": base_figures["hw_val_error_pct"][0]})

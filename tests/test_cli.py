@@ -75,7 +75,7 @@ def test_train_small_and_resume(tmp_path):
 RECIPE_OPTIONS = ("--base-epochs", "--support-epochs", "--joint-epochs", "--batch-size", "--lr",
                   "--lr-final", "--support-lr", "--support-init", "--seed", "--threads",
                   "--shift", "--rotate", "--scale", "--elastic", "--support-drop",
-                  "--adc-aware", "--budget-loss-weights", "--keep-checkpoint",
+                  "--adc-aware", "--supports-off", "--budget-loss-weights", "--keep-checkpoint",
                   "--hw-val-every")
 
 

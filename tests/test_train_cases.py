@@ -15,6 +15,7 @@ from sbnn.golden.qmodel import QuantizedModel
 from sbnn.studies.train import (
     TrainSettings,
     TrainSettingsError,
+    adopt_base,
     shift_images,
     train_case_i,
     train_case_ii,
@@ -86,6 +87,51 @@ def test_case_i_keeps_budget_0_as_the_stage_1_bnn(tmp_path):
     assert summary["val_hw_error_pct_by_budget"][0] == summary["baseline_val_hw_error_pct"]
     assert [s["stage"] for s in summary["stages"]] == ["base", "supports"]
     assert summary["stages"][1]["budgets"] == [1]
+
+
+def test_supports_off_control_shares_stage_1_and_trains_only_norms(tmp_path):
+    """The case (i) control adopts the case (i) run's stage 1 and trains budget 1's norms
+    and output with every support column masked: its planes equal the base run's stage 1,
+    its budget 1 differs from budget 0 only in thresholds and output affine."""
+    cfg = SbnnConfig(layers=(784, 16, 10), num_supports=1)
+    fit, val = _toy_digits(300, 4), _toy_digits(100, 5)
+    settings = TrainSettings(base_epochs=1, support_epochs=2, batch_size=100, threads=1)
+    train_case_i(cfg, fit, val, tmp_path / "a", settings, log=lambda m: None)
+    control = settings.replace(supports_off=True)
+    adopt_base(tmp_path / "a", tmp_path / "b", cfg, control)
+    logs = []
+    summary = train_case_i(cfg, fit, val, tmp_path / "b", control, log=logs.append)
+    assert any("base: resumed" in m and "after epoch 1" in m for m in logs)  # no retraining
+    assert summary["base_from"] == str(tmp_path / "a")
+    base = QuantizedModel.load(tmp_path / "a" / "baseline.npz")
+    model = QuantizedModel.load(tmp_path / "b" / "model.npz")
+    assert model.support_columns_kept == 0.0  # the supports are off
+    for layer in range(cfg.num_layers):
+        np.testing.assert_array_equal(model.planes[layer][0], base.planes[layer][0])
+    moved = [not np.array_equal(model.thresholds[layer][1], model.thresholds[layer][0])
+             for layer in range(cfg.num_layers - 1)]
+    assert any(moved)  # budget 1's norms were retrained
+    assert summary["base_train_minutes"] <= summary["train_minutes"]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"seed": 1}, "another seed"),
+    ({"base_epochs": 2}, "another base_epochs"),
+    ({"shift": 1}, "another shift"),
+])
+def test_adopt_base_refuses_another_stage_1_recipe(tmp_path, change, words):
+    cfg = SbnnConfig(layers=(784, 8, 10), num_supports=1)
+    settings = TrainSettings(base_epochs=1, support_epochs=0, batch_size=100, threads=1)
+    train_case_i(cfg, _toy_digits(200, 6), _toy_digits(100, 7), tmp_path / "a", settings,
+                 log=lambda m: None)
+    with pytest.raises(TrainSettingsError, match=words):
+        adopt_base(tmp_path / "a", tmp_path / "b", cfg, settings.replace(**change))
+    with pytest.raises(TrainSettingsError, match="another design"):
+        adopt_base(tmp_path / "a", tmp_path / "c",
+                   SbnnConfig(layers=(784, 8, 10), num_supports=2), settings)
+    with pytest.raises(TrainSettingsError, match="has not finished"):
+        adopt_base(tmp_path / "nothing", tmp_path / "d", cfg, settings)
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
 def _best_epoch(history: list[dict]) -> int:
@@ -247,6 +293,8 @@ def test_settings_unknown_option():
     (["--supports", "9"], "config field 'num_supports'"),
     (["--budget-loss-weights", "1", "2", "3"], "needs one weight per budget 0..1"),
     (["--device", "cuda"], "--device cuda"),
+    (["--case", "ii", "--base-from", "x"], "--base-from adopts a case (i) stage 1"),
+    (["--base-from", "nowhere"], "--base-from: training option 'base_from'"),
 ])
 def test_train_cli_errors_are_one_line(tmp_path, capsys, extra, words):
     assert main(["train", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path)]

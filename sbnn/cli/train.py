@@ -42,6 +42,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--supports", type=int, help="support planes K (overrides config)")
     sp.add_argument("--dac-bits", type=int, help="first-layer DAC bits (overrides config)")
     sp.add_argument("--adc-bits", type=int, help="ADC bits (overrides config)")
+    sp.add_argument("--base-from", type=Path, metavar="RUN_DIR",
+                    help="case (i): start from the finished stage 1 of another run of the "
+                         "same design and stage-1 recipe (a paired control or stage-2 "
+                         "variant trains only stage 2)")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where to train and run the float evaluation: auto (CUDA when "
                          "present, else the CPU), cpu or cuda; default auto")
@@ -111,6 +115,15 @@ def run(args: argparse.Namespace) -> int:
     check_seed("--seed (or [train] seed)", settings.seed)
     check_output_path(args.out, "--out", folder=True)
     device = _device(args.device)
+    if args.base_from is not None:
+        if args.case != "i":
+            raise CliError("--base-from adopts a case (i) stage 1; use it with --case i")
+        from sbnn.studies.train import adopt_base
+
+        try:
+            adopt_base(args.base_from, args.out, cfg, settings)
+        except TrainSettingsError as exc:
+            raise CliError(f"--base-from: {exc}") from None
     fit = load_mnist("fit", args.data_dir)
     val = load_mnist("val", args.data_dir)
     print(f"training case ({args.case}) {list(cfg.layers)} K={cfg.num_supports} into "
