@@ -21,6 +21,7 @@ from sbnn.options import OptionError
 from . import (
     equiv,
     evaluate,
+    exit_margin,
     gen,
     lint,
     prune,
@@ -40,8 +41,8 @@ from .loaders import default_sample_path as _default_sample  # noqa: F401
 __all__ = ["COMMANDS", "OPTIONAL_MODULES", "build_parser", "main"]
 
 #: The command modules, in the order ``sbnn --help`` lists them.
-COMMANDS = (train, evaluate, prune, gen, lint, sim, sweep, equiv, sample_data, variability,
-            synth)
+COMMANDS = (train, evaluate, exit_margin, prune, gen, lint, sim, sweep, equiv, sample_data,
+            variability, synth)
 
 #: Packages of the ``train`` extra: training, evaluation plots and sweeps need them; the
 #: main job (``sbnn sim`` on an .npz model) does not.

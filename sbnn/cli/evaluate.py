@@ -15,7 +15,7 @@ from .arguments import add_command, add_config_option, add_data_dir_option, add_
 from .errors import CliError
 from .loaders import load_model, model_from_args, model_path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "portable_command"]
 
 #: The named models of the results table, one option each (``--case-i`` ...).
 TABLE_ROLES = ("baseline", "case_i", "case_ii", "pruned")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     return _evaluate_one(args)
 
 
-def _portable_command(argv: list[str]) -> str:
+def portable_command(argv: list[str]) -> str:
     """The command line as results.json records it: without ``--data-dir`` (a folder of
     one machine; the data is found through SBNN_MNIST_DIR or ../shared/data/mnist)."""
     kept, skip = [], False
@@ -113,7 +113,7 @@ def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
     page = page_path.read_text() if page_path.is_file() else None
     with staged_folder(args.out) as stage:  # results.json, .md and plots appear together
         res = build_seeded_results(manifest, images, labels, stage,
-                                   eval_command=_portable_command(args.argv), page=page,
+                                   eval_command=portable_command(args.argv), page=page,
                                    plots_folder=Path(args.out).as_posix(),
                                    log=lambda m: print(m, flush=True))
     print(json.dumps({k: res[k] for k in _TABLE_SUMMARY_KEYS}, indent=2))
