@@ -124,7 +124,8 @@ def random_dropout_curve(qmodel: QuantizedModel, pixels: np.ndarray, labels: np.
 
 
 def plot_latency(entries: dict[str, dict], path: Path) -> Path:
-    """Error vs cycles per inference, one line per model, one point per budget."""
+    """Error vs cycles per inference, one line per model, one point per budget (a star:
+    the confidence exit, at its mean cycles, where the entry has ``exit``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,10 +135,13 @@ def plot_latency(entries: dict[str, dict], path: Path) -> Path:
     for name, ev in entries.items():
         cyc = [b["cycles"] for b in ev["budgets"]]
         err = [b["hw_error_pct"] for b in ev["budgets"]]
-        ax.plot(cyc, err, "o-", label=name)
+        line, = ax.plot(cyc, err, "o-", label=name)
         for b, x, y in zip(ev["budgets"], cyc, err):
             ax.annotate(f"b={b['budget']}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
+        if "exit" in ev:  # the confidence exit at the full budget: mean cycles per image
+            ax.plot([ev["exit"]["cycles"]], [ev["exit"]["hw_error_pct"]], "*", ms=11,
+                    color=line.get_color(), label=f"{name} + confidence exit")
     return _finish(plt, fig, ax, "cycles per inference (timing contract)",
                    "accuracy vs latency budget", path)
 

@@ -19,6 +19,7 @@ from sbnn.golden.qmodel import QuantizedModel
 
 from .evaluate import PAPER, evaluate_model, float_model_for, hw_pass_predictions
 from .mnist import VALIDATION_IMAGES
+from .results_anytime import ANYTIME_ROWS, anytime_records, exit_targets
 from .results_manifest import ROWS, Manifest, RunEntry
 from .results_targets import TARGETS, check_targets
 from .stats import Disagreements, binomial_se_pct, disagreements, mean_and_std
@@ -71,9 +72,11 @@ def _prune_record(meta: dict) -> dict:
 
 
 def evaluate_run(run: RunEntry, pixels: np.ndarray, labels: np.ndarray,
-                 base_plane_only: bool = False) -> tuple[dict, np.ndarray]:
-    """One committed model on the test set: its record for results.json and its final
-    (every plane) hardware-exact predictions (for the paired tests)."""
+                 base_plane_only: bool = False,
+                 anytime_row: str | None = None) -> tuple[dict, np.ndarray]:
+    """One committed model on the test set: its record for results.json (with its
+    ``anytime`` entries when ``anytime_row`` names its row) and its final (every plane)
+    hardware-exact predictions (for the paired tests)."""
     qm = QuantizedModel.load(run.model)
     if base_plane_only:  # the baseline is the base plane alone: no support column
         qm = qm.with_mask(tuple(np.zeros_like(m) for m in qm.support_mask))
@@ -86,6 +89,9 @@ def evaluate_run(run: RunEntry, pixels: np.ndarray, labels: np.ndarray,
               "summary": relative_path(run.summary), "command": summary.get("command"),
               "train_minutes": summary.get(run.minutes), "minutes_field": run.minutes,
               "settings": summary.get("settings"), **ev}
+    if anytime_row is not None:
+        record["anytime"] = anytime_records(anytime_row, run, qm, seed, ev["budgets"],
+                                            pixels.reshape(len(pixels), -1), labels)
     if run.prune_summary is not None:
         record.update(_prune_record(_read_json(run.prune_summary)),
                       prune_summary=relative_path(run.prune_summary),
@@ -160,7 +166,8 @@ def build_seeded_results(manifest: Manifest, pixels: np.ndarray, labels: np.ndar
         row = manifest.rows[name]
         runs[name], preds[name] = [], {}
         for entry in row.runs:
-            record, final = evaluate_run(entry, pixels, labels, row.base_plane_only)
+            record, final = evaluate_run(entry, pixels, labels, row.base_plane_only,
+                                         name if name in ANYTIME_ROWS else None)
             runs[name].append(record)
             preds[name][record["seed"]] = final
             log(f"{name} seed {record['seed']}: {record['hw_error_pct']:.2f} % hw-exact "
@@ -192,6 +199,9 @@ def build_seeded_results(manifest: Manifest, pixels: np.ndarray, labels: np.ndar
     results["paper"] = {**PAPER, "relative_reduction_from_rates_pct": {
         "case_i": _rel(PAPER["baseline_error_pct"], PAPER["case_i_error_pct"]),
         "case_ii": _rel(PAPER["baseline_error_pct"], PAPER["case_ii_error_pct"])}}
+    results["anytime"] = [e for name in ANYTIME_ROWS for r in runs[name]
+                          for e in r.pop("anytime")]
+    results["anytime_exit"] = exit_targets(results["anytime"])
     results["targets"] = TARGETS
     results.update(check_targets(results, runs))
     results["eval_command"] = eval_command

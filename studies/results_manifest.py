@@ -19,6 +19,10 @@ Format (paths relative to the manifest's folder)::
     prune_summary = "case_i_drop_pruned.json" # written by sbnn prune
     source_model = "case_i_drop.npz"          # the model that was pruned
 
+    [[rows.case_ii.runs]]                     # an anytime row's run may also name
+    exit = "case_ii_s0.exit.json"             # its exit margin (sbnn exit-margin, on val)
+    rtl = ["case_ii_s0.sim.json"]             # and RTL runs (sbnn sim --report)
+
     [[variants]]                              # every variant tried, chosen or not
     name = "case_i_stage2_60ep"
     row = "case_i"
@@ -42,7 +46,8 @@ __all__ = ["ROWS", "ManifestError", "Manifest", "RowRuns", "RunEntry", "Variant"
 
 #: The rows of the results table, in table order.
 ROWS = ("baseline", "case_i", "case_i_control", "case_ii", "case_ii_control", "pruned")
-_RUN_KEYS = {"seed", "model", "summary", "minutes", "prune_summary", "source_model"}
+_RUN_KEYS = {"seed", "model", "summary", "minutes", "prune_summary", "source_model", "exit",
+             "rtl"}
 _ROW_KEYS = {"description", "base_plane_only", "runs"}
 _VARIANT_KEYS = {"name", "row", "description", "selected_on", "recorded_hw_error_pct",
                  "recorded_train_minutes"} | _RUN_KEYS
@@ -62,6 +67,8 @@ class RunEntry:
     minutes: str = "train_minutes"  # the summary field with this run's training minutes
     prune_summary: Path | None = None  # sbnn prune's .json, for a pruned model
     source_model: Path | None = None  # the model it was pruned from
+    exit: Path | None = None  # sbnn exit-margin's calibration (validation split)
+    rtl: tuple[Path, ...] = ()  # sbnn sim --report files of this model
 
 
 @dataclass(frozen=True)
@@ -124,10 +131,15 @@ def _run(where: str, base: Path, table: dict, model_required: bool = True) -> Ru
     minutes = table.get("minutes", "train_minutes")
     if not isinstance(minutes, str):
         raise ManifestError(f"{where}: minutes names a summary field, got {minutes!r}")
+    rtl = table.get("rtl", [])
+    if not isinstance(rtl, list):
+        raise ManifestError(f"{where}: rtl lists sbnn sim --report files, got {rtl!r}")
     return RunEntry(seed, _path(f"{where} model", base, table.get("model")),
                     _path(f"{where} summary", base, table.get("summary")), minutes,
                     _path(f"{where} prune_summary", base, table.get("prune_summary")),
-                    _path(f"{where} source_model", base, table.get("source_model")))
+                    _path(f"{where} source_model", base, table.get("source_model")),
+                    _path(f"{where} exit", base, table.get("exit")),
+                    tuple(_path(f"{where} rtl[{i}]", base, v) for i, v in enumerate(rtl)))
 
 
 def _row(name: str, base: Path, table: dict) -> RowRuns:

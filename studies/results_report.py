@@ -110,6 +110,44 @@ def _variant_lines(results: dict) -> list[str]:
     return lines
 
 
+def _anytime_groups(results: dict) -> dict[tuple[str, int, bool], list[dict]]:
+    """Anytime entries grouped by (row, budget, with exit), over seeds."""
+    groups: dict[tuple[str, int, bool], list[dict]] = {}
+    for e in results.get("anytime", []):
+        groups.setdefault((e["model"], e["budget"], e["exit_margin"] is not None),
+                          []).append(e)
+    return groups
+
+
+def _anytime_lines(results: dict) -> list[str]:
+    groups = _anytime_groups(results)
+    if not groups:
+        return ["No anytime row has a committed run."]
+    lines = ["Test error and mean cycles per inference at each latency budget, and at the "
+             "full budget with the confidence exit (EXIT_MARGIN calibrated per seed on the "
+             "validation split, `sbnn exit-margin --tolerance-pp 0.05`); means over seeds. "
+             "RTL: images the cosim ran at that point (all seeds) and those with any "
+             "mismatch.", "",
+             "| row | budget | exit margin (per seed) | test error | mean cycles | early exits "
+             "| RTL images | RTL mismatches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (row, budget, has_exit), es in groups.items():
+        margins = ", ".join(str(e["exit_margin"]) for e in es) if has_exit else "none"
+        err = float(np.mean([e["error_pct"] for e in es]))
+        cyc = float(np.mean([e["mean_cycles"] for e in es]))
+        early = (f"{np.mean([e['exit_early_pct'] for e in es]):.1f} %" if has_exit else "-")
+        imgs = [e["rtl_images"] for e in es]
+        bad = [e["rtl_mismatches"] for e in es]
+        rtl = "not run" if all(i is None for i in imgs) else str(sum(i or 0 for i in imgs))
+        mis = "-" if rtl == "not run" else str(sum(b or 0 for b in bad))
+        lines.append(f"| {row} | {budget} | {margins} | {err:.2f} % | {cyc:.0f} | {early} "
+                     f"| {rtl} | {mis} |")
+    for row, v in results.get("anytime_exit", {}).items():
+        if v.get("met") is not None:
+            lines += ["", f"* {row}: the exit errs {v['error_above_full_pp']:+.2f} pp against "
+                      f"the full budget at {v['cycles_saved_pct']:.1f} % fewer mean cycles."]
+    return lines
+
+
 def results_section(results: dict) -> str:
     """The generated part of results.md (markers included) from results.json's dict."""
     met, why = results["targets_met"], results["targets_reasons"]
@@ -119,6 +157,8 @@ def results_section(results: dict) -> str:
              "the binomial SE is that of one run's error on the test set.", ""]
     lines += _main_table(results)
     lines += ["", "### Supports against their controls", ""] + _mcnemar_lines(results)
+    lines += ["", "### Anytime: every budget, and the confidence exit", ""]
+    lines += _anytime_lines(results)
     lines += ["", "### Pruning", ""] + _pruning_lines(results)
     lines += ["", "### Targets", ""]
     lines += [f"* {key}: {_met(value)}" + (f" ({why[key]})" if key in why else "")
@@ -152,6 +192,11 @@ def _latency_entries(results: dict) -> dict[str, dict]:
                         float(np.mean([r["budgets"][i]["hw_error_pct"] for r in runs]))}
                        for i, b in enumerate(runs[0]["budgets"])]
             entries[name] = {"budgets": budgets}
+    for (row, _, has_exit), es in _anytime_groups(results).items():
+        if has_exit and row in entries:
+            entries[row]["exit"] = {
+                "cycles": float(np.mean([e["mean_cycles"] for e in es])),
+                "hw_error_pct": float(np.mean([e["error_pct"] for e in es]))}
     return entries
 
 

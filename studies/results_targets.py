@@ -11,7 +11,11 @@ __all__ = ["TARGETS", "FULL_TEST_SET", "MIN_SEEDS", "check_targets"]
 TARGETS = {"baseline_error_pct": 1.10, "case_i_error_pct": 0.85, "case_ii_error_pct": 0.90,
            "supports_gain_pp": 0.10, "supports_gain_mcnemar_p": 0.05,
            "support_columns_pruned_pct": 60.0, "pruned_extra_error_pp": 0.05,
-           "train_minutes": 45.0, "seeds_per_row": 3}
+           "train_minutes": 45.0, "seeds_per_row": 3,
+           # issue 15 (anytime rows, means over seeds)
+           "anytime_budget0_above_baseline_pp": 0.15, "anytime_full_error_pct": 0.85,
+           "exit_error_above_full_pp": 0.05, "exit_cycles_saved_pct": 45.0,
+           "rtl_images_per_point": 1000}
 #: Test images of the full MNIST test set: the error targets are stated on it.
 FULL_TEST_SET = 10000
 #: Seeds every row needs (issue 16: at least 3, 5 if the machine allows).
@@ -96,6 +100,68 @@ def _pruned_extra(runs: list[dict]) -> float | None:
     return round(sum(extras) / len(extras), 4) if extras and len(extras) == len(runs) else None
 
 
+def _mean_by_budget(entries: list[dict], row: str) -> dict[int, float]:
+    """Mean test error over seeds of each budget (no exit) of an anytime row."""
+    by: dict[int, list[float]] = {}
+    for e in entries:
+        if e["model"] == row and e["exit_margin"] is None:
+            by.setdefault(e["budget"], []).append(e["error_pct"])
+    return {b: sum(v) / len(v) for b, v in sorted(by.items())}
+
+
+def _anytime_budgets(results: dict) -> tuple[bool | None, str | None]:
+    """Every budget good: budget 0 within +0.15 pp of the baseline, the full budget <= 0.85 %,
+    each budget no worse than the one before it."""
+    entries = results.get("anytime") or []
+    base = results.get("baseline_error_pct")
+    rows = sorted({e["model"] for e in entries})
+    if not rows or base is None:
+        return None, "no anytime row or no baseline evaluated"
+    problems = []
+    for row in rows:
+        errs = _mean_by_budget(entries, row)
+        b = list(errs)
+        if errs[b[0]] > base + TARGETS["anytime_budget0_above_baseline_pp"] + 1e-9:
+            problems.append(f"{row} budget 0 {errs[b[0]]:.2f} % is more than "
+                            f"{TARGETS['anytime_budget0_above_baseline_pp']} pp above the "
+                            f"baseline {base:.2f} %")
+        if errs[b[-1]] > TARGETS["anytime_full_error_pct"] + 1e-9:
+            problems.append(f"{row} full budget {errs[b[-1]]:.2f} % > "
+                            f"{TARGETS['anytime_full_error_pct']} %")
+        worse = [f"{q}" for p, q in zip(b, b[1:]) if errs[q] > errs[p] + 1e-9]
+        if worse:
+            problems.append(f"{row} budget {', '.join(worse)} worse than the one before")
+    return not problems, "; ".join(problems) or None
+
+
+def _anytime_exit(results: dict) -> tuple[bool | None, str | None]:
+    rows = results.get("anytime_exit") or {}
+    if not rows or any(v["met"] is None for v in rows.values()):
+        missing = [r for r, v in rows.items() if v["met"] is None] or ["every row"]
+        return None, f"no calibrated exit margin for {', '.join(missing)}"
+    bad = [f"{r}: {v['error_above_full_pp']:+.2f} pp at {v['cycles_saved_pct']:.1f} % fewer "
+           f"cycles" for r, v in rows.items() if not v["met"]]
+    return not bad, None if not bad else (
+        "; ".join(bad) + f" (needs <= +{TARGETS['exit_error_above_full_pp']} pp at >= "
+        f"{TARGETS['exit_cycles_saved_pct']:g} % fewer)")
+
+
+def _anytime_rtl(results: dict) -> tuple[bool | None, str | None]:
+    entries = results.get("anytime") or []
+    if not entries:
+        return None, "no anytime entry"
+    need = TARGETS["rtl_images_per_point"]
+    short = [f"{e['model']} s{e['seed']} b{e['budget']} m{e['exit_margin']}" for e in entries
+             if not (e["rtl_images"] or 0) >= need]
+    bad = [f"{e['model']} s{e['seed']} b{e['budget']}" for e in entries
+           if e["rtl_mismatches"]]
+    if bad:
+        return False, "RTL mismatches: " + ", ".join(bad)
+    if short:
+        return None, f"fewer than {need} RTL images: " + ", ".join(short)
+    return True, None
+
+
 def check_targets(results: dict, runs: dict[str, list[dict]]) -> dict:
     """The entries of results.json that check the targets: ``targets_met`` (True, False or
     None per target), ``targets_reasons`` (why a target is False or None), and the derived
@@ -119,6 +185,9 @@ def check_targets(results: dict, runs: dict[str, list[dict]]) -> dict:
         _pruning(merged, runs)
     met["train_minutes"], why["train_minutes"] = _train_minutes(runs)
     met["seeds_per_row"], why["seeds_per_row"] = _seeds(merged)
+    met["anytime_budgets"], why["anytime_budgets"] = _anytime_budgets(merged)
+    met["anytime_exit"], why["anytime_exit"] = _anytime_exit(merged)
+    met["anytime_rtl"], why["anytime_rtl"] = _anytime_rtl(merged)
     out["targets_met"] = met
     out["targets_reasons"] = {k: v for k, v in why.items() if v is not None}
     return out

@@ -238,3 +238,48 @@ def test_eval_manifest_reads_only_the_test_set(tmp_path, monkeypatch, capsys):
     assert (out / "results.md").is_file()
     assert main(["eval", "--manifest", manifest, "--case-i", manifest]) == 2
     assert "drop --manifest" in capsys.readouterr().err
+
+
+def test_anytime_entries_per_budget_and_calibrated_exit(tmp_path):
+    """results.json ``anytime``: every budget without exit and the calibrated exit, each
+    equal to a rerun of the hardware-exact path, with the RTL runs the manifest names."""
+    from sbnn.golden.hwpath import run_hw, schedule
+
+    model = _write_run(tmp_path, "case_i", 0, 30.0)["model"]
+    _write_run(tmp_path, "baseline", 0, 20.0)
+    (tmp_path / "exit.json").write_text(json.dumps({
+        "exit_margin": 3, "budget": 1, "split": "val", "tolerance_pp": 0.05,
+        "chosen": {"error_pct": 50.0}, "no_exit": {"error_pct": 49.0}}))
+    (tmp_path / "sim.json").write_text(json.dumps({"exit_margin": None, "runs": [
+        {"run": "budget", "budget": 1, "images": 1000, "agree": 1000},
+        {"run": "budget", "budget": 0, "images": 1000, "agree": 999}]}))
+    (tmp_path / "sim_exit.json").write_text(json.dumps({"exit_margin": 3, "runs": [
+        {"run": "budget", "budget": 1, "images": 1000, "agree": 1000},
+        {"run": "random", "budget": None, "images": 50, "agree": 0}]}))
+    text = ('[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\nmodel = "case_i_0.npz"\n'
+            'summary = "case_i_0.train_summary.json"\nexit = "exit.json"\n'
+            'rtl = ["sim.json", "sim_exit.json"]\n'
+            '[rows.baseline]\n[[rows.baseline.runs]]\nseed = 0\nmodel = "baseline_0.npz"\n'
+            'summary = "baseline_0.train_summary.json"\n')
+    (tmp_path / "results.toml").write_text(text)
+    pixels, labels = _data()
+    res = build_seeded_results(load_manifest(tmp_path / "results.toml"), pixels, labels,
+                               tmp_path / "docs", random_fractions=(), log=lambda m: None)
+    flat = pixels.reshape(IMAGES, -1)
+    entries = res["anytime"]
+    assert [(e["model"], e["budget"], e["exit_margin"]) for e in entries] == [
+        ("case_i", 0, None), ("case_i", 1, None), ("case_i", 1, 3)]
+    for e in entries:
+        hw = run_hw(model, flat, e["budget"], e["exit_margin"])
+        sched = schedule(model, e["budget"])
+        assert e["error_pct"] == pytest.approx((hw.classes != labels).mean() * 100, abs=1e-3)
+        cycles = [sched.total_cycles(p) for p in hw.exit_pass]
+        assert e["mean_cycles"] == pytest.approx(np.mean(cycles), abs=0.01)
+    assert [(e["rtl_images"], e["rtl_mismatches"]) for e in entries] == [
+        (1000, 1), (1000, 0), (1000, 0)]
+    assert entries[2]["calibration"]["split"] == "val"
+    met, why = res["targets_met"], res["targets_reasons"]
+    assert met["anytime_rtl"] is False and "case_i s0 b0" in why["anytime_rtl"]
+    assert met["anytime_exit"] is None  # case (ii) has no calibrated exit
+    assert res["anytime_exit"]["case_i"]["seeds"] == [0]
+    assert met["anytime_budgets"] is not True  # random models: 90 % error

@@ -25,6 +25,7 @@ from .arguments import (
     comma_ints,
 )
 from .errors import CliError
+from .evaluate import portable_command
 from .loaders import config_override, default_sample_path, load_hardware_model, model_path
 
 __all__ = ["SIM_DEFAULT_COUNT", "add_parser", "run", "check_sim_inputs"]
@@ -96,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
     wall = time.time() - t0
     print_sim_report(report, args.engine, wall)
     if args.report:
-        atomic_write_text(args.report, json.dumps(report | {"wall_s": round(wall, 1)},
+        # What was run beside what it gave: results.json ``anytime`` matches a report to
+        # its (budget, exit margin) by these fields.
+        context = {"model": path.name, "exit_margin": args.exit_margin,
+                   "budgets": list(args.budgets), "command": portable_command(args.argv)}
+        atomic_write_text(args.report, json.dumps(context | report
+                                                  | {"wall_s": round(wall, 1)},
                                                   indent=2) + "\n")
     if report["mismatches"]:
         print(f"FIRST MISMATCH: {report['first_mismatch']}")
