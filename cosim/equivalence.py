@@ -9,14 +9,12 @@ once with Verilator; its cases then run on the fast harness (cosim/fast.py) with
 cycle-by-cycle bulk check.
 
 Every case is named ``CONFIG_SEED:INDEX`` and can be rerun alone
-(``sbnn equiv --case CONFIG_SEED:INDEX``). The run keeps a ledger (JSON lines, one per
-config) so that a long run resumes where it stopped and adds up cases over time.
+(``sbnn equiv --case CONFIG_SEED:INDEX``). The long run over many configs, on the engine
+(Dask), with its ledger is cosim/equivalence_run.py.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +26,7 @@ from sbnn.rtl.interfaces import ProgOp, Sizes
 
 from .report import EquivalenceRunReport
 
-__all__ = ["random_config", "random_model", "plan_config", "run_config", "run_equivalence",
-           "CASES_PER_MODEL"]
+__all__ = ["random_config", "random_model", "plan_config", "run_config", "CASES_PER_MODEL"]
 
 CASES_PER_MODEL = 4
 
@@ -137,60 +134,18 @@ def plan_config(config_seed: int, first: int, count: int, out_dir: Path):
 
 def run_config(config_seed: int, build_root: Path, first: int = 0, count: int = 1000,
                workers: int | None = None) -> EquivalenceRunReport:
-    """Run cases ``first .. first+count-1`` of one config (one case reruns a failure)."""
+    """Run cases ``first .. first+count-1`` of one config (one case reruns a failure),
+    with their images in a folder of their own (chunks of one config may run at once)."""
     from .fast import execute
 
-    cfg, plan, images = plan_config(config_seed, first, count,
-                                    Path(build_root) / "cases" / f"{config_seed}")
+    cfg, plan, images = plan_config(config_seed, first, count, Path(build_root) / "cases"
+                                    / f"{config_seed}" / f"{first}+{count}")
     rep = execute(cfg, build_root, plan, images, None, None, workers=workers)
     failing = None
     if rep.mismatches:  # a plan's image index is the case's offset from ``first``
         bad = [p.image for p in rep.per_image if not p.ok]
         failing = f"{config_seed}:{first + min(bad)}" if bad else None
     return EquivalenceRunReport(**vars(rep), failing_case=failing, config=cfg.to_dict())
-
-
-def _ledger(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def run_equivalence(configs: int, cases: int, seed: int, build_root: Path, ledger: Path,
-                    workers: int | None = None, log=print) -> dict:
-    """Configs ``seed .. seed+configs-1``, ``cases`` cases each; skips those in the ledger.
-    Stops at the first failing config and names its failing case."""
-    good = [e for e in _ledger(ledger) if e["mismatches"] == 0]
-    done = {(e["config_seed"], e["cases"]) for e in good}
-    total = sum(e["cases"] for e in good)
-    t_all = time.time()
-    for s in range(seed, seed + configs):
-        if (s, cases) in done:
-            continue
-        cfg = random_config(s)
-        log(f"config seed {s}: layers {list(cfg.layers)}, K={cfg.num_supports}, "
-            f"rows {cfg.active_rows}/{cfg.macro_rows}, cols {cfg.macro_cols}, "
-            f"dac {cfg.dac_bits}, adc {cfg.adc_bits} step {list(cfg.adc_steps)}, gains "
-            f"{list(cfg.plane_gains)}, latency {cfg.macro_latency}, lanes {cfg.input_lanes}; "
-            f"cases {s}:0..{s}:{cases - 1}")
-        t0 = time.time()
-        rep = run_config(s, build_root, 0, cases, workers)
-        entry = {"config_seed": s, "cases": rep.images, "mismatches": rep.mismatches,
-                 "transactions": rep.transactions_checked, "sim_cycles": rep.sim_cycles,
-                 "wall_s": round(time.time() - t0, 1), "build_s": rep.build_s,
-                 "first_mismatch": rep.first_mismatch, "failing_case": rep.failing_case}
-        ledger.parent.mkdir(parents=True, exist_ok=True)
-        with open(ledger, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        if rep.mismatches or rep.images != cases:
-            log(f"  MISMATCH in case {rep.failing_case}: {rep.first_mismatch}\n"
-                f"  rerun: sbnn equiv --case {rep.failing_case}")
-            return {"ok": False, "entry": entry, "total_cases": total}
-        total += entry["cases"]
-        log(f"  {entry['cases']} cases, {entry['transactions']} transactions, 0 mismatches, "
-            f"{entry['wall_s']} s (build {entry['build_s']} s); total so far {total} cases")
-    return {"ok": True, "total_cases": total, "wall_s": round(time.time() - t_all, 1),
-            "configs": configs}
 
 
 def parse_case(text: str) -> tuple[int, int]:

@@ -4,8 +4,8 @@ One *job* is one (model, support mask, swept sigma, seed): it draws the mismatch
 test images through the hardware-exact integer path (and, for the first ``float_seeds``
 seeds, the unrounded float path too) and writes one JSON file. A file whose ``key`` matches
 is never recomputed, so a sweep can be stopped, resumed, extended with seeds or sigmas, or
-split over machines (``--shard I/N``, or any engine that can map :func:`run_job` over
-:func:`plan` - docs/variability.md shows Ray and Dask). The report is made from the files.
+split over machines (``--shard I/N``, or a Dask cluster: ``--scheduler``, docs/cluster.md).
+The jobs run on the engine (sbnn/engine.py); the report is made from the files.
 
 Every job of a model runs its full latency budget; the base-plane-only result (pass 0, the
 binarized network without supports, "baseline BNN") comes from the same run, since pass p
@@ -30,8 +30,8 @@ from sbnn.golden.hwpath import run_hw
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.golden.variability import FloatMacro, IntegerMacro, Variation, draw
 
-__all__ = ["ModelSpec", "Job", "plan", "run_job", "run_all", "aggregate", "write_report",
-           "SWEPT_PARAMS", "PRUNE_RULE"]
+__all__ = ["ModelSpec", "Job", "plan", "stored_result", "run_job", "run_all", "aggregate",
+           "write_report", "SWEPT_PARAMS", "PRUNE_RULE"]
 
 #: Fields of :class:`Variation` that a sweep can vary.
 SWEPT_PARAMS = ("cell_sigma", "vth_sigma_mv", "dac_gain_sigma", "adc_offset_sigma")
@@ -97,7 +97,7 @@ def plan(specs: Iterable[ModelSpec], base: Variation, param: str, sigmas: Iterab
     if param not in SWEPT_PARAMS:
         raise ValueError(f"param must be one of {', '.join(SWEPT_PARAMS)}, got {param!r}")
     jobs = []
-    work = Path(work)
+    work = Path(work).absolute()  # the same path for workers elsewhere
     for spec in specs:
         sha = _sha(spec.path)
         for sigma in sigmas:
@@ -147,16 +147,27 @@ def _errors(result, labels) -> dict[str, float]:
             for p, v in result.pass_logits.items()}
 
 
+def stored_result(job: Job) -> dict | None:
+    """The job's record from its file, or None when it has to run (no file, a torn one,
+    or one of another job). A ``wall_s`` that older files hold is dropped: the time of a
+    job belongs to the run that ran it."""
+    try:
+        done = json.loads(Path(job.out_file).read_text())
+    except (ValueError, OSError):
+        return None
+    if not isinstance(done, dict) or done.get("key") != job.key:
+        return None
+    done.pop("wall_s", None)
+    return done
+
+
 def run_job(job: Job) -> dict:
-    """Run one job (or read its file if it is already done); returns the stored record."""
-    out = Path(job.out_file)
-    if out.exists():
-        try:
-            done = json.loads(out.read_text())
-            if done.get("key") == job.key:
-                return done
-        except (ValueError, OSError):
-            pass  # a torn or foreign file is recomputed
+    """Run one job (or read its file if it is already done); returns the stored record.
+    The file holds only what the job computes (the same bytes on any worker); the record
+    returned by a job that ran also has its ``wall_s``."""
+    done = stored_result(job)
+    if done is not None:
+        return done
     t0 = time.time()
     model = _model(job.spec)
     pixels, labels = _images(job.images, job.count)
@@ -172,57 +183,29 @@ def run_job(job: Job) -> dict:
     if job.float_path:
         record["float_error_pct"] = _errors(run_hw(model, pixels, variation=FloatMacro(drawn)),
                                             labels)
-    record["wall_s"] = round(time.time() - t0, 2)
+    out = Path(job.out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(out)  # atomic: a killed run leaves no half file behind
-    return record
+    return record | {"wall_s": round(time.time() - t0, 2)}
 
 
-def _init_worker() -> None:
-    # Each worker is one core: BLAS threads on top would oversubscribe a shared machine.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+def run_all(jobs: list[Job], workers: int | None = None,
+            progress: Callable[[int, int, dict], None] | None = None,
+            scheduler: str | None = None) -> list[dict]:
+    """Run the jobs that have no result yet on the engine (sbnn/engine.py: in this process
+    for one worker, else a local Dask cluster of ``workers`` processes, or the cluster at
+    ``scheduler``); every record in job order. ``progress(index, total, record)`` sees
+    each job that ran, in job order."""
+    from sbnn.engine import map_jobs
 
+    def report(index: int, record: dict) -> None:
+        if progress is not None and "wall_s" in record:
+            progress(index, len(jobs), record)
 
-def run_all(jobs: list[Job], workers: int,
-            progress: Callable[[int, int, dict], None] | None = None) -> list[dict]:
-    """Run the jobs that have no result yet on ``workers`` local processes."""
-    records: list[dict | None] = [None] * len(jobs)
-    todo = []
-    for i, job in enumerate(jobs):
-        path = Path(job.out_file)
-        if path.exists():
-            try:
-                rec = json.loads(path.read_text())
-                if rec.get("key") == job.key:
-                    records[i] = rec
-                    continue
-            except (ValueError, OSError):
-                pass
-        todo.append(i)
-    done = len(jobs) - len(todo)
-    if todo and workers <= 1:
-        for i in todo:
-            records[i] = run_job(jobs[i])
-            done += 1
-            if progress:
-                progress(done, len(jobs), records[i])
-    elif todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        _init_worker()  # spawned workers inherit the environment before importing numpy
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_job, jobs[i]): i for i in todo}
-            for fut in as_completed(futures):
-                records[futures[fut]] = fut.result()
-                done += 1
-                if progress:
-                    progress(done, len(jobs), records[futures[fut]])
-    return [r for r in records if r is not None]
+    return map_jobs(run_job, jobs, workers=workers, scheduler=scheduler,
+                    finished=stored_result, on_result=report, desc="variability jobs")
 
 
 # ---------------------------------------------------------------- report
@@ -345,11 +328,30 @@ def plot(summary: dict, param: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _workers_text(workers: int | str) -> str:
+    """``meta["workers"]``: a local worker count, or the scheduler address of a cluster."""
+    if isinstance(workers, int):
+        return f"{workers} worker{'s' if workers != 1 else ''}"
+    return f"the Dask cluster at {workers}"
+
+
+def _jobs_text(meta: dict) -> str:
+    """How many jobs, how many of them this command ran (the others were read back), in
+    how much job time, on what."""
+    jobs, ran = meta["jobs"], meta.get("ran", meta["jobs"])
+    time_text = f"{meta['job_s']:.0f} s of job time"
+    if ran == 0:
+        return f"{jobs} jobs, every one read back from an earlier run"
+    done = f"{jobs} jobs, {time_text}" if ran == jobs else \
+        f"{jobs} jobs: {ran} run by it in {time_text}, the others read back"
+    return f"{done}, {_workers_text(meta['workers'])}"
+
+
 def markdown_section(summary: dict, meta: dict) -> str:
     param = meta["param"]
     lines = [f"### Sweep of `{param}`", "",
-             f"Made by `{meta['command']}` ({meta['jobs']} jobs, {meta['job_s']:.0f} s of "
-             f"job time, {meta['workers']} workers) on {meta['images_desc']}; other sources from "
+             f"Made by `{meta['command']}` ({_jobs_text(meta)}) on {meta['images_desc']}; "
+             f"other sources from "
              f"{json.dumps({k: v for k, v in meta['base'].items() if k not in (param, 'seed')})}"
              f"; {meta['seeds']} seeds per nonzero sigma; the float path on the first "
              f"{meta['float_seeds']} seeds.", "",

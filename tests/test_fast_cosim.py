@@ -8,7 +8,9 @@ import pytest
 from conftest import ROOT, SHARED_MNIST
 
 from sbnn.cli import _default_model, _default_sample
-from sbnn.cosim.equivalence import parse_case, plan_config, random_config, run_equivalence
+from sbnn.cosim import equivalence_run
+from sbnn.cosim.equivalence import parse_case, plan_config, random_config
+from sbnn.cosim.equivalence_run import CASES_PER_JOB, EquivJob, plan_jobs, run_equivalence
 from sbnn.cosim.fast import run_fast
 from sbnn.cosim.runner import CosimJob
 from sbnn.golden import hwpath
@@ -58,15 +60,62 @@ def test_fast_engine_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path
 
 @pytest.mark.cosim
 def test_random_config_equivalence_subset_and_resume(tmp_path, verilator):
+    """Two configs on a local Dask cluster of two workers (builds and cases as jobs)."""
     ledger = tmp_path / "ledger.jsonl"
     build = tmp_path.parent / "equiv_build"  # kept across tests in this session only
     res = run_equivalence(2, 150, 1000, build, ledger, workers=2, log=lambda m: None)
     assert res["ok"] and res["total_cases"] == 300
-    lines = ledger.read_text().splitlines()
-    assert len(lines) == 2
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [e["config_seed"] for e in lines] == [1000, 1001]
+    assert all(e["cases"] == 150 and e["transactions"] > 0 for e in lines)
     again = run_equivalence(2, 150, 1000, build, ledger, workers=2, log=lambda m: None)
     assert again["ok"] and again["total_cases"] == 300
     assert len(ledger.read_text().splitlines()) == 2  # nothing rerun
+
+
+def test_equivalence_jobs_builds_ahead_and_fixed_chunks(tmp_path):
+    jobs = plan_jobs([5, 9], 2 * CASES_PER_JOB + 8, tmp_path)
+    assert [(j.config_seed, j.kind, j.first, j.count) for j in jobs] == [
+        (5, "build", 0, 0), (9, "build", 0, 0),  # the next build before this one's cases
+        (5, "cases", 0, CASES_PER_JOB), (5, "cases", CASES_PER_JOB, CASES_PER_JOB),
+        (5, "cases", 2 * CASES_PER_JOB, 8),
+        (9, "cases", 0, CASES_PER_JOB), (9, "cases", CASES_PER_JOB, CASES_PER_JOB),
+        (9, "cases", 2 * CASES_PER_JOB, 8)]
+    assert all(Path(j.build_root).is_absolute() for j in jobs)
+    assert plan_jobs([], 10, tmp_path) == []
+
+
+def _fake_job(job: EquivJob) -> dict:
+    """What run_job returns, without Verilator: config 12 mismatches in case 12:503."""
+    if job.kind == "build":
+        return {"build_s": 1.0}
+    bad = job.config_seed == 12 and job.first <= 503 < job.first + job.count
+    return {"cases": job.count, "mismatches": int(bad), "transactions": 3 * job.count,
+            "sim_cycles": 10 * job.count, "wall_s": 0.5,
+            "first_mismatch": "image 3, field 'logits'" if bad else None,
+            "failing_case": "12:503" if bad else None}
+
+
+def test_equivalence_ledger_one_line_per_config_stops_at_a_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setattr(equivalence_run, "run_job", _fake_job)
+    ledger, cases = tmp_path / "ledger.jsonl", CASES_PER_JOB + 100
+    res = run_equivalence(4, cases, 10, tmp_path / "b", ledger, workers=1,
+                          log=lambda m: None)
+    entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [e["config_seed"] for e in entries] == [10, 11, 12]  # stopped at 12, 13 not run
+    assert entries[0] == {"config_seed": 10, "cases": cases, "mismatches": 0,
+                          "transactions": 3 * cases, "sim_cycles": 10 * cases,
+                          "wall_s": 1.0, "build_s": 1.0, "first_mismatch": None,
+                          "failing_case": None}
+    assert entries[2]["mismatches"] == 1 and entries[2]["failing_case"] == "12:503"
+    assert not res["ok"] and res["total_cases"] == 2 * cases
+    # resumed: 10 and 11 are skipped, 12 is run again (it failed)
+    ran = []
+    monkeypatch.setattr(equivalence_run, "run_job", lambda j: ran.append(j) or _fake_job(j))
+    assert not run_equivalence(4, cases, 10, tmp_path / "b", ledger, workers=1,
+                               log=lambda m: None)["ok"]
+    assert {j.config_seed for j in ran} == {12, 13}  # 13: its build runs ahead
+    assert {j.config_seed for j in ran if j.kind == "cases"} == {12}
 
 
 @pytest.mark.slow

@@ -328,7 +328,7 @@ def test_sweep_cli_runs_resumes_and_reports(tmp_path, capsys):
     from sbnn.cli import main
 
     args = ["variability", "--images", str(_default_sample()), "--count", "40",
-            "--sigmas", "0,0.2", "--seeds", "2", "--float-seeds", "1", "--jobs", "1",
+            "--sigmas", "0,0.2", "--seeds", "2", "--float-seeds", "1", "--workers", "1",
             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs")]
     assert main(args) == 0
     files = sorted((tmp_path / "work").rglob("*.json"))
@@ -356,11 +356,56 @@ def test_sweep_cli_runs_resumes_and_reports(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_sweep_files_are_the_same_bytes_on_one_and_two_workers(tmp_path):
+    """Every job carries its seed: a local Dask cluster of two workers writes the very
+    files one process writes, and returns the records in job order."""
+    from sbnn.studies.variability_sweep import ModelSpec, plan, run_all
+
+    jobs = plan([ModelSpec("default", str(_default_model()))], Variation(), "cell_sigma",
+                [0, 0.2], seeds=2, images=str(_default_sample()), count=20, float_seeds=1,
+                work=tmp_path)
+    seen = []
+    one = run_all(jobs, workers=1, progress=lambda i, n, r: seen.append(i))
+    files = {f: f.read_bytes() for f in sorted(tmp_path.rglob("*.json"))}
+    assert len(files) == 3 and seen == [0, 1, 2]
+    assert all("wall_s" not in json.loads(b) for b in files.values())  # time: not a result
+    for f in files:
+        f.unlink()
+    two = run_all(jobs, workers=2)
+    assert {f: f.read_bytes() for f in sorted(tmp_path.rglob("*.json"))} == files
+    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in one]
+    assert [{k: v for k, v in r.items() if k != "wall_s"} for r in two] == strip
+    # resumed: read back, nothing run, no cluster started (no wall_s: nothing ran)
+    assert run_all(jobs, workers=2) == strip
+
+
+def test_sweep_cli_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from sbnn import engine
+    from sbnn.cli import main
+
+    monkeypatch.setattr(engine, "CONNECT_TIMEOUT", "1s")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    assert main(["variability", "--images", str(_default_sample()), "--count", "10",
+                 "--sigmas", "0,0.2", "--seeds", "1", "--keeps", "", "--scheduler", address,
+                 "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sbnn: error: cannot reach the Dask scheduler")
+    assert address in err[0] and "--scheduler" in err[0]
+    assert not (tmp_path / "docs").exists()
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["--sigmas", "0,-1"], "--sigmas must be finite and >= 0"),
     (["--sigmas", "0,2"], "variation field 'cell_sigma'"),
     (["--seeds", "0"], "--seeds must be at least 1"),
-    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--workers", "0"], "--workers must be in 1..256"),
+    (["--jobs", "0"], "--workers must be in 1..256"),  # the option's older name
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "give one of them"),
+    (["--scheduler", " "], "--scheduler needs the scheduler's address"),
     (["--model", "nopath"], "--model must be NAME=PATH"),
     (["--model", "x=/nonexistent.npz"], "does not exist"),
     (["--keeps", "1.5"], "--keeps fractions must be in (0, 1]"),

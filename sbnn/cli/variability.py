@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from pathlib import Path
 
 from .arguments import add_command, add_data_dir_option
+from .engine_options import (
+    add_engine_options,
+    check_engine_options,
+    engine_error,
+    engine_where,
+)
 from .errors import CliError
 from .loaders import default_model_path
 
@@ -80,8 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--count", type=int, default=10000, help="MNIST test images to use")
     sp.add_argument("--images", type=Path,
                     help=".npz with images/labels to use instead of the MNIST test set")
-    sp.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                    help="local worker processes (default: all cores)")
+    add_engine_options(sp, "--jobs")
     sp.add_argument("--work", type=Path, default=Path("out/variability"),
                     help="one result file per (model, sigma, seed); reused when present")
     sp.add_argument("--shard", type=_shard, default=None,
@@ -97,8 +101,7 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise CliError(f"--seeds must be at least 1, got {args.seeds}")
     if args.float_seeds < 0:
         raise CliError(f"--float-seeds must be >= 0, got {args.float_seeds}")
-    if args.jobs < 1:
-        raise CliError(f"--jobs must be at least 1, got {args.jobs}")
+    check_engine_options(args)
     if not args.sigmas:
         raise CliError("--sigmas is empty; give e.g. --sigmas 0,0.1,0.2")
     if any(not 0 < k <= 1 for k in args.keeps):
@@ -141,9 +144,9 @@ def _image_source(args: argparse.Namespace) -> tuple[str, int]:
     return f"mnist-test:{resolve_data_dir(args.data_dir)}", available
 
 
-def _print_progress(done: int, total: int, rec: dict) -> None:
+def _print_progress(index: int, total: int, rec: dict) -> None:
     errs = rec["exact_error_pct"]
-    print(f"  [{done}/{total}] {rec['model']} kept {rec['support_kept_pct']:g} % "
+    print(f"  [{index + 1}/{total}] {rec['model']} kept {rec['support_kept_pct']:g} % "
           f"{rec['param']}={rec['sigma']:g} seed {rec['seed']}: error % by pass "
           f"{errs} ({rec['wall_s']} s)", flush=True)
 
@@ -161,7 +164,9 @@ def _print_summary(summary: dict, param: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the jobs not yet in ``--work`` (or one shard), then aggregate and report."""
+    """Run the jobs not yet in ``--work`` (or one shard) on the engine, then aggregate and
+    report."""
+    from sbnn.engine import EngineError, default_workers
     from sbnn.golden.variability import Variation, load_variation
     from sbnn.studies.variability_sweep import (
         aggregate,
@@ -186,10 +191,14 @@ def run(args: argparse.Namespace) -> int:
         i, n = args.shard
         jobs = jobs[i::n]
     print(f"variability: {len(jobs)} jobs ({len(specs)} model variants x {len(args.sigmas)} "
-          f"values of {args.param} x up to {args.seeds} seeds) on {args.jobs} workers, results "
+          f"values of {args.param} x up to {args.seeds} seeds) on {engine_where(args)}, "
+          f"results "
           f"in {args.work}", flush=True)
     t0 = time.time()
-    records = run_all(jobs, args.jobs, _print_progress)
+    try:
+        records = run_all(jobs, args.workers, _print_progress, args.scheduler)
+    except EngineError as exc:
+        raise engine_error(exc) from None
     wall = time.time() - t0
     if args.shard:
         print(f"shard done: {len(records)} results in {args.work} ({wall:.0f} s)")
@@ -197,8 +206,11 @@ def run(args: argparse.Namespace) -> int:
     summary = aggregate(records)
     meta = {"command": command_line(), "param": args.param, "seeds": args.seeds,
             "float_seeds": args.float_seeds, "base": base.to_dict(), "jobs": len(jobs),
-            "workers": args.jobs, "wall_s": round(wall, 1), "images": images,
-            "job_s": round(sum(r["wall_s"] for r in records), 1),
+            "workers": args.scheduler or args.workers or default_workers(),
+            "wall_s": round(wall, 1), "images": images,
+            # the jobs this command ran and their time (the others were read back)
+            "ran": sum("wall_s" in r for r in records),
+            "job_s": round(sum(r.get("wall_s", 0) for r in records), 1),
             "count": args.count, "images_desc": describe_images(images, args.count)}
     files = write_report(summary, meta, args.out)
     _print_summary(summary, args.param)
