@@ -113,5 +113,19 @@ def fold_arrays(model: SupportedBNN) -> tuple[tuple[np.ndarray, ...], ...]:
 
 
 def fold_model(model: SupportedBNN) -> QuantizedModel:
-    """Integer planes, per-pass thresholds and masks of a trained :class:`SupportedBNN`."""
-    return QuantizedModel(model.cfg, *fold_arrays(model))
+    """Integer planes, per-pass thresholds and masks of a trained :class:`SupportedBNN`.
+
+    A model carrying ``calibration_codes`` (first-layer row codes of calibration images:
+    training sets them when the config leaves ``adc_steps`` out) is folded with ADC steps
+    chosen on them (golden/adc_calibration.py); its config is left as it is."""
+    codes = getattr(model, "calibration_codes", None)
+    if codes is None:
+        return QuantizedModel(model.cfg, *fold_arrays(model))
+    from .adc_calibration import calibrate_adc_steps
+
+    cfg = model.cfg
+    try:
+        model.cfg = cfg.replace(adc_steps=calibrate_adc_steps(model, codes))
+        return QuantizedModel(model.cfg, *fold_arrays(model))
+    finally:
+        model.cfg = cfg

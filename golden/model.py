@@ -130,6 +130,9 @@ class SupportedBNN(nn.Module):
 
     #: Model the first layer's per-tile ADC saturation in training (see _first_layer_adc).
     adc_aware: bool = False
+    #: First-layer row codes of calibration images, or None: folding chooses the ADC steps
+    #: on them (golden/fold.py fold_model) instead of taking the config's.
+    calibration_codes: torch.Tensor | None = None
 
     def _first_layer_adc(self, codes: torch.Tensor, budget: int | None) -> torch.Tensor:
         """First layer as the macro computes it: every (row block, plane) product-sum is

@@ -28,13 +28,14 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from sbnn.config import SbnnConfig
 from sbnn.fileio import atomic_file, atomic_write_text
 from sbnn.golden.fold import fold_model
-from sbnn.golden.model import SupportedBNN
+from sbnn.golden.model import SupportedBNN, pixels_to_codes
 
 from .augment import shift_images
 from .recipe import TrainSettings, TrainSettingsError
@@ -60,6 +61,24 @@ __all__ = ["TrainSettings", "TrainSettingsError", "adopt_base", "train_case_i", 
 DEFAULT_SETTINGS = TrainSettings()
 
 
+#: Training images (the first of the fit split, unaugmented) the ADC steps are chosen on.
+CALIBRATION_IMAGES = 384
+
+
+def steps_from_data(cfg: SbnnConfig, settings: TrainSettings) -> bool:
+    """Whether folding chooses the ADC steps from data: the config leaves ``adc_steps``
+    out (its derived default ignores the data) and training does not model the first
+    layer's ADC with the configured step (``adc_aware``)."""
+    return "adc_steps" not in cfg.model_fields_set and not settings.adc_aware
+
+
+def calibration_codes(cfg: SbnnConfig, fit: Split) -> torch.Tensor:
+    """First-layer row codes of the :data:`CALIBRATION_IMAGES` calibration images."""
+    pixels = torch.from_numpy(np.ascontiguousarray(
+        fit[0][:CALIBRATION_IMAGES].reshape(min(len(fit[0]), CALIBRATION_IMAGES), -1)))
+    return pixels_to_codes(pixels, cfg)
+
+
 def _set_recipe(model: SupportedBNN, settings: TrainSettings) -> None:
     model.adc_aware = settings.adc_aware
     for lin in model.linears:
@@ -79,7 +98,7 @@ def _run_stage(name: str, model: SupportedBNN, params: list[nn.Parameter], epoch
 
 
 def _prepare(cfg: SbnnConfig, out_dir: str | Path, settings: TrainSettings,
-             device: torch.device) -> tuple[Path, SupportedBNN, float]:
+             device: torch.device, fit: Split) -> tuple[Path, SupportedBNN, float]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
@@ -88,6 +107,8 @@ def _prepare(cfg: SbnnConfig, out_dir: str | Path, settings: TrainSettings,
     atomic_write_text(out / "recipe.json", json.dumps(settings.to_dict(), indent=2) + "\n")
     model = SupportedBNN(cfg)  # initialized on the CPU: the same weights on every device
     _set_recipe(model, settings)
+    if steps_from_data(cfg, settings):
+        model.calibration_codes = calibration_codes(cfg, fit)
     # Time already spent before an interruption counts: train_minutes is the whole run.
     spent_file = out / "train_seconds.json"
     spent = json.loads(spent_file.read_text())["seconds"] if spent_file.exists() else 0.0
@@ -110,7 +131,8 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
     # No batch-norm re-estimation with every column on after support dropout: tried on
     # case (ii), it raised the hw-exact error from 1.50 % to 1.67 % (docs/results.md).
     cfg = model.cfg
-    fold_model(model).save(out / "model.npz")
+    folded = fold_model(model)
+    folded.save(out / "model.npz")
     _save_float(model, out / "model_float.pt")
     _record_time(out, t0)
     figures = validate(model, val, range(cfg.num_supports + 1))
@@ -124,6 +146,11 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
         "fit_images": int(len(fit[1])),
         "validation_images": int(len(val[1])),
         "checkpoint_rule": settings.keep_checkpoint.value,
+        "adc_steps": list(folded.config.adc_steps),
+        "adc_steps_from": (f"data: chosen on {CALIBRATION_IMAGES} fit images"
+                           if model.calibration_codes is not None
+                           or getattr(model, "steps_chosen_on", None) is not None
+                           else "the config"),
         **extra,
         "val_float_error_pct": figures["float_val_error_pct"][-1],
         "val_hw_error_pct": figures["hw_val_error_pct"][-1],
@@ -202,6 +229,22 @@ def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
         shutil.copyfile(src / "ckpt_base.pt", tmp)
 
 
+def _fix_steps_after_stage_1(model: SupportedBNN, settings: TrainSettings) -> None:
+    """Case (i) chooses its ADC steps once, on the stage-1 BNN as stage 2 starts it (every
+    support at the base's signs): the baseline and the final model then share one design,
+    and budget 0 of the final model is the baseline exactly. A resumed run recomputes the
+    same steps from the same stage-1 model."""
+    if model.calibration_codes is None:
+        return
+    from sbnn.golden.adc_calibration import calibrate_adc_steps
+
+    start = copy.deepcopy(model)
+    _start_supports(start, settings)
+    model.cfg = model.cfg.replace(adc_steps=calibrate_adc_steps(start, model.calibration_codes))
+    model.steps_chosen_on = model.calibration_codes
+    model.calibration_codes = None
+
+
 def train_case_i(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
                  settings: TrainSettings = DEFAULT_SETTINGS, log: Log = print,
                  device: torch.device | str = "cpu") -> dict:
@@ -212,7 +255,7 @@ def train_case_i(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
     device = torch.device(device)
     k = cfg.num_supports
     weights = settings.loss_weights(range(1, k + 1), k) if k else ()
-    out, model, t0 = _prepare(cfg, out_dir, settings, device)
+    out, model, t0 = _prepare(cfg, out_dir, settings, device, fit)
     stage1 = Stage("base", model.base_parameters() + model.budget_parameters(range(1)),
                    settings.base_epochs, (0,), (1.0,), settings.lr, out / "ckpt_base.pt")
     stages = [run_stage(model, stage1, fit, val, settings, log, device)]
@@ -222,6 +265,7 @@ def train_case_i(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
     if not base_file.exists():
         atomic_write_text(base_file, json.dumps({"seconds": time.time() - t0}) + "\n")
     base_minutes = json.loads(base_file.read_text())["seconds"] / 60
+    _fix_steps_after_stage_1(model, settings)
     _save_baseline(model, out)
     base_figures = validate(model, val, (0,))
 
@@ -260,7 +304,7 @@ def train_case_ii(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
     device = torch.device(device)
     budgets = range(cfg.num_supports + 1)
     weights = settings.loss_weights(budgets, cfg.num_supports)
-    out, model, t0 = _prepare(cfg, out_dir, settings, device)
+    out, model, t0 = _prepare(cfg, out_dir, settings, device, fit)
     stage = Stage("joint", list(model.parameters()), settings.joint_epochs, tuple(budgets),
                   weights, settings.lr, out / "ckpt_joint.pt")
     stages = [run_stage(model, stage, fit, val, settings, log, device)]

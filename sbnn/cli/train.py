@@ -75,7 +75,9 @@ def design_overrides(cfg: SbnnConfig, args: argparse.Namespace) -> SbnnConfig:
     # Derived fields follow the new shape, as if they had been left out of the file.
     if "num_supports" in changes:
         data["plane_gains"] = None
-    data["adc_steps"] = None
+    # Left out, not None: training then chooses the steps from data (studies/train.py
+    # steps_from_data), as for a config that never named them.
+    data.pop("adc_steps")
     return SbnnConfig.from_dict(data)
 
 
@@ -102,6 +104,20 @@ def _device(name: str):
         return resolve_device(name)
     except ValueError as exc:
         raise CliError(f"--device {name}: {exc}") from None
+
+
+def _warn_clipping(model_file: Path, val) -> None:
+    """A warning line per layer whose ADC step (given in the config) clips most of its
+    conversions on 1,000 validation images."""
+    import sys
+
+    from sbnn.golden.adc_calibration import clipping_warnings
+    from sbnn.golden.qmodel import QuantizedModel
+
+    images = val[0][:1000].reshape(min(1000, len(val[0])), -1)
+    for line in clipping_warnings(QuantizedModel.load(model_file), images,
+                                  f"{len(images)} validation images"):
+        print(f"sbnn: warning: {line}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
                         "test": "not read (sbnn eval)"}
     summary["command"] = "sbnn " + " ".join(args.argv)
     atomic_write_text(Path(args.out) / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    _warn_clipping(Path(args.out) / "model.npz", val)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "stages")},
                      indent=2))
     return 0
