@@ -22,6 +22,7 @@ from . import (
     equiv,
     evaluate,
     exit_margin,
+    explore,
     gen,
     lint,
     prune,
@@ -42,7 +43,7 @@ __all__ = ["COMMANDS", "OPTIONAL_MODULES", "build_parser", "main"]
 
 #: The command modules, in the order ``sbnn --help`` lists them.
 COMMANDS = (train, evaluate, exit_margin, prune, gen, lint, sim, sweep, equiv, sample_data,
-            variability, synth)
+            variability, synth, explore)
 
 #: Packages of the ``train`` extra: training, evaluation plots and sweeps need them; the
 #: main job (``sbnn sim`` on an .npz model) does not.
