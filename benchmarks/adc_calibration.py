@@ -2,7 +2,7 @@
 
 For each design below, a short case (ii) training run (studies/train.py, seed 0, the fit
 split) gives one float model; it is folded twice, with the config's derived ADC steps and
-with the steps golden/adc_calibration.py chooses on 384 training images, and both are run
+with the steps golden/adc_calibration.py chooses on 1,000 training images, and both are run
 on the hardware-exact path on the validation split (the test set is not read). Prints a
 table and writes docs/adc_calibration.json (or --out): per design the float error, the
 hardware-exact error and clipped share per layer with each choice of steps.

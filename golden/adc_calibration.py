@@ -9,7 +9,9 @@ and clips designs with few ADC bits or many active rows badly.
 :func:`choose_adc_steps` picks, per weight layer, the power-of-two step that minimizes the
 mean squared error of every neuron's pass-K pre-activation (the sum over row blocks and
 planes, with the floor's mean corrected as golden/fold.py corrects it) on calibration
-images, each layer fed by the layers before it. :func:`clip_fractions` measures, for a
+images, each layer fed by the layers before it; :func:`calibrate_adc_steps` then moves each
+layer's step (within a factor 4) to where the folded model disagrees least with the float
+model's answers at every budget. :func:`clip_fractions` measures, for a
 folded model, the share of conversions at the ADC's limits.
 """
 
@@ -22,7 +24,8 @@ import numpy as np
 
 from sbnn.config import SbnnConfig
 
-__all__ = ["MAX_STEP", "choose_adc_steps", "layer_step", "calibrate_adc_steps",
+__all__ = ["MAX_STEP", "choose_adc_steps", "layer_step", "least_error_steps",
+           "calibrate_adc_steps",
            "clip_fractions", "clipping_warnings", "CLIP_WARNING_SHARE"]
 
 #: The largest step a config accepts (sbnn/config.py).
@@ -85,9 +88,9 @@ def choose_adc_steps(cfg: SbnnConfig, codes: np.ndarray, planes: Sequence[np.nda
     return tuple(steps)
 
 
-def calibrate_adc_steps(model, codes) -> tuple[int, ...]:
-    """The steps of a trained :class:`~sbnn.golden.model.SupportedBNN` on first-layer
-    ``codes`` (torch (B, n0)), every plane and budget K's batch norms feeding each layer."""
+def least_error_steps(model, codes) -> tuple[int, ...]:
+    """Least-error steps of a trained float model on first-layer ``codes`` (torch), every
+    plane and budget K's batch norms feeding each layer."""
     import torch
 
     cfg = model.cfg
@@ -107,6 +110,58 @@ def calibrate_adc_steps(model, codes) -> tuple[int, ...]:
         return np.where(y.cpu().numpy() >= 0, 1, -1)
 
     return choose_adc_steps(cfg, codes.detach().cpu().numpy(), planes, masks, activations)
+
+
+def _disagreement(model, steps: tuple[int, ...], pixels: np.ndarray,
+                  float_classes: list[np.ndarray]) -> int:
+    """Images x budgets where the model folded with ``steps`` answers otherwise than the
+    float model."""
+    from .fold import fold_arrays
+    from .hwpath import run_hw
+    from .qmodel import QuantizedModel
+
+    cfg = model.cfg
+    try:
+        model.cfg = cfg.replace(adc_steps=steps)
+        folded = QuantizedModel(model.cfg, *fold_arrays(model))
+    finally:
+        model.cfg = cfg
+    return sum(int((run_hw(folded, pixels, b).classes != want).sum())
+               for b, want in enumerate(float_classes))
+
+
+def calibrate_adc_steps(model, codes) -> tuple[int, ...]:
+    """The steps of a trained :class:`~sbnn.golden.model.SupportedBNN` on first-layer
+    ``codes`` (torch (B, n0)): the least-error steps (:func:`choose_adc_steps`), then, layer
+    by layer, the step within a factor 4 of it whose folded model disagrees least with the
+    float model's answers at every budget (ties keep the least-error step). The error of the
+    pre-activation is what rounding and clipping do; the answers are what matters: with few
+    ADC bits or K = 2 the two part."""
+    import torch
+
+    cfg = model.cfg
+    steps = list(least_error_steps(model, codes))
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        float_classes = [model(codes, b).argmax(1).cpu().numpy()
+                         for b in range(cfg.num_supports + 1)]
+    model.train(was)
+    # pixels whose row codes are ``codes`` (pixel >> (8 - dac_bits) gives them back)
+    pixels = (codes.detach().cpu().numpy().astype(np.int64)
+              << (8 - cfg.dac_bits)).astype(np.uint8)
+    for layer in range(cfg.num_layers):
+        best, best_bad = steps[layer], None
+        for factor in (1, 2, 4, 0.5, 0.25):  # the least-error step first: it wins ties
+            cand = int(steps[layer] * factor)
+            if not 1 <= cand <= MAX_STEP:
+                continue
+            trial = tuple(steps[:layer] + [cand] + steps[layer + 1:])
+            bad = _disagreement(model, trial, pixels, float_classes)
+            if best_bad is None or bad < best_bad:
+                best, best_bad = cand, bad
+        steps[layer] = best
+    return tuple(steps)
 
 
 def clip_fractions(qmodel, pixels: np.ndarray) -> list[float]:

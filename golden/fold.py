@@ -112,20 +112,22 @@ def fold_arrays(model: SupportedBNN) -> tuple[tuple[np.ndarray, ...], ...]:
     return tuple(planes), tuple(thresholds), tuple(masks)
 
 
-def fold_model(model: SupportedBNN) -> QuantizedModel:
+def fold_model(model: SupportedBNN, refine_steps: bool = True) -> QuantizedModel:
     """Integer planes, per-pass thresholds and masks of a trained :class:`SupportedBNN`.
 
     A model carrying ``calibration_codes`` (first-layer row codes of calibration images:
     training sets them when the config leaves ``adc_steps`` out) is folded with ADC steps
-    chosen on them (golden/adc_calibration.py); its config is left as it is."""
+    chosen on them (golden/adc_calibration.py; ``refine_steps=False``: the least-error
+    steps only, without the agreement search); its config is left as it is."""
     codes = getattr(model, "calibration_codes", None)
     if codes is None:
         return QuantizedModel(model.cfg, *fold_arrays(model))
-    from .adc_calibration import calibrate_adc_steps
+    from .adc_calibration import calibrate_adc_steps, least_error_steps
 
     cfg = model.cfg
+    choose = calibrate_adc_steps if refine_steps else least_error_steps
     try:
-        model.cfg = cfg.replace(adc_steps=calibrate_adc_steps(model, codes))
+        model.cfg = cfg.replace(adc_steps=choose(model, codes))
         return QuantizedModel(model.cfg, *fold_arrays(model))
     finally:
         model.cfg = cfg

@@ -36,6 +36,7 @@ from sbnn.config import SbnnConfig
 from sbnn.fileio import atomic_file, atomic_write_text
 from sbnn.golden.fold import fold_model
 from sbnn.golden.model import SupportedBNN, pixels_to_codes
+from sbnn.golden.qmodel import QuantizedModel
 
 from .augment import shift_images
 from .recipe import TrainSettings, TrainSettingsError
@@ -62,7 +63,7 @@ DEFAULT_SETTINGS = TrainSettings()
 
 
 #: Training images (the first of the fit split, unaugmented) the ADC steps are chosen on.
-CALIBRATION_IMAGES = 384
+CALIBRATION_IMAGES = 1000
 
 
 def steps_from_data(cfg: SbnnConfig, settings: TrainSettings) -> bool:
@@ -135,7 +136,7 @@ def _finish(case: str, model: SupportedBNN, out: Path, settings: TrainSettings,
     folded.save(out / "model.npz")
     _save_float(model, out / "model_float.pt")
     _record_time(out, t0)
-    figures = validate(model, val, range(cfg.num_supports + 1))
+    figures = validate(model, val, range(cfg.num_supports + 1), folded=folded)
     summary = {
         "case": case,
         "settings": settings.to_dict(),
@@ -267,7 +268,8 @@ def train_case_i(cfg: SbnnConfig, fit: Split, val: Split, out_dir: str | Path,
     base_minutes = json.loads(base_file.read_text())["seconds"] / 60
     _fix_steps_after_stage_1(model, settings)
     _save_baseline(model, out)
-    base_figures = validate(model, val, (0,))
+    base_figures = validate(model, val, (0,),
+                            folded=QuantizedModel.load(out / "baseline.npz"))
 
     if k:
         if not (out / "ckpt_supports.pt").exists():

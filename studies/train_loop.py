@@ -99,12 +99,16 @@ def evaluate_hw(qmodel: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
 
 
 def validate(model: SupportedBNN, val: Split, budgets: Sequence[int],
-             hardware: bool = True) -> dict[str, Any]:
+             hardware: bool = True, folded: QuantizedModel | None = None) -> dict[str, Any]:
     """Float and (if ``hardware``, else None) hardware-exact validation error (%) at each
-    of ``budgets``."""
+    of ``budgets``; the hardware-exact one of ``folded`` (default: ``model`` folded now,
+    with the least-error ADC steps where it calibrates them: the refinement that the saved
+    model gets is left to the end of training, it costs a few hardware-exact runs)."""
+    if hardware and folded is None:
+        folded = fold_model(model, refine_steps=False)
     return {"budgets": list(budgets),
             "float_val_error_pct": [evaluate_float(model, *val, budget=b) for b in budgets],
-            "hw_val_error_pct": hw_errors_by_budget(fold_model(model), *val, budgets)
+            "hw_val_error_pct": hw_errors_by_budget(folded, *val, budgets)
             if hardware else None}
 
 

@@ -11,6 +11,7 @@ from sbnn.golden.adc_calibration import (
     calibrate_adc_steps,
     clip_fractions,
     clipping_warnings,
+    least_error_steps,
 )
 from sbnn.golden.fold import fold_model
 from sbnn.golden.hwpath import run_hw
@@ -64,7 +65,7 @@ def _with_steps(net: SupportedBNN, steps) -> SupportedBNN:
 
 def test_first_layer_step_is_the_least_error_power_of_two():
     net, pixels = _net(0), _pixels(200, 1)
-    steps = calibrate_adc_steps(net, pixels_to_codes(torch.from_numpy(pixels), CFG))
+    steps = least_error_steps(net, pixels_to_codes(torch.from_numpy(pixels), CFG))
     assert all(s & (s - 1) == 0 for s in steps)  # powers of two
     errors = {s: _preact_error(CFG, net, pixels, (s, *steps[1:])) for s in
               (1, 2, 4, 8, 16, 32, 64, 128, 256)}
@@ -72,6 +73,22 @@ def test_first_layer_step_is_the_least_error_power_of_two():
     assert errors[steps[0]] <= best * 1.0001
     # the derived default of this 4-bit design is far from it: that is what data fixes
     assert CFG.adc_steps[0] != steps[0]
+
+
+def test_calibrated_steps_disagree_with_the_float_model_no_more_than_least_error_ones():
+    net, pixels = _net(8), _pixels(300, 9)
+    codes = pixels_to_codes(torch.from_numpy(pixels), CFG)
+    with torch.no_grad():
+        want = [net(codes, b).argmax(1).numpy() for b in range(CFG.planes)]
+
+    def disagreement(steps):
+        q = fold_model(_with_steps(net, steps))
+        return sum(int((run_hw(q, pixels, b).classes != w).sum()) for b, w in enumerate(want))
+
+    mse, final = least_error_steps(net, codes), calibrate_adc_steps(net, codes)
+    assert all(s & (s - 1) == 0 for s in final)
+    assert all(m / 4 <= f <= m * 4 for m, f in zip(mse, final))
+    assert disagreement(final) <= disagreement(mse)
 
 
 def test_clip_fractions_count_codes_at_the_limits():
