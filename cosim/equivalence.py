@@ -1,12 +1,12 @@
 """Randomized equivalence: random configs, models, inputs and controls, RTL vs golden.
 
 A *case* is one inference: a random image with a random latency budget (on the pixel
-stream) under a random exit margin, on a random model (bitcells, thresholds, support mask)
-programmed just before it. Models are redrawn every ``CASES_PER_MODEL`` cases, so the run
-also checks reprogramming between inferences. A *config* (layer widths, rows, active rows,
-columns, K, DAC/ADC bits and steps, gains, latency, lanes) is drawn from its seed and built
-once with Verilator; its cases then run on the fast harness (cosim/fast.py) with the full
-cycle-by-cycle bulk check.
+stream) under a random exit margin, on a random model (bitcells, thresholds per pass,
+support mask) programmed just before it. Models are redrawn every ``CASES_PER_MODEL``
+cases, so the run also checks reprogramming between inferences. A *config* (layer widths,
+rows, active rows, columns, K, DAC/ADC bits and steps, gains, latency, lanes) is drawn from
+its seed and built once with Verilator; its cases then run on the fast harness
+(cosim/fast.py) with the full cycle-by-cycle bulk check.
 
 Every case is named ``CONFIG_SEED:INDEX`` and can be rerun alone
 (``sbnn equiv --case CONFIG_SEED:INDEX``). The long run over many configs, on the engine
@@ -93,10 +93,11 @@ def random_config(seed: int) -> SbnnConfig:
 
 
 def random_model(cfg: SbnnConfig, model_seed: int) -> QuantizedModel:
-    """Random bitcells, thresholds and support mask (keep fraction drawn too)."""
+    """Random bitcells, thresholds (drawn independently for every pass, so that a pass
+    using another pass's row mismatches) and support mask (keep fraction drawn too)."""
     rng = np.random.default_rng(model_seed)
     keep = float(rng.choice([0.0, 0.3, 0.7, 1.0]))
-    return QuantizedModel.random(cfg, rng, mask_keep=keep)
+    return QuantizedModel.random(cfg, rng, mask_keep=keep, per_pass=True)
 
 
 def plan_config(config_seed: int, first: int, count: int, out_dir: Path):

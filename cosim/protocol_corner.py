@@ -37,9 +37,10 @@ def _setup(job: dict) -> tuple[SbnnConfig, QuantizedModel, QuantizedModel, np.nd
     """(config, model A (the job's), model B, images, wrong-golden map) of a corner."""
     cfg = job_config(job)
     model_a = QuantizedModel.load(job["model"], cfg)
-    # A second model for reprogramming: same config, independent weights and masks.
+    # A second model for reprogramming: same config, independent weights and masks, and
+    # thresholds that differ between passes (a pass reading another pass's row shows).
     model_b = QuantizedModel.random(cfg, np.random.default_rng(job["random_seed"] + 1),
-                                    mask_keep=0.6)
+                                    mask_keep=0.6, per_pass=True)
     with np.load(job["images"]) as data:
         images = data["images"][: job["count"]].reshape(-1, cfg.layers[0])
     wrong = {}

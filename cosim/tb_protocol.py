@@ -202,12 +202,13 @@ async def reprogram_between_inferences(bench: ProtocolBench, a, b, images):
     await bench.flush()
     await step(build_image(b).program(), b, "model B: weights, thresholds, masks")
     thr = list(b.thresholds)
-    thr[1] = rng.integers(-8, 8, thr[1].shape[-1])  # one row, every pass
+    thr[1] = rng.integers(-8, 8, thr[1].shape)  # another row for every pass
     b2 = QuantizedModel(cfg, b.planes, tuple(thr), b.support_mask)
     await step([op for op in build_image(b2).program() if op[0] == ProgOp.THRESHOLD], b2,
                "thresholds only")
     masks = [rng.random(mk.shape) < 0.3 for mk in b2.support_mask]
-    masks[0][:cfg.neurons_per_tile, 1] = False  # plane 2 of column block 0: never evaluated
+    # plane 2 of column block 0 masked: not evaluated, rethresholded with row 2 in pass 2
+    masks[0][:cfg.neurons_per_tile, 1] = False
     b3 = b2.with_mask(tuple(masks))
     await step([op for op in build_image(b3).program() if op[0] == ProgOp.COL_MASK], b3,
                "masks only")

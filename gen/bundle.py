@@ -31,6 +31,7 @@ from sbnn.gen.image import build_image
 from sbnn.gen.macro_views import lef_text, lib_text
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_FILE, SIM_TOP, emit_all, manifest
 from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.interfaces import Sizes
 from sbnn.rtl.top import MACRO_MODULE
 
 __all__ = ["BUNDLE_FILES", "IMAGE_FILES", "CLOCK_PORT", "RESET_PORT", "write_bundle",
@@ -206,8 +207,23 @@ def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Pat
         "reset": {"port": RESET_PORT, "kind": "synchronous, active high"},
         "image": model is not None,
     }
+    man["image_layout"] = image_layout(cfg)
     _put(stage, BUNDLE_FILES["manifest"], json.dumps(man, indent=2) + "\n")
     _put(stage, BUNDLE_FILES["readme"], _readme(cfg, man))
+
+
+def image_layout(cfg: SbnnConfig) -> dict:
+    """How the image's thresholds are laid out: the THRESHOLD op's address fields and the
+    words of thresholds.hex (one threshold per pass, column block and neuron slot; the
+    memory they fill is the manifest's ``memories.thresholds``)."""
+    sz = Sizes(cfg)
+    return {"thresholds": {
+        "prog_addr": "(pass << cb_bits | col_block) << nt_bits | neuron",
+        "prog_addr_fields": {"neuron": [0, sz.nt_bits], "col_block": [sz.nt_bits, sz.cb_bits],
+                             "pass": [sz.nt_bits + sz.cb_bits, sz.pass_bits]},
+        "hex_words": cfg.planes * cfg.total_col_blocks,
+        "hex_word_order": "pass-major: line p * total_col_blocks + col_block",
+        "hex_word_layout": "neuron slot 0 in the low bits, threshold_bits each"}}
 
 
 def _put(stage: Path, rel: str, text: str) -> None:

@@ -1,8 +1,9 @@
 """Hardware image: a :class:`QuantizedModel` tiled onto the macro and the controller memories.
 
 The image is what a chip is programmed with: one C-bit word per bitcell row, one column-
-enable word per column block, one threshold per neuron slot. It is exported as $readmemh
-files and as the ``prog`` command sequence the controller accepts.
+enable word per column block, one threshold per pass and neuron slot (pass p's answer is a
+one-shot budget-p model). It is exported as $readmemh files and as the ``prog`` command
+sequence the controller accepts.
 
 Tiling (docs/architecture.md, sbnn/tiling.py): tiles are numbered layer by layer, column
 block by column block, row block by row block; tile t lives in word-line group t. In a tile,
@@ -27,12 +28,14 @@ __all__ = ["HardwareImage", "build_image"]
 
 @dataclass(frozen=True)
 class HardwareImage:
-    """Physical contents: bitcells (groups*A, C), column enables (CB, C), thresholds (CB, Nt)."""
+    """Physical contents: bitcells (groups*A, C), column enables (CB, C), thresholds
+    (K+1, CB, Nt): ``thresholds[p, cb, i]`` is used in pass p by neuron slot i of global
+    column block cb."""
 
     config: SbnnConfig
     bitcells: np.ndarray  # uint8 (tiles * active_rows, macro_cols), 1 = +1
     col_enables: np.ndarray  # uint8 (total_col_blocks, macro_cols)
-    thresholds: np.ndarray  # int64 (total_col_blocks, neurons_per_tile)
+    thresholds: np.ndarray  # int64 (planes, total_col_blocks, neurons_per_tile)
 
     def program(self, budget: int | None = None) -> list[tuple[ProgOp, int, int]]:
         """The ``prog`` stream commands that load this image (and optionally a budget)."""
@@ -43,10 +46,9 @@ class HardwareImage:
         for row, word in enumerate(weights):  # macro row = word-line group * A + row in group
             ops.append((ProgOp.WEIGHT_ROW, sz.weight_addr(row // a, row % a), word))
         tmask = (1 << cfg.threshold_bits) - 1
-        for cb in range(cfg.tiling.total_col_blocks):
-            for i in range(cfg.tiling.neurons_per_tile):
-                ops.append((ProgOp.THRESHOLD, sz.threshold_addr(cb, i),
-                            int(self.thresholds[cb, i]) & tmask))
+        for (pass_, cb, i), theta in np.ndenumerate(self.thresholds):
+            ops.append((ProgOp.THRESHOLD, sz.threshold_addr(pass_, cb, i),
+                        int(theta) & tmask))
         for cb, word in enumerate(_pack_rows(self.col_enables)):
             ops.append((ProgOp.COL_MASK, cb, word))
         if budget is not None:
@@ -59,7 +61,10 @@ class HardwareImage:
                        for op, addr, data in self.program(budget))
 
     def write_readmemh(self, folder: str | Path) -> list[Path]:
-        """$readmemh files for the bitcell array, column enables and thresholds."""
+        """$readmemh files for the bitcell array, column enables and thresholds. The
+        threshold file has one word per (pass, global column block), pass-major (line
+        ``p * total_col_blocks + cb``, the threshold memory's own order), neuron slot 0 in
+        the low bits."""
         folder = Path(folder)
         cfg = self.config
         tb = cfg.threshold_bits
@@ -68,7 +73,7 @@ class HardwareImage:
             "col_enables.hex": [_hex(w, cfg.macro_cols) for w in _pack_rows(self.col_enables)],
             "thresholds.hex": [
                 "".join(_hex(int(t) & ((1 << tb) - 1), tb) for t in reversed(row))
-                for row in self.thresholds],
+                for row in self.thresholds.reshape(-1, self.thresholds.shape[-1])],
         }
         out = []
         for name, lines in files.items():
@@ -95,7 +100,10 @@ class HardwareImage:
         with np.load(path) as d:
             cfg = SbnnConfig.from_dict(json.loads(bytes(d["config_json"]).decode()))
             bits = np.unpackbits(d["bitcells"], axis=1, count=cfg.macro_cols)
-            return cls(cfg, bits, d["col_enables"], d["thresholds"])
+            col_enables, thresholds = d["col_enables"], d["thresholds"]
+        if thresholds.ndim == 2:  # saved before the pass dimension: one row, every pass
+            thresholds = np.broadcast_to(thresholds, (cfg.planes,) + thresholds.shape).copy()
+        return cls(cfg, bits, col_enables, thresholds)
 
 
 def _pack_rows(bits: np.ndarray) -> list[int]:
@@ -111,14 +119,11 @@ def _hex(value: int, width: int) -> str:
 def build_image(model: QuantizedModel) -> HardwareImage:
     """Tile a quantized model onto the macro and controller memories (sbnn/tiling.py)."""
     cfg = model.config
-    if model.per_pass_thresholds:
-        raise ValueError("this hardware image holds one threshold per neuron for every pass; "
-                         "the model has thresholds that differ between passes")
     tiling = cfg.tiling
     nt = tiling.neurons_per_tile
     bitcells = np.zeros((tiling.total_tiles * cfg.active_rows, cfg.macro_cols), dtype=np.uint8)
     col_en = np.zeros((tiling.total_col_blocks, cfg.macro_cols), dtype=np.uint8)
-    thresholds = np.zeros((tiling.total_col_blocks, nt), dtype=np.int64)
+    thresholds = np.zeros((cfg.planes, tiling.total_col_blocks, nt), dtype=np.int64)
     for layer in range(cfg.num_layers):
         rows = tiling.macro_rows(layer)  # (m, n), the same for every plane
         for plane in range(cfg.planes):
@@ -126,7 +131,7 @@ def build_image(model: QuantizedModel) -> HardwareImage:
             bitcells[rows, columns[:, None]] = model.planes[layer][plane] > 0
         neurons = np.arange(cfg.layers[layer + 1])
         blocks = tiling.global_col_block(layer, neurons // nt)
-        thresholds[blocks, neurons % nt] = model.thresholds[layer][0]
+        thresholds[:, blocks, neurons % nt] = model.thresholds[layer]
         col_en[blocks, tiling.plane_columns(layer, 0)] = 1
         for plane in range(1, cfg.planes):
             col_en[blocks, tiling.plane_columns(layer, plane)] = \

@@ -28,6 +28,7 @@ from sbnn.gen import comb_check
 from sbnn.gen.sim_macro import macro_sv, sim_top_sv
 from sbnn.rtl import controller, interfaces
 from sbnn.rtl.interfaces import Sizes
+from sbnn.rtl.stores import threshold_memory
 from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list, signature_ports
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub",
@@ -144,6 +145,7 @@ def manifest(cfg: SbnnConfig) -> dict:
                       for n, d, w in macro_port_list(cfg)],
             "latency_cycles": cfg.macro_latency,
         },
+        "memories": {"thresholds": threshold_memory(cfg)},
         "prog_ops": {op.name: op.value for op in interfaces.ProgOp},
         "timing_contract": "docs/architecture.md#timing-contract",
     }

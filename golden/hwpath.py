@@ -12,10 +12,14 @@ signatures and logs, the random-config equivalence run), so it is written from t
 * a neuron's accumulator is the sum of its ADC codes over row blocks and evaluated planes;
 * hidden activation = +1 iff acc >= theta, else -1; logits = acc - theta; class = first argmax.
 
-Inference runs in *passes* p = 0 .. budget. Pass p uses planes 0..p everywhere: the first
-layer only adds plane p to the accumulators it kept (its inputs are fixed), later layers are
-recomputed. After each pass the output's top-two logit margin is compared with the exit
-margin; the answer is that of the first pass that is confident, or of the last pass.
+Inference runs in *passes* p = 0 .. budget. Pass p uses planes 0..p everywhere and its own
+thresholds (row p of ``model.thresholds[l]``), so its answer is that of a one-shot budget-p
+model: the first layer only adds plane p to the accumulators it kept (its inputs are fixed),
+later layers are recomputed. A first-layer column block with no enabled plane-p column is
+not evaluated in pass p but *rethresholded*: its kept sums against pass p's thresholds, in a
+one-cycle step of the schedule (:class:`Rethreshold`). After each pass the output's top-two
+logit margin is compared with the exit margin; the answer is that of the first pass that is
+confident, or of the last pass.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from sbnn.config import PIXEL_BITS, SbnnConfig
 
 from .qmodel import QuantizedModel
 
-__all__ = ["Evaluation", "Schedule", "HwResult", "schedule", "run_hw", "input_codes",
+__all__ = ["Evaluation", "Rethreshold", "Schedule", "HwResult", "schedule", "run_hw", "input_codes",
            "column_bits", "evaluation_codes", "dac_conversions", "ExpectedTransactions",
            "expected_transactions", "expected_trace", "expected_result", "NEVER_EXIT"]
 
@@ -56,13 +60,27 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Rethreshold:
+    """A first-layer column block that pass ``pass_`` > 0 does not evaluate (none of its
+    plane-``pass_`` columns is enabled): in its place in the evaluation order, a step that
+    compares the block's kept sums with pass ``pass_``'s thresholds, starting at ``cycle``
+    and taking ``timing.RETHRESHOLD_LATENCY`` cycles, with no macro evaluation."""
+
+    cycle: int
+    pass_: int
+    col_block: int
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Every evaluation of every pass up to a budget; an image exiting after pass e runs the
     prefix ``upto(e)``."""
 
     config: SbnnConfig
     evals: tuple[Evaluation, ...]
-    passes: tuple[int, ...]  # the passes that run (a single-layer net skips empty ones)
+    passes: tuple[int, ...]  # the passes that run: 0 .. budget
+    rethresholds: tuple[Rethreshold, ...]  # the steps without a macro evaluation
+    result_cycles: tuple[int, ...]  # per pass: the cycle count of an image stopping after it
 
     def __len__(self) -> int:
         return len(self.evals)
@@ -74,7 +92,7 @@ class Schedule:
         """Cycle at which the result is valid (= the reported cycle count) for an image that
         stops after ``last_pass`` (default: runs every pass)."""
         last_pass = self.passes[-1] if last_pass is None else last_pass
-        return timing.result_cycle(self.upto(last_pass)[-1].cycle, self.config.macro_latency)
+        return self.result_cycles[int(np.searchsorted(self.passes, last_pass, "right")) - 1]
 
     def column_evals(self, last_pass: int) -> int:
         return sum(bin(e.col_en).count("1") for e in self.upto(last_pass))
@@ -109,17 +127,21 @@ def _check_budget(cfg: SbnnConfig, budget: int) -> None:
                          f"got {budget}")
 
 
-def _layer_plan(model: QuantizedModel, pass_: int, layer: int) -> list[tuple[int, int, int]]:
-    """(col_block, row_block, plane) evaluations of one layer in one pass, in order.
+def _layer_plan(model: QuantizedModel, pass_: int, layer: int
+                ) -> list[tuple[int, int | None, int]]:
+    """(col_block, row_block, plane) steps of one layer in one pass, in order.
 
-    First layer after pass 0: plane ``pass_`` only, column blocks where it has an enabled
-    column. Otherwise planes 0..pass_, skipping support planes with no enabled column.
+    First layer after pass 0: plane ``pass_`` only; a column block where it has no enabled
+    column is one rethreshold step, row block None. Otherwise planes 0..pass_, skipping
+    support planes with no enabled column.
     """
     cfg = model.config
-    plan = []
+    plan: list[tuple[int, int | None, int]] = []
     for cb in range(cfg.col_blocks(layer)):
         if layer == 0 and pass_ > 0:
             planes = [pass_] if column_enables(cfg, model, 0, cb, pass_) else []
+            if not planes:
+                plan.append((cb, None, pass_))  # rethresholded
         else:
             planes = [k for k in range(pass_ + 1)
                       if k == 0 or column_enables(cfg, model, layer, cb, k)]
@@ -134,33 +156,36 @@ def schedule(model: QuantizedModel, budget: int) -> Schedule:
     Consecutive evaluations are ``macro_latency`` cycles apart in the same layer and pass,
     ``macro_latency + LAYER_GAP`` apart across a layer change (ADC codes accumulate, then
     thresholds produce the activations the next layer reads) and ``macro_latency +
-    PASS_GAP`` apart across a pass (plus the exit decision; sbnn/timing.py). The first
-    starts at cycle 0.
+    PASS_GAP`` apart across a pass (plus the exit decision; sbnn/timing.py). A rethreshold
+    step takes the place of an evaluation with ``RETHRESHOLD_LATENCY`` for
+    ``macro_latency``. The first step starts at cycle 0. Every pass 0 .. budget runs: each
+    has at least its first layer's column blocks.
     """
     cfg = model.config
     tiling = cfg.tiling
     _check_budget(cfg, budget)
     evals: list[Evaluation] = []
-    passes = []
+    rethresholds: list[Rethreshold] = []
+    result_cycles = []
+    prev = None  # (start, latency, layer, pass) of the previous step
     for p in range(budget + 1):
-        plans = [(layer, _layer_plan(model, p, layer)) for layer in range(cfg.num_layers)]
-        if not any(plan for _, plan in plans):
-            continue  # only a single-layer network can have an empty pass
-        passes.append(p)
-        for layer, plan in plans:
-            for cb, rb, k in plan:
-                if evals:
-                    prev = evals[-1]
-                    cycle = prev.cycle + timing.start_gap(
-                        cfg.macro_latency, new_layer=prev.layer != layer, new_pass=prev.pass_ != p)
-                else:
-                    cycle = 0
+        for layer in range(cfg.num_layers):
+            for cb, rb, k in _layer_plan(model, p, layer):
+                cycle = 0 if prev is None else prev[0] + timing.start_gap(
+                    prev[1], new_layer=prev[2] != layer, new_pass=prev[3] != p)
+                if rb is None:
+                    rethresholds.append(Rethreshold(cycle=cycle, pass_=p, col_block=cb))
+                    prev = (cycle, timing.RETHRESHOLD_LATENCY, layer, p)
+                    continue
                 evals.append(Evaluation(
                     index=len(evals), cycle=cycle, pass_=p, layer=layer, col_block=cb,
                     row_block=rb, plane=k, tile=tiling.tile(layer, cb, rb),
                     gain=cfg.plane_gains[k], col_en=column_enables(cfg, model, layer, cb, k),
                     adc_shift=cfg.adc_steps[layer].bit_length() - 1))
-    return Schedule(cfg, tuple(evals), tuple(passes))
+                prev = (cycle, cfg.macro_latency, layer, p)
+        result_cycles.append(timing.result_cycle(prev[0], prev[1]))
+    return Schedule(cfg, tuple(evals), tuple(range(budget + 1)), tuple(rethresholds),
+                    tuple(result_cycles))
 
 
 def input_codes(cfg: SbnnConfig, pixels: np.ndarray) -> np.ndarray:
@@ -231,7 +256,7 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
     cfg = model.config
     budget = cfg.num_supports if budget is None else budget
     _check_budget(cfg, budget)
-    passes = schedule(model, budget).passes
+    passes = tuple(range(budget + 1))  # every pass runs (schedule())
     x0 = input_codes(cfg, pixels)
     adc: dict = {}
     first = _adc_layer(model, 0, x0, range(budget + 1), keep_adc, adc, 0, variation)
@@ -244,7 +269,7 @@ def run_hw(model: QuantizedModel, pixels: np.ndarray, budget: int | None = None,
             if layer:
                 acc = sum(_adc_layer(model, layer, x, range(p + 1), keep_adc, adc,
                                      p, variation).values())
-            v = acc - model.thresholds[layer][p]  # pass p's own thresholds
+            v = acc - model.thresholds[layer][p]  # pass p's own row, every block
             if layer + 1 < cfg.num_layers:
                 x = np.where(v >= 0, 1, -1).astype(np.int64)
                 inputs[(p, layer + 1)] = x

@@ -17,6 +17,7 @@ from .interfaces import (
     ReadSignature,
     RetireSignature,
     StageSignature,
+    ThresholdAddress,
     WriteSignature,
 )
 
@@ -33,14 +34,14 @@ def _accumulator_word(cfg: SbnnConfig) -> data.ArrayLayout:
 
 
 class InFlight(wiring.Component):
-    """The retire context of the evaluation in flight, from its ``start`` until its
-    ``done``, ``macro_latency`` cycles later.
+    """The retire context of the step in flight, from its ``start`` until it retires: an
+    evaluation when the macro is ``done``, ``macro_latency`` cycles later; a rethreshold
+    step (``context.rethreshold``: no macro evaluation) the cycle after its start.
 
-    One entry suffices: the sequencer starts an evaluation only when none is in flight or
-    in the cycle the one in flight is done. Ports: ``issue`` (from the sequencer),
-    ``done`` (the macro's codes arrive), ``clear`` (a new image: nothing is in flight),
-    ``busy`` (an evaluation is in flight), ``retire`` (``done`` with the context of the
-    evaluation in flight).
+    One entry suffices: the sequencer starts a step only when none is in flight or in the
+    cycle the one in flight retires. Ports: ``issue`` (from the sequencer), ``done`` (the
+    macro's codes arrive), ``clear`` (a new image: nothing is in flight), ``busy`` (a step
+    is in flight), ``retire`` (the step in flight retires now, with its context).
     """
 
     def __init__(self, cfg: SbnnConfig):
@@ -49,13 +50,15 @@ class InFlight(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.retire.done.eq(self.done)
+        rethreshold = Signal(name="rethreshold_in_flight")  # retires now, with no codes
+        m.d.comb += self.retire.done.eq(self.done | rethreshold)
         with m.If(self.issue.start):
-            m.d.sync += [self.busy.eq(1), self.retire.context.eq(self.issue.context)]
-        with m.Elif(self.done):
-            m.d.sync += self.busy.eq(0)
+            m.d.sync += [self.busy.eq(1), self.retire.context.eq(self.issue.context),
+                         rethreshold.eq(self.issue.context.rethreshold)]
+        with m.Elif(self.retire.done):
+            m.d.sync += [self.busy.eq(0), rethreshold.eq(0)]
         with m.If(self.clear):
-            m.d.sync += self.busy.eq(0)
+            m.d.sync += [self.busy.eq(0), rethreshold.eq(0)]
         return m
 
 
@@ -64,8 +67,9 @@ class Accumulator(wiring.Component):
 
     On ``retire.done``, accumulator i gets code ``adc[plane * neurons_per_tile + i]`` added to
     itself, or, on the block's first evaluation, to 0 (``resume``: to the stored
-    first-layer sum). After the block's last evaluation the sums go to the threshold stage
-    (``stage.pending`` for one cycle). Ports: ``retire`` (the evaluation done and its
+    first-layer sum); a rethreshold step adds no code to the stored sum. After the block's
+    last evaluation (or its rethreshold) the sums go to the threshold stage
+    (``stage.pending`` for one cycle). Ports: ``retire`` (the step retiring and its
     context), ``adc`` (the macro's codes), ``clear`` (a new image: no stage pending),
     ``stored`` (read of the first layer's stored sums), ``stage``.
     """
@@ -84,16 +88,17 @@ class Accumulator(wiring.Component):
         neurons, context, stage = cfg.neurons_per_tile, self.retire.context, self.stage
         m = Module()
         m.d.comb += self.stored.addr.eq(context.block.global_col_block)
+        with m.If(stage.pending):  # the threshold stage takes it in this cycle
+            m.d.sync += stage.pending.eq(0)
+        # after the clear above: rethreshold steps retire in consecutive cycles
         with m.If(self.retire.done):
             for i in range(neurons):
-                code = Array([self.adc[k * neurons + i] for k in range(cfg.planes)])[
-                    context.plane]
+                code = Mux(context.rethreshold, 0, Array(
+                    [self.adc[k * neurons + i] for k in range(cfg.planes)])[context.plane])
                 start = Mux(context.resume, self.stored.data[i], 0)
                 m.d.sync += stage.acc[i].eq(Mux(context.first, start, stage.acc[i]) + code)
             with m.If(context.last):
                 m.d.sync += [stage.pending.eq(1), stage.block.eq(context.block)]
-        with m.If(stage.pending):  # the threshold stage takes it in this cycle
-            m.d.sync += stage.pending.eq(0)
         with m.If(self.clear):
             m.d.sync += stage.pending.eq(0)
         return m
@@ -107,6 +112,7 @@ class ThresholdStage(wiring.Component):
     them). First layer: the sums to ``stored`` (the next pass resumes from them).
     ``layer_ready``: a hidden layer's last block is written (the next layer may start);
     ``pass_done``: the output layer's last block is (the exit decision follows).
+    ``pass_`` (in): the pass being run; its thresholds are read (``thresholds.addr``).
     """
 
     def __init__(self, cfg: SbnnConfig):
@@ -114,8 +120,8 @@ class ThresholdStage(wiring.Component):
         threshold_word = data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile)
         super().__init__({
             "stage": In(StageSignature(cfg)),
-            "thresholds": Out(ReadSignature(IndexShapes(cfg).global_col_block,
-                                            threshold_word)),
+            "pass_": In(IndexShapes(cfg).plane),
+            "thresholds": Out(ReadSignature(ThresholdAddress(cfg), threshold_word)),
             "stored": Out(WriteSignature(_stored_address(cfg), _accumulator_word(cfg))),
             "hidden_write": Out(HiddenWriteSignature(cfg)),
             "logits": Out(data.ArrayLayout(signed(cfg.threshold_bits), cfg.num_classes)),
@@ -126,7 +132,8 @@ class ThresholdStage(wiring.Component):
         cfg = self._cfg
         neurons, stage, block = cfg.neurons_per_tile, self.stage, self.stage.block
         m = Module()
-        m.d.comb += self.thresholds.addr.eq(block.global_col_block)
+        m.d.comb += [self.thresholds.addr.pass_.eq(self.pass_),
+                     self.thresholds.addr.col_block.eq(block.global_col_block)]
         above = [Signal(signed(cfg.threshold_bits), name=f"above{i}") for i in range(neurons)]
         m.d.comb += [above[i].eq(stage.acc[i] - self.thresholds.data[i])
                      for i in range(neurons)]

@@ -2,10 +2,11 @@
 
 It loads an image over ``pixels``, then runs *passes* p = 0, 1, .. up to the latency budget.
 Pass p adds plane p of the first layer to accumulators kept from the previous passes (its
-inputs never change), reruns the later layers with planes 0..p (their inputs did change), and
-checks the output's top-two logit margin: a confident answer exits early. Every evaluation
-starts at the cycle the timing contract in docs/architecture.md gives; the golden model
-predicts the same cycles from that contract.
+inputs never change; a block with no enabled plane-p column is rethresholded, its kept sums
+against pass p's thresholds), reruns the later layers with planes 0..p (their inputs did
+change), each with pass p's thresholds, and checks the output's top-two logit margin: a
+confident answer exits early. Every evaluation starts at the cycle the timing contract in
+docs/architecture.md gives; the golden model predicts the same cycles from that contract.
 
 The issue side (:class:`~.sequencer.Sequencer`) and the retire side
 (:class:`~.accumulate.Accumulator`, fed the context that travels with each evaluation by
@@ -110,13 +111,16 @@ class Controller(wiring.Component):
         m.d.comb += [self.trace.eq(sequencer.trace), loader.default_budget.eq(program.budget)]
         # The issue side: when the next evaluation may start, which planes it may skip.
         m.d.comb += [sequencer.plane_any.eq(column_enables.plane_any),
-                     sequencer.busy.eq(in_flight.busy), sequencer.macro_done.eq(macro.done),
+                     sequencer.busy.eq(in_flight.busy),
+                     sequencer.step_done.eq(in_flight.retire.done),
                      sequencer.layer_ready.eq(threshold_stage.layer_ready)]
         m.d.comb += [in_flight.done.eq(macro.done), accumulator.adc.eq(macro.adc)]
+        # Every block of a pass is thresholded before the decision that starts the next
+        # (pass_done comes with the last one), so the sequencer's pass is the block's pass.
+        m.d.comb += threshold_stage.pass_.eq(sequencer.pass_control.current_pass)
         # The decision sees the pass's logits, the image's budget and the margin.
         m.d.comb += [decision.logits.eq(threshold_stage.logits),
                      decision.margin.eq(program.margin), decision.budget.eq(loader.budget),
-                     decision.plane_any.eq(column_enables.plane_any),
                      decision.pass_done.eq(threshold_stage.pass_done)]
         begin_image, running = Signal(), Signal()
         for part in (sequencer, in_flight, accumulator, decision, counters):

@@ -3,14 +3,13 @@ whether the top-two margin reaches EXIT_MARGIN or the budget is spent."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
 
 from .interfaces import IndexShapes, PassControlSignature, Sizes
-from .select import lowest_set
 
 __all__ = ["ExitDecision", "top_two"]
 
@@ -48,10 +47,9 @@ def top_two(m: Module, values: list[Value], width: int) -> tuple[Value, Value, V
 class ExitDecision(wiring.Component):
     """Decides, the cycle after a pass's output logits are written, whether to answer.
 
-    Inputs: ``logits``, ``margin`` (EXIT_MARGIN), ``budget``,
-    ``plane_any`` (a single-layer network skips a pass whose plane is masked everywhere:
-    it would evaluate nothing), ``pass_done`` (the logits are complete; the decision is
-    taken the next cycle while ``run``), ``clear`` (a new image: no decision pending).
+    Inputs: ``logits``, ``margin`` (EXIT_MARGIN), ``budget``, ``pass_done`` (the logits
+    are complete; the decision is taken the next cycle while ``run``), ``clear`` (a new
+    image: no decision pending).
     ``pass_control``: ``begin`` (the decision is taken in this cycle), ``next_pass``
     (the pass to run unless the answer exits), ``current_pass`` (in). Outputs:
     ``exit_now`` (with ``begin``: the answer is this pass's), ``best_class`` and
@@ -65,7 +63,6 @@ class ExitDecision(wiring.Component):
         super().__init__({
             "logits": In(data.ArrayLayout(signed(cfg.threshold_bits), cfg.num_classes)),
             "margin": In(Sizes(cfg).margin_bits), "budget": In(shapes.plane),
-            "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
             "pass_done": In(1), "run": In(1), "clear": In(1),
             "pass_control": Out(PassControlSignature(cfg)), "exit_now": Out(1),
             "best_class": Out(shapes.class_index), "exit_pass": Out(shapes.plane),
@@ -100,16 +97,9 @@ class ExitDecision(wiring.Component):
         return m
 
     def _next_pass(self, m: Module) -> Value:
-        """Drive ``pass_control.next_pass`` (pass + 1, skipping, for a single-layer network, passes
-        that would evaluate nothing); returns whether there is one within the budget."""
-        cfg = self._cfg
-        first_blocks = range(cfg.col_blocks(0))
-        allowed = Signal(cfg.planes)
-        for k in range(1, cfg.planes):  # pass 0 is never a next pass
-            in_first_layer = Cat(*[self.plane_any[c][k] for c in first_blocks]).any()
-            m.d.comb += allowed[k].eq((k > self.pass_control.current_pass) &
-                                      (k <= self.budget) &
-                                      (in_first_layer if cfg.num_layers == 1 else 1))
-        has_pass, next_pass = lowest_set(m, allowed, cfg.planes, "next_pass")
-        m.d.comb += self.pass_control.next_pass.eq(next_pass)
-        return has_pass
+        """Drive ``pass_control.next_pass`` (pass + 1: every pass runs, each has at least
+        its first layer's blocks to evaluate or rethreshold); returns whether it is within
+        the budget."""
+        current = self.pass_control.current_pass
+        m.d.comb += self.pass_control.next_pass.eq(current + 1)
+        return current < self.budget

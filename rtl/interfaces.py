@@ -15,7 +15,7 @@ from sbnn.config import PIXEL_BITS, SbnnConfig
 
 __all__ = ["ProgOp", "Sizes", "prog_layout", "pixel_layout", "result_layout",
            "macro_signature", "trace_layout", "IndexShapes", "BlockContext", "RetireContext",
-           "ReadSignature", "WriteSignature", "ThresholdWriteSignature",
+           "ReadSignature", "WriteSignature", "ThresholdAddress", "ThresholdWriteSignature",
            "PixelWriteSignature", "HiddenWriteSignature", "RowReadSignature",
            "EvaluationSignature", "IssueSignature", "RetireSignature", "StageSignature",
            "PassControlSignature", "WeightWriteSignature"]
@@ -26,7 +26,9 @@ class ProgOp(enum.Enum, shape=3):
 
     #: Write one bitcell row: addr = group << row_bits | row, data = C column bits (1 = +1).
     WEIGHT_ROW = 0
-    #: Write one threshold: addr = col_block << nt_bits | neuron, data = signed theta.
+    #: Write one threshold: addr = (pass << cb_bits | col_block) << nt_bits | neuron (the
+    #: threshold neuron slot ``neuron`` of global column block ``col_block`` uses in pass
+    #: ``pass``), data = signed theta.
     THRESHOLD = 1
     #: Write a column block's column-enable word: addr = global column block, data = C bits.
     COL_MASK = 2
@@ -46,7 +48,10 @@ class Sizes:
         self.row_bits = max(1, ceil_log2(cfg.active_rows))
         self.nt_bits = max(1, ceil_log2(cfg.neurons_per_tile))
         self.cb_bits = max(1, ceil_log2(cfg.total_col_blocks))
-        self.addr_bits = max(self.group_bits + self.row_bits, self.cb_bits + self.nt_bits)
+        #: the pass field of a THRESHOLD address (none with a single pass)
+        self.pass_bits = ceil_log2(cfg.planes)
+        self.addr_bits = max(self.group_bits + self.row_bits,
+                             self.pass_bits + self.cb_bits + self.nt_bits)
         # threshold_bits + 1: the EXIT_MARGIN register (margin_bits) must be writable in
         # full, its all-ones "never exit" value included.
         self.data_bits = max(cfg.macro_cols, cfg.threshold_bits + 1, 8)
@@ -61,8 +66,10 @@ class Sizes:
     def weight_addr(self, group: int, row: int) -> int:
         return group << self.row_bits | row
 
-    def threshold_addr(self, col_block: int, neuron: int) -> int:
-        return col_block << self.nt_bits | neuron
+    def threshold_addr(self, pass_: int, col_block: int, neuron: int) -> int:
+        """THRESHOLD address of neuron slot ``neuron`` of global column block ``col_block``
+        in pass ``pass_``."""
+        return (pass_ << self.cb_bits | col_block) << self.nt_bits | neuron
 
 
 def prog_layout(cfg: SbnnConfig) -> data.StructLayout:
@@ -188,13 +195,15 @@ class RetireContext(data.StructLayout):
     ``plane`` (whose columns' codes to add), ``first`` (first evaluation of its column block
     in this pass: the accumulators restart), ``resume`` (first layer after pass 0: they
     restart from the stored first-layer accumulators, not from 0), ``last`` (last
-    evaluation of the column block: threshold it next cycle), ``block``
+    evaluation of the column block: threshold it next cycle), ``rethreshold`` (not an
+    evaluation: a first-layer block this pass does not evaluate, whose stored sums go to
+    the threshold stage with no codes added, one cycle after its step), ``block``
     (:class:`BlockContext`).
     """
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__({"plane": IndexShapes(cfg).plane, "first": 1, "resume": 1,
-                          "last": 1, "block": BlockContext(cfg)})
+                          "last": 1, "rethreshold": 1, "block": BlockContext(cfg)})
 
 
 class ReadSignature(wiring.Signature):
@@ -213,12 +222,23 @@ class WriteSignature(wiring.Signature):
         super().__init__({"addr": Out(addr_shape), "data": Out(data_shape), "en": Out(1)})
 
 
-class ThresholdWriteSignature(wiring.Signature):
-    """One neuron's threshold, seen from the writer: ``en``, ``col_block`` (global),
-    ``neuron`` (within the block), ``theta`` (signed ``threshold_bits``)."""
+class ThresholdAddress(data.StructLayout):
+    """A threshold word: ``pass_`` (the pass it is used in) and ``col_block`` (global)."""
 
     def __init__(self, cfg: SbnnConfig):
-        super().__init__({"en": Out(1), "col_block": Out(IndexShapes(cfg).global_col_block),
+        shapes = IndexShapes(cfg)
+        super().__init__({"pass_": shapes.plane, "col_block": shapes.global_col_block})
+
+
+class ThresholdWriteSignature(wiring.Signature):
+    """One neuron's threshold, seen from the writer: ``en``, ``pass_`` (used in that pass),
+    ``col_block`` (global), ``neuron`` (within the block), ``theta`` (signed
+    ``threshold_bits``)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        shapes = IndexShapes(cfg)
+        super().__init__({"en": Out(1), "pass_": Out(shapes.plane),
+                          "col_block": Out(shapes.global_col_block),
                           "neuron": Out(Sizes(cfg).nt_bits),
                           "theta": Out(signed(cfg.threshold_bits))})
 
@@ -278,8 +298,9 @@ class EvaluationSignature(wiring.Signature):
 
 
 class IssueSignature(wiring.Signature):
-    """An evaluation starting, seen from the issue side: ``start`` and its ``context``
-    (:class:`RetireContext`), which the retire side uses when its ADC codes arrive."""
+    """An evaluation (or rethreshold step) starting, seen from the issue side: ``start``
+    and its ``context`` (:class:`RetireContext`), which the retire side uses when its ADC
+    codes arrive (a rethreshold's: the next cycle, with none)."""
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__({"start": Out(1), "context": Out(RetireContext(cfg))})
@@ -287,7 +308,8 @@ class IssueSignature(wiring.Signature):
 
 class RetireSignature(wiring.Signature):
     """An evaluation retiring, seen from the in-flight holder: ``done`` (its ADC codes
-    arrive now) and its ``context`` (:class:`RetireContext`, as it was issued)."""
+    arrive now; a rethreshold step's, none, the cycle after it) and its ``context``
+    (:class:`RetireContext`, as it was issued)."""
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__({"done": Out(1), "context": Out(RetireContext(cfg))})

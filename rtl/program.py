@@ -79,7 +79,10 @@ class ProgramDecoder(wiring.Component):
                 with m.Case(ProgOp.THRESHOLD):
                     m.d.comb += [
                         self.threshold_write.en.eq(1),
-                        self.threshold_write.col_block.eq(op.addr[sizes.nt_bits:]),
+                        self.threshold_write.pass_.eq(
+                            op.addr[sizes.nt_bits + sizes.cb_bits:][:sizes.pass_bits]),
+                        self.threshold_write.col_block.eq(
+                            op.addr[sizes.nt_bits:][:sizes.cb_bits]),
                         self.threshold_write.neuron.eq(op.addr[:sizes.nt_bits]),
                         self.threshold_write.theta.eq(op.data[:cfg.threshold_bits].as_signed())]
                 with m.Case(ProgOp.COL_MASK):

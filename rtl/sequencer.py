@@ -2,16 +2,20 @@
 
 Within a pass, evaluations go in the order layer, column block, row block, plane. Pass p
 evaluates planes 0..p of the later layers but only plane p of the first layer (its
-accumulators are kept from the previous passes), and skips every plane of a column block,
-and every first-layer column block, whose columns are all disabled, without spending a
-cycle. An evaluation starts in the cycle the previous one's ADC codes arrive, except that a
-new layer waits for the previous layer's activations (``layer_ready``) and a new pass for
-the exit decision (``begin_pass``): the timing contract of docs/architecture.md.
+accumulators are kept from the previous passes), and skips every plane of a column block
+whose columns are all disabled, without spending a cycle. A first-layer column block with
+no enabled plane-p column is not evaluated in pass p > 0 but *rethresholded*: a one-cycle
+step without a macro start that sends its stored sums to the threshold stage, so that its
+outputs are made with pass p's thresholds. A step starts in the cycle the previous one
+retires (an evaluation's ADC codes arrive; a rethreshold step retires the cycle after it),
+except that a new layer waits for the previous layer's activations (``layer_ready``) and a
+new pass for the exit decision (``begin_pass``): the timing contract of
+docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,21 +40,22 @@ class Sequencer(wiring.Component):
     the tile and global column block they give), and the evaluation it drives.
 
     Inputs: ``clear`` (an image is loaded: pass 0 starts), ``run`` (computing),
-    ``busy`` (an evaluation is in flight) and ``macro_done`` (its codes arrive now: the next
-    may start), ``layer_ready`` (the previous layer's activations are written),
+    ``busy`` (a step is in flight) and ``step_done`` (it retires now: the next may start),
+    ``layer_ready`` (the previous layer's activations are written),
     ``pass_control`` (from the exit decision: pass ``next_pass`` starts; the current pass
     goes back),
     ``plane_any`` (per column block, the planes with an enabled column).
     Outputs: ``column_enables`` (read of the current block's column-enable word), ``rows``
     (read of the current row block's codes), ``evaluation`` (to the macro), ``issue`` (the
-    evaluation starting and its retire context), ``trace`` (its layer, plane and pass).
+    evaluation starting and its retire context; also a rethreshold step, which starts no
+    evaluation), ``trace`` (its layer, plane and pass).
     """
 
     def __init__(self, cfg: SbnnConfig):
         self._cfg = cfg
         shapes = IndexShapes(cfg)
         super().__init__({
-            "clear": In(1), "run": In(1), "busy": In(1), "macro_done": In(1),
+            "clear": In(1), "run": In(1), "busy": In(1), "step_done": In(1),
             "layer_ready": In(1), "pass_control": In(PassControlSignature(cfg)),
             "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
             "column_enables": Out(ReadSignature(shapes.global_col_block, cfg.macro_cols)),
@@ -71,11 +76,11 @@ class Sequencer(wiring.Component):
         self._plane = Signal(shapes.plane, name="plane")
         self._tile = Signal(shapes.tile, name="tile")
         self._global_col_block = Signal(shapes.global_col_block, name="global_col_block")
-        self._have_next = Signal()  # an evaluation is left in this pass
+        self._have_next = Signal()  # a step (evaluation or rethreshold) is left in this pass
         self._layer_wait = Signal()  # the pointer is at a layer whose inputs are not ready
-        issue = Signal()
+        issue = Signal()  # a step (evaluation or rethreshold) starts
         m.d.comb += issue.eq(self.run & self._have_next & ~self._layer_wait &
-                             (~self.busy | self.macro_done))
+                             (~self.busy | self.step_done))
         self._drive_evaluation(m, issue)
         self._advance(m, issue)
         with m.If(self.layer_ready):
@@ -92,6 +97,7 @@ class Sequencer(wiring.Component):
         """The macro inputs, trace and retire context of the evaluation at the pointer."""
         cfg = self._cfg
         planes, neurons = cfg.planes, cfg.neurons_per_tile
+        self._find_next(m)
         m.d.comb += [self.column_enables.addr.eq(self._global_col_block),
                      self.rows.layer.eq(self._layer), self.rows.row_block.eq(self._row_block)]
         col_en = Signal(cfg.macro_cols)
@@ -100,7 +106,7 @@ class Sequencer(wiring.Component):
         shifts = [step.bit_length() - 1 for step in cfg.adc_steps]
         evaluation = self.evaluation
         m.d.comb += [
-            evaluation.start.eq(issue), evaluation.group.eq(self._tile),
+            evaluation.start.eq(issue & ~self._rethreshold), evaluation.group.eq(self._tile),
             evaluation.row_x.eq(self.rows.row_x),
             evaluation.gain.eq(lut(cfg.plane_gains, self._plane)),
             evaluation.col_en.eq(col_en),
@@ -108,13 +114,13 @@ class Sequencer(wiring.Component):
             self.trace.layer.eq(self._layer), self.trace.plane.eq(self._plane),
             self.trace.pass_.eq(self._pass),
         ]
-        self._find_next(m)
         context = self.issue.context
         m.d.comb += [
             self.issue.start.eq(issue),
             context.plane.eq(self._plane),
             context.first.eq((self._row_block == 0) & (self._fixed_plane | (self._plane == 0))),
             context.resume.eq(self._fixed_plane), context.last.eq(self._end_of_block),
+            context.rethreshold.eq(self._rethreshold),
             context.block.layer.eq(self._layer), context.block.col_block.eq(self._col_block),
             context.block.global_col_block.eq(self._global_col_block),
             context.block.layer_end.eq(self._end_of_layer),
@@ -122,26 +128,22 @@ class Sequencer(wiring.Component):
 
     def _find_next(self, m: Module) -> None:
         """Where the pointer goes next: the next enabled plane of this row block, the next
-        first-layer column block with plane ``pass`` enabled, or the end of a block or
-        layer."""
+        row or column block, or the end of a block or layer; and whether the step at the
+        pointer is a rethreshold."""
         cfg = self._cfg
         planes, layers = cfg.planes, cfg.num_layers
-        first_blocks = cfg.col_blocks(0)
         here = self.plane_any[self._global_col_block]
-        # First layer after pass 0: plane `pass` only.
+        # First layer after pass 0: plane `pass` only, in every column block.
         self._fixed_plane = Signal(name="fixed_plane")
         m.d.comb += self._fixed_plane.eq((self._layer == 0) & (self._pass != 0))
+        # ... and a block without an enabled plane-`pass` column is rethresholded.
+        self._rethreshold = Signal(name="rethreshold")
+        m.d.comb += self._rethreshold.eq(self._fixed_plane & ~(here >> self._pass)[0])
 
         later = Signal(planes)
         m.d.comb += [later[k].eq(here[k] & (self._plane < k) & (k <= self._pass))
                      for k in range(1, planes)]
         self._has_later_plane, self._next_plane = lowest_set(m, later, planes, "next_plane")
-        # First-layer column blocks after this one whose plane `pass` has an enabled column.
-        after = Signal(first_blocks)
-        m.d.comb += [after[c].eq((self.plane_any[c] >> self._pass)[0] & (self._col_block < c))
-                     for c in range(1, first_blocks)]
-        self._has_next_first_block, self._next_first_block = lowest_set(
-            m, after, first_blocks, "next_first_block")
 
         self._last_row_block = self._row_block == lut(
             [cfg.row_blocks(i) - 1 for i in range(layers)], self._layer)
@@ -150,11 +152,9 @@ class Sequencer(wiring.Component):
         self._end_of_block = Signal(name="end_of_block")
         self._end_of_layer = Signal(name="end_of_layer")
         m.d.comb += [
-            self._end_of_block.eq(self._last_row_block &
+            self._end_of_block.eq(self._rethreshold | self._last_row_block &
                                   Mux(self._fixed_plane, 1, ~self._has_later_plane)),
-            self._end_of_layer.eq(self._end_of_block &
-                                  Mux(self._fixed_plane, ~self._has_next_first_block,
-                                      self._last_col_block)),
+            self._end_of_layer.eq(self._end_of_block & self._last_col_block),
         ]
 
     def _advance(self, m: Module, issue: Signal) -> None:
@@ -165,15 +165,16 @@ class Sequencer(wiring.Component):
         with m.If(issue):
             with m.If(~fixed & self._has_later_plane):
                 m.d.sync += self._plane.eq(self._next_plane)
-            with m.Elif(~self._last_row_block):
+            with m.Elif(~self._last_row_block & ~self._rethreshold):
                 m.d.sync += [self._row_block.eq(self._row_block + 1),
                              self._tile.eq(self._tile + 1),
                              self._plane.eq(Mux(fixed, self._pass, 0))]
-            with m.Elif(fixed & self._has_next_first_block):
-                m.d.sync += [self._col_block.eq(self._next_first_block),
-                             self._global_col_block.eq(self._next_first_block),
+            with m.Elif(fixed & ~self._last_col_block):  # the next first-layer block
+                following = self._col_block + 1
+                m.d.sync += [self._col_block.eq(following),
+                             self._global_col_block.eq(following),
                              self._row_block.eq(0),
-                             self._tile.eq(self._next_first_block * row_blocks[0])]
+                             self._tile.eq(following * row_blocks[0])]
             with m.Elif(~fixed & ~self._last_col_block):
                 m.d.sync += [self._col_block.eq(self._col_block + 1),
                              self._global_col_block.eq(self._global_col_block + 1),
@@ -190,27 +191,13 @@ class Sequencer(wiring.Component):
                 m.d.sync += self._have_next.eq(0)
 
     def _begin_pass(self, m: Module) -> None:
-        """Load the pointer for pass ``next_pass``: the first first-layer column block with
-        that plane enabled, or, with none, the second layer."""
-        cfg = self._cfg
-        first_blocks = cfg.col_blocks(0)
-        next_pass = self.pass_control.next_pass
-        found, first = lowest_set(
-            m, Cat(*[(self.plane_any[c] >> next_pass)[0] for c in range(first_blocks)]),
-            first_blocks, "first_block")
-        second = min(1, cfg.num_layers - 1)
+        """Load the pointer for pass ``next_pass``: the first layer's first column block
+        (evaluated at plane ``next_pass`` or rethresholded)."""
         with m.If(self.pass_control.begin):
-            m.d.sync += [self._pass.eq(next_pass), self._have_next.eq(1),
-                         self._row_block.eq(0)]
-            with m.If(found):  # resume the first layer at plane next_pass
-                m.d.sync += [self._layer.eq(0), self._col_block.eq(first),
-                             self._global_col_block.eq(first),
-                             self._tile.eq(first * cfg.row_blocks(0)),
-                             self._plane.eq(next_pass)]
-            with m.Else():  # nothing to add in the first layer: rerun the rest
-                m.d.sync += [self._layer.eq(second), self._col_block.eq(0), self._plane.eq(0),
-                             self._global_col_block.eq(self._block_base()[second]),
-                             self._tile.eq(self._tile_base()[second])]
+            m.d.sync += [self._pass.eq(self.pass_control.next_pass), self._have_next.eq(1),
+                         self._layer.eq(0), self._col_block.eq(0), self._row_block.eq(0),
+                         self._global_col_block.eq(0), self._tile.eq(0),
+                         self._plane.eq(self.pass_control.next_pass)]
 
     def _tile_base(self) -> list[int]:
         """First tile of each layer."""

@@ -15,43 +15,76 @@ from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
 
-from .interfaces import IndexShapes, ReadSignature, Sizes, ThresholdWriteSignature, WriteSignature
+from .interfaces import (
+    IndexShapes,
+    ReadSignature,
+    Sizes,
+    ThresholdAddress,
+    ThresholdWriteSignature,
+    WriteSignature,
+)
 
-__all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore"]
+__all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore", "threshold_memory"]
 
 
 def _depth(entries: int) -> int:
     return max(2, entries)
 
 
-class ThresholdStore(wiring.Component):
-    """One signed ``threshold_bits`` threshold per neuron, a word of ``neurons_per_tile``
-    per global column block.
+def threshold_memory(cfg: SbnnConfig) -> dict:
+    """The threshold store's geometry, as the manifest records it: ``words`` words (one per
+    pass and global column block, at ``pass * total_col_blocks + col_block``) of
+    ``word_bits`` bits (``neurons_per_tile`` thresholds of ``threshold_bits``), ``bits`` in
+    all (the storage the pass dimension multiplies by ``planes``)."""
+    words = cfg.planes * cfg.total_col_blocks
+    word_bits = cfg.neurons_per_tile * cfg.threshold_bits
+    return {"words": words, "word_bits": word_bits, "bits": words * word_bits,
+            "passes": cfg.planes, "col_blocks": cfg.total_col_blocks,
+            "neurons_per_word": cfg.neurons_per_tile, "bits_per_neuron": cfg.threshold_bits,
+            "word_address": "pass * total_col_blocks + col_block"}
 
-    ``write``: one neuron's threshold (the other neurons of its word are kept).
-    ``read``: the word of global column block ``addr``.
+
+class ThresholdStore(wiring.Component):
+    """One signed ``threshold_bits`` threshold per pass and neuron: a word of
+    ``neurons_per_tile`` per (pass, global column block), at word ``pass * total_col_blocks
+    + col_block`` (pass-major, the order of the image's thresholds.hex).
+
+    ``write``: one neuron's threshold for one pass (the other neurons of its word are
+    kept; an address past the last pass or column block writes nothing). ``read``: the
+    word of ``addr`` (:class:`ThresholdAddress`: pass and global column block).
     """
 
     def __init__(self, cfg: SbnnConfig):
         self._cfg = cfg
         word = data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile)
-        self._memory = Memory(shape=word, depth=_depth(cfg.total_col_blocks), init=[])
+        self._memory = Memory(shape=word, depth=_depth(threshold_memory(cfg)["words"]),
+                              init=[])
         super().__init__({
             "write": In(ThresholdWriteSignature(cfg)),
-            "read": In(ReadSignature(IndexShapes(cfg).global_col_block, word)),
+            "read": In(ReadSignature(ThresholdAddress(cfg), word)),
         })
 
+    def _word(self, pass_, col_block):
+        """Word index of a (pass, column block): packed, so no word is left unused (a
+        power-of-two pass stride would leave 2**cb_bits - total_col_blocks per pass)."""
+        return pass_ * self._cfg.total_col_blocks + col_block
+
     def elaborate(self, platform):
-        nt = self._cfg.neurons_per_tile
+        cfg = self._cfg
+        nt = cfg.neurons_per_tile
         m = Module()
         m.submodules.memory = self._memory
         write = self._memory.write_port(granularity=1)
         read = self._memory.read_port(domain="comb")
-        with m.If(self.write.en):
-            m.d.comb += [write.addr.eq(self.write.col_block),
+        # Packed words: a column block past the last would alias the next pass's first.
+        in_range = (self.write.pass_ < cfg.planes) & \
+            (self.write.col_block < cfg.total_col_blocks)
+        with m.If(self.write.en & in_range):
+            m.d.comb += [write.addr.eq(self._word(self.write.pass_, self.write.col_block)),
                          write.data.as_value().eq(self.write.theta.replicate(nt)),
                          write.en.eq(Const(1, nt) << self.write.neuron)]
-        m.d.comb += [read.addr.eq(self.read.addr), self.read.data.eq(read.data)]
+        m.d.comb += [read.addr.eq(self._word(self.read.addr.pass_, self.read.addr.col_block)),
+                     self.read.data.eq(read.data)]
         return m
 
 

@@ -3,7 +3,10 @@
 Cycle 0 of an inference (its *compute start*) is the cycle after the last input beat is
 accepted. Within a pass, evaluations are issued in the order layer, column block, row block,
 plane; consecutive starts are ``macro_latency`` cycles apart plus the gap named here for the
-boundary between them, and the result follows the last start. The golden model
+boundary between them, and the result follows the last start. A first-layer column block
+that a pass after pass 0 does not evaluate (no enabled column of that pass's plane) is
+*rethresholded* instead: a one-cycle step in its place, with no macro evaluation
+(:data:`RETHRESHOLD_LATENCY` instead of ``macro_latency``). The golden model
 (golden/hwpath.py) schedules with these names, the cosim checkers place the logged cycles
 with them, and the RTL (rtl/controller.py) must produce the same cycles, which the cosim
 proves.
@@ -11,8 +14,8 @@ proves.
 
 from __future__ import annotations
 
-__all__ = ["COMPUTE_START_DELAY", "LAYER_GAP", "PASS_GAP", "RESULT_GAP", "start_gap",
-           "result_cycle"]
+__all__ = ["COMPUTE_START_DELAY", "LAYER_GAP", "PASS_GAP", "RESULT_GAP",
+           "RETHRESHOLD_LATENCY", "start_gap", "result_cycle"]
 
 #: Cycles from the clock edge that takes an image's last input beat to its compute cycle 0
 #: ("cycle 0 is the cycle after the last input beat is accepted").
@@ -31,15 +34,22 @@ PASS_GAP = 3
 #: result is valid (that cycle's number is the reported cycle count).
 RESULT_GAP = 3
 
-
-def start_gap(macro_latency: int, new_layer: bool, new_pass: bool) -> int:
-    """Cycles from an evaluation's start to the next one's: ``macro_latency`` inside a layer
-    (the macro is never idle there), plus :data:`PASS_GAP` across a pass boundary or
-    :data:`LAYER_GAP` across a layer boundary of the same pass."""
-    return macro_latency + (PASS_GAP if new_pass else LAYER_GAP if new_layer else 0)
+#: The latency of a rethreshold step: its block's stored first-layer sums reach the
+#: threshold stage (against this pass's thresholds) one cycle after the step, as an
+#: evaluation's sums do ``macro_latency`` cycles after it; the next step may start then.
+RETHRESHOLD_LATENCY = 1
 
 
-def result_cycle(last_start: int, macro_latency: int) -> int:
-    """Cycle (from compute start) at which the result of an inference whose last evaluation
-    started at ``last_start`` is valid: the reported cycle count."""
-    return last_start + macro_latency + RESULT_GAP
+def start_gap(latency: int, new_layer: bool, new_pass: bool) -> int:
+    """Cycles from a step's start to the next one's: the step's ``latency`` inside a layer
+    (an evaluation's ``macro_latency``, so the macro idles only for rethreshold steps; a
+    rethreshold's :data:`RETHRESHOLD_LATENCY`), plus :data:`PASS_GAP` across a pass
+    boundary or :data:`LAYER_GAP` across a layer boundary of the same pass."""
+    return latency + (PASS_GAP if new_pass else LAYER_GAP if new_layer else 0)
+
+
+def result_cycle(last_start: int, latency: int) -> int:
+    """Cycle (from compute start) at which the result of an inference whose last step
+    started at ``last_start`` with ``latency`` (``macro_latency`` for an evaluation) is
+    valid: the reported cycle count."""
+    return last_start + latency + RESULT_GAP

@@ -62,6 +62,21 @@ def test_bundle_has_every_file(bundle):
     assert files["program"].read_text().startswith("WEIGHT_ROW 0x0 ")
 
 
+def test_manifest_says_how_thresholds_are_laid_out_per_pass(bundle):
+    out, files = bundle
+    man = json.loads(files["manifest"].read_text())
+    layout = man["image_layout"]["thresholds"]
+    words = CFG.planes * CFG.total_col_blocks  # one word per pass and column block
+    lines = files["thresholds"].read_text().split()
+    assert layout["hex_words"] == words == len(lines)
+    memory = man["memories"]["thresholds"]  # the store the words fill, and its cost
+    assert memory["words"] == words and memory["word_bits"] == 2 * CFG.threshold_bits
+    assert memory["bits"] == words * CFG.neurons_per_tile * CFG.threshold_bits
+    # 3 passes, 7 column blocks, 2 neurons per tile: 1 neuron bit, 3 block bits, 2 pass bits
+    assert (CFG.planes, CFG.total_col_blocks, CFG.neurons_per_tile) == (3, 7, 2)
+    assert layout["prog_addr_fields"] == {"neuron": [0, 1], "col_block": [1, 3], "pass": [4, 2]}
+
+
 def test_bundle_is_byte_identical_and_cached(bundle, model_path, tmp_path):
     out, files = bundle
     # A fresh process with another hash seed: set or dict order leaking into the output

@@ -70,7 +70,8 @@ def test_cosim_catches_a_wrong_golden_threshold(cosim_build_root, tmp_path, veri
 def _small_k2_case(tmp_path, count: int):
     """A random SMALL_K2 model and ``count`` random images, saved: (model, path, images)."""
     rng = np.random.default_rng(2024)
-    model = QuantizedModel.random(SMALL_K2, rng, mask_keep=0.5)
+    # thresholds that differ between passes: pass p must read row p
+    model = QuantizedModel.random(SMALL_K2, rng, mask_keep=0.5, per_pass=True)
     images = rng.integers(0, 256, (count, SMALL_K2.layers[0]), dtype=np.uint8)
     np.savez(tmp_path / "img.npz", images=images, labels=np.zeros(count, np.uint8))
     return model, model.save(tmp_path / "m.npz"), tmp_path / "img.npz"

@@ -28,10 +28,20 @@ def _model_a() -> QuantizedModel:
     masks = [m.copy() for m in model.support_mask]
     nt = CFG.neurons_per_tile
     # Whole column blocks with a support plane masked: the mask summary that lets the
-    # controller skip them must survive reset (reset_mid_inference relies on it).
+    # controller skip them must survive reset (reset_mid_inference relies on it); the
+    # first layer's block 1 is rethresholded in pass 2.
     masks[0][nt:2 * nt, 1] = False
     masks[1][:nt, 0] = False
-    return model.with_mask(tuple(masks))
+    # Thresholds that differ between passes (pass 0's row as drawn, so the corners' exit
+    # margins split the images as before; this draw keeps back_to_back's exit planes 0..K):
+    # every corner checks that pass p reads row p.
+    rng = np.random.default_rng(SEED + 2)
+    thresholds = tuple(t + np.vstack([np.zeros((1, t.shape[1]), np.int64),
+                                      rng.integers(-3, 4, (t.shape[0] - 1, t.shape[1]))])
+                       for t in model.thresholds)
+    model = QuantizedModel(CFG, model.planes, thresholds, tuple(masks))
+    assert model.per_pass_thresholds
+    return model
 
 
 def make_files(folder):

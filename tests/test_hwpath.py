@@ -8,7 +8,7 @@ import pytest
 from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
-from sbnn.timing import LAYER_GAP, PASS_GAP, RESULT_GAP
+from sbnn.timing import LAYER_GAP, PASS_GAP, RESULT_GAP, RETHRESHOLD_LATENCY
 
 SMALL = [
     SbnnConfig(layers=(10, 7, 3), active_rows=4, macro_cols=6, macro_rows=128,
@@ -76,8 +76,37 @@ def test_adc_saturates_and_floors():
     assert res.logits.tolist() == [[3, -4]]
 
 
+def _steps(sched):
+    """(cycle, latency, pass, layer, col_block, row_block, plane) of every step, in cycle
+    order; a rethreshold has row block -1 and latency RETHRESHOLD_LATENCY."""
+    lat = sched.config.macro_latency
+    steps = [(e.cycle, lat, e.pass_, e.layer, e.col_block, e.row_block, e.plane)
+             for e in sched.evals]
+    steps += [(r.cycle, RETHRESHOLD_LATENCY, r.pass_, 0, r.col_block, -1, r.pass_)
+              for r in sched.rethresholds]
+    return sorted(steps)
+
+
+def _check_contract(sched):
+    """Spec order (pass, layer, column block, row block, plane), each step starting its
+    predecessor's latency (plus the layer or pass gap) after it, the result RESULT_GAP
+    after the last step's latency."""
+    steps = _steps(sched)
+    assert steps[0][0] == 0
+    assert [s[2:] for s in steps] == sorted(s[2:] for s in steps)
+    for prev, step in zip(steps, steps[1:]):
+        gap = PASS_GAP if step[2] != prev[2] else LAYER_GAP if step[3] != prev[3] else 0
+        assert step[0] - prev[0] == prev[1] + gap, (prev, step)
+    for p in sched.passes:
+        last = max(s for s in steps if s[2] == p)
+        assert sched.total_cycles(p) == last[0] + last[1] + RESULT_GAP
+    cfg = sched.config  # every pass runs every layer: the closed form is exact
+    assert sched.total_cycles() == sum(s[1] for s in steps) + len(sched.passes) * (
+        LAYER_GAP * (cfg.num_layers - 1) + PASS_GAP)
+
+
 def test_schedule_timing_contract_and_skips():
-    cfg = SMALL[0]
+    cfg = SMALL[0]  # layer 0: 4 column blocks of 3 row blocks; layer 1: 2 of 2
     rng = np.random.default_rng(3)
     model = QuantizedModel.random(cfg, rng)
     masks = list(model.support_mask)
@@ -85,17 +114,58 @@ def test_schedule_timing_contract_and_skips():
     model = model.with_mask(tuple(masks))
     sched = hwpath.schedule(model, cfg.num_supports)
     assert all(e.plane == 0 for e in sched.evals if e.layer == 0)
-    lat = cfg.macro_latency
-    for prev, ev in zip(sched.evals, sched.evals[1:]):
-        gap = PASS_GAP if ev.pass_ != prev.pass_ else LAYER_GAP if ev.layer != prev.layer \
-            else 0
-        assert ev.cycle - prev.cycle == lat + gap
-    assert sched.total_cycles(cfg.num_supports) == sched.evals[-1].cycle + lat + RESULT_GAP
-    # passes > 0 add only the unmasked first-layer plane (none here), then rerun the rest
+    _check_contract(sched)
+    # passes > 0 evaluate nothing in the first layer: every block is rethresholded there
     assert not [e for e in sched.evals if e.pass_ > 0 and e.layer == 0]
+    assert [(r.pass_, r.col_block) for r in sched.rethresholds] == \
+        [(p, cb) for p in (1, 2) for cb in range(4)]
+    lat = cfg.macro_latency
+    last0 = max(e.cycle for e in sched.evals if e.pass_ == 0)
+    first1 = min(r.cycle for r in sched.rethresholds if r.pass_ == 1)
+    assert first1 == last0 + lat + PASS_GAP
+    layer1 = min(e.cycle for e in sched.evals if e.pass_ == 1)
+    assert layer1 == first1 + 3 + RETHRESHOLD_LATENCY + LAYER_GAP  # 4 one-cycle steps
     assert {e.pass_ for e in sched.evals} == set(range(cfg.num_supports + 1))
+    assert sched.passes == (0, 1, 2)
     tiles = [(e.layer, e.col_block, e.row_block) for e in sched.evals]
     assert [e.tile for e in sched.evals] == [sorted(set(tiles)).index(t) for t in tiles]
+
+
+@pytest.mark.parametrize("cfg", SMALL, ids=["K2", "3layer", "K0"])
+def test_schedule_every_first_layer_block_once_per_pass(cfg):
+    """Pass p > 0 visits each first-layer block once: plane p's evaluations where it has an
+    enabled column, else one rethreshold step; a single-layer network too (no pass is
+    skipped: a rethresholded block's outputs change with the pass's thresholds)."""
+    rng = np.random.default_rng(8)
+    for keep in (0.0, 0.3, 1.0):
+        model = QuantizedModel.random(cfg, rng, mask_keep=keep, per_pass=True)
+        sched = hwpath.schedule(model, cfg.num_supports)
+        _check_contract(sched)
+        assert sched.passes == tuple(range(cfg.num_supports + 1))
+        for p in range(1, cfg.planes):
+            evaluated = {e.col_block for e in sched.evals if e.pass_ == p and e.layer == 0}
+            redone = [r.col_block for r in sched.rethresholds if r.pass_ == p]
+            enabled = {cb for cb in range(cfg.col_blocks(0))
+                       if hwpath.column_enables(cfg, model, 0, cb, p)}
+            assert evaluated == enabled and sorted(redone) == sorted(
+                set(range(cfg.col_blocks(0))) - enabled)
+
+
+def test_single_layer_network_runs_every_pass_with_its_thresholds():
+    rng = np.random.default_rng(8)
+    one = SbnnConfig(layers=(10, 5), active_rows=4, macro_cols=9, macro_rows=32,
+                     num_supports=2, gain_bits=3, adc_bits=5, macro_latency=2)
+    model = QuantizedModel.random(one, rng, mask_keep=0.0, per_pass=True)
+    sched = hwpath.schedule(model, 2)
+    _check_contract(sched)
+    assert sched.passes == (0, 1, 2) and {e.pass_ for e in sched.evals} == {0}
+    # pass 2's logits are made with pass 2's thresholds, though no plane was added
+    pixels = rng.integers(0, 256, (3, 10), dtype=np.uint8)
+    res = hwpath.run_hw(model, pixels, 2)
+    for b in range(3):
+        np.testing.assert_array_equal(res.pass_logits[2][b] - res.pass_logits[0][b],
+                                      model.thresholds[0][0] - model.thresholds[0][2])
+    assert not np.array_equal(model.thresholds[0][0], model.thresholds[0][2])
 
 
 def test_exit_margin_picks_first_confident_pass():

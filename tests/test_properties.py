@@ -14,7 +14,7 @@ from test_hwpath import brute_force
 from sbnn.config import SbnnConfig
 from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
-from sbnn.timing import LAYER_GAP, PASS_GAP, RESULT_GAP
+from sbnn.timing import LAYER_GAP, PASS_GAP, RESULT_GAP, RETHRESHOLD_LATENCY
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -42,7 +42,8 @@ def cases(draw):
     cfg = draw(configs())
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    model = QuantizedModel.random(cfg, rng, mask_keep=draw(st.sampled_from([0.0, 0.5, 1.0])))
+    model = QuantizedModel.random(cfg, rng, mask_keep=draw(st.sampled_from([0.0, 0.5, 1.0])),
+                                  per_pass=draw(st.booleans()))
     batch = draw(st.integers(1, 4))
     pixels = rng.integers(0, 256, (batch, cfg.layers[0]), dtype=np.uint8)
     budget = draw(st.integers(0, cfg.num_supports))
@@ -63,7 +64,7 @@ def test_passes_exit_and_class_match_brute_force(case):
     res = hwpath.run_hw(model, pixels, budget, exit_margin=exit_margin)
     passes = hwpath.schedule(model, budget).passes
     assert sorted(res.pass_logits) == list(passes)
-    assert passes[-1] == budget or model.config.num_layers == 1
+    assert passes == tuple(range(budget + 1))  # every pass runs, a single-layer net's too
     for b in range(len(pixels)):
         ref = {p: brute_force(model, pixels[b], p).astype(np.int64) for p in passes}
         for p in passes:
@@ -85,11 +86,18 @@ def test_schedule_timing_and_counters(case):
     sched = hwpath.schedule(model, budget)
     lat = cfg.macro_latency
     assert sched.evals[0].cycle == 0
-    for prev, ev in zip(sched.evals, sched.evals[1:]):
-        gap = PASS_GAP if ev.pass_ != prev.pass_ else LAYER_GAP if ev.layer != prev.layer \
-            else 0
-        assert ev.cycle - prev.cycle == lat + gap
-        assert (ev.pass_, ev.layer) >= (prev.pass_, prev.layer)
+    # every step, evaluations and rethresholds (row block -1), in cycle order: each starts
+    # its predecessor's latency after it, plus the pass or layer gap
+    steps = sorted([(e.cycle, lat, e.pass_, e.layer, e.col_block, e.row_block, e.plane)
+                    for e in sched.evals] +
+                   [(r.cycle, RETHRESHOLD_LATENCY, r.pass_, 0, r.col_block, -1, r.pass_)
+                    for r in sched.rethresholds])
+    for prev, step in zip(steps, steps[1:]):
+        gap = PASS_GAP if step[2] != prev[2] else LAYER_GAP if step[3] != prev[3] else 0
+        assert step[0] - prev[0] == prev[1] + gap
+        assert step[2:] > prev[2:]  # spec order: pass, layer, column and row block, plane
+    for r in sched.rethresholds:  # only a first-layer block with no enabled plane-p column
+        assert r.pass_ > 0 and not hwpath.column_enables(cfg, model, 0, r.col_block, r.pass_)
     for ev in sched.evals:
         assert 0 <= ev.tile < cfg.total_tiles and ev.gain == cfg.plane_gains[ev.plane]
         assert 1 << ev.adc_shift == cfg.adc_steps[ev.layer]
@@ -109,7 +117,8 @@ def test_schedule_timing_and_counters(case):
         assert got["exit_plane"] == e
         assert len(trace) == len([ev for ev in sched.evals if ev.pass_ <= e])
         assert all(tx["pass"] <= e for tx in trace)
-        assert got["cycles"] == trace[-1]["cycle"] + lat + RESULT_GAP
+        last = max(s for s in steps if s[2] <= e)
+        assert got["cycles"] == last[0] + last[1] + RESULT_GAP
         assert got["macro_evals"] == len(trace)
         cols = sum(bin(tx["col_en"]).count("1") for tx in trace)
         assert got["column_evals"] == got["adc_conversions"] == cols

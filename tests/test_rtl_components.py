@@ -33,27 +33,34 @@ def values(ctx, view, count: int) -> list[int]:
     return [got[i] for i in range(count)]
 
 
-def test_threshold_store_writes_one_neuron_and_reads_a_block():
-    dut = ThresholdStore(TINY)
+def test_threshold_store_writes_one_neuron_and_reads_a_block_of_a_pass():
+    dut = ThresholdStore(TINY)  # 2 passes, 10 column blocks (4-bit block field)
+
+    async def write(ctx, pass_, col_block, neuron, theta, en=1):
+        ctx.set(dut.write.en, en)
+        ctx.set(dut.write.pass_, pass_)
+        ctx.set(dut.write.col_block, col_block)
+        ctx.set(dut.write.neuron, neuron)
+        ctx.set(dut.write.theta, theta)
+        await ctx.tick()
+
+    def read(ctx, pass_, col_block):
+        ctx.set(dut.read.addr, {"pass_": pass_, "col_block": col_block})
+        return values(ctx, dut.read.data, 2)
 
     async def bench(ctx):
         for neuron, theta in ((0, 7), (1, -5)):
-            ctx.set(dut.write.en, 1)
-            ctx.set(dut.write.col_block, 3)
-            ctx.set(dut.write.neuron, neuron)
-            ctx.set(dut.write.theta, theta)
-            await ctx.tick()
-        ctx.set(dut.write.col_block, 3)
-        ctx.set(dut.write.neuron, 1)
-        ctx.set(dut.write.theta, 2)  # rewrite neuron 1 only
-        await ctx.tick()
-        ctx.set(dut.write.theta, 100)
-        ctx.set(dut.write.en, 0)  # not written
-        await ctx.tick()
-        ctx.set(dut.read.addr, 3)
-        assert values(ctx, dut.read.data, 2) == [7, 2]
-        ctx.set(dut.read.addr, 2)
-        assert values(ctx, dut.read.data, 2) == [0, 0]
+            await write(ctx, 0, 3, neuron, theta)
+        await write(ctx, 0, 3, 1, 2)  # rewrite neuron 1 only
+        await write(ctx, 1, 3, 0, -9)  # the same block in pass 1: another word
+        await write(ctx, 0, 3, 0, 100, en=0)  # not written
+        await write(ctx, 0, 10, 0, 55)  # block 10 does not exist (no alias of pass 1's 0)
+        await write(ctx, 1, 15, 1, 56)
+        ctx.set(dut.write.en, 0)
+        assert read(ctx, 0, 3) == [7, 2]
+        assert read(ctx, 1, 3) == [-9, 0]
+        assert read(ctx, 0, 2) == [0, 0]
+        assert read(ctx, 1, 0) == [0, 0] and read(ctx, 1, 9) == [0, 0]
 
     simulate(dut, bench)
 
@@ -121,10 +128,12 @@ def test_program_decoder_turns_each_op_into_one_write():
             == [1, 5, 2, 0b101101]
         assert ctx.get(dut.threshold_write.en) == 0
         await ctx.tick()
-        await op(ctx, ProgOp.THRESHOLD, sizes.threshold_addr(4, 1), (1 << 16) - 3)
+        # TINY_K2: 5 column blocks, 2 neurons per tile: addr = pass . 3-bit block . neuron
+        assert sizes.threshold_addr(2, 4, 1) == 0b10_100_1
+        await op(ctx, ProgOp.THRESHOLD, 0b10_100_1, (1 << 16) - 3)
         tw = dut.threshold_write
-        assert [ctx.get(tw.en), ctx.get(tw.col_block), ctx.get(tw.neuron), ctx.get(tw.theta)] \
-            == [1, 4, 1, -3]
+        assert [ctx.get(tw.en), ctx.get(tw.pass_), ctx.get(tw.col_block), ctx.get(tw.neuron),
+                ctx.get(tw.theta)] == [1, 2, 4, 1, -3]
         assert ctx.get(dut.weight_write.en) == 0
         await ctx.tick()
         await op(ctx, ProgOp.COL_MASK, 3, 0b110011)
@@ -220,9 +229,10 @@ def test_activation_buffers_give_row_codes_zero_past_the_inputs():
 
 
 def _expected_schedule(cfg, plane_any, budget):
-    """(pass, layer, col_block, row_block, plane) in the order the spec gives: passes,
-    layers, column blocks, row blocks, planes; pass p > 0 adds plane p only in the first
-    layer; planes with no enabled column are skipped."""
+    """(pass, layer, col_block, row_block, plane, rethreshold) in the order the spec gives:
+    passes, layers, column blocks, row blocks, planes; pass p > 0 adds plane p only in the
+    first layer, and a first-layer block without plane p is one rethreshold step (row block
+    0) instead; planes with no enabled column are skipped."""
     order = []
     for p in range(budget + 1):
         base = 0
@@ -230,8 +240,10 @@ def _expected_schedule(cfg, plane_any, budget):
             for cb in range(cfg.col_blocks(layer)):
                 wanted = [p] if layer == 0 and p > 0 else range(p + 1)
                 planes = [k for k in wanted if plane_any[base + cb] >> k & 1]
-                for rb in range(cfg.row_blocks(layer)):
-                    order += [(p, layer, cb, rb, k) for k in planes]
+                if layer == 0 and p > 0 and not planes:
+                    order.append((p, 0, cb, 0, p, True))
+                for rb in range(cfg.row_blocks(layer)) if planes else ():
+                    order += [(p, layer, cb, rb, k, False) for k in planes]
             base += cfg.col_blocks(layer)
     return order
 
@@ -247,6 +259,8 @@ def test_sequencer_issues_in_spec_order_at_contract_cycles():
     m.d.comb += [dut.plane_any[c].eq(v) for c, v in enumerate(plane_any)]
     m.d.comb += dut.column_enables.data.eq(Array(words)[dut.column_enables.addr])
     expect = _expected_schedule(cfg, plane_any, budget)
+    # pass 1: blocks 0 and 1 rethresholded (no plane 1), block 2 evaluated; pass 2: block 1
+    assert [e[:3] for e in expect if e[5]] == [(1, 0, 0), (1, 0, 1), (2, 0, 1)]
     tile_base, block_base = [0, 9], [0, 3]
     seen, starts = [], []
 
@@ -257,7 +271,7 @@ def test_sequencer_issues_in_spec_order_at_contract_cycles():
         ctx.set(dut.run, 1)
         done_at, events = None, {}
         for cycle in range(400):
-            ctx.set(dut.macro_done, cycle == done_at)
+            ctx.set(dut.step_done, cycle == done_at)
             ctx.set(dut.busy, done_at is not None and cycle <= done_at)
             ctx.set(dut.layer_ready, events.get(cycle) == "layer")
             ctx.set(dut.pass_control.begin, events.get(cycle) == "pass")
@@ -270,15 +284,20 @@ def test_sequencer_issues_in_spec_order_at_contract_cycles():
                 # tile = first tile of the layer + col_block * row_blocks + row_block
                 rb = ctx.get(dut.evaluation.group) - tile_base[layer] - cb * \
                     cfg.row_blocks(layer)
-                entry = (p, layer, cb, rb, k)
+                again = bool(context.rethreshold)
+                entry = (p, layer, cb, rb, k, again)
                 seen.append(entry)
                 starts.append(cycle)
+                # a rethreshold starts no macro evaluation
+                assert ctx.get(dut.evaluation.start) == (not again)
                 mask = ((1 << 2) - 1) << (2 * k)
                 assert ctx.get(dut.evaluation.col_en) == words[block_base[layer] + cb] & mask
                 assert ctx.get(dut.evaluation.gain) == cfg.plane_gains[k]
                 assert context.plane == k and context.resume == (layer == 0 and p > 0)
                 assert context.block.global_col_block == block_base[layer] + cb
-                done_at = cycle + latency
+                if again:  # the stored sums alone, thresholded the cycle after
+                    assert context.first == 1 and context.last == 1
+                done_at = cycle + (1 if again else latency)
                 nxt = expect[len(seen)] if len(seen) < len(expect) else None
                 block_over = nxt is None or nxt[:3] != (p, layer, cb)
                 assert context.last == block_over, entry
@@ -295,17 +314,21 @@ def test_sequencer_issues_in_spec_order_at_contract_cycles():
     simulate(m, bench)
     assert seen == expect
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    expect_gaps = [latency + (3 if b[0] != a[0] else 2 if b[1] != a[1] else 0)
+    # a step's latency (1 for a rethreshold), plus the pass or layer gap
+    expect_gaps = [(1 if a[5] else latency) + (3 if b[0] != a[0] else 2 if b[1] != a[1]
+                                                else 0)
                    for a, b in zip(expect, expect[1:])]
     assert gaps == expect_gaps
 
 
 def test_in_flight_holds_the_context_until_done():
     dut = InFlight(TINY)
-    first = {"plane": 1, "first": 1, "resume": 0, "last": 1,
+    first = {"plane": 1, "first": 1, "resume": 0, "last": 1, "rethreshold": 0,
              "block": {"layer": 2, "col_block": 1, "global_col_block": 8, "layer_end": 1}}
-    second = {"plane": 0, "first": 0, "resume": 1, "last": 0,
+    second = {"plane": 0, "first": 0, "resume": 1, "last": 0, "rethreshold": 0,
               "block": {"layer": 0, "col_block": 3, "global_col_block": 3, "layer_end": 0}}
+    again = {"plane": 1, "first": 1, "resume": 1, "last": 1, "rethreshold": 1,
+             "block": {"layer": 0, "col_block": 2, "global_col_block": 2, "layer_end": 0}}
 
     async def bench(ctx):
         ctx.set(dut.issue.start, 1)
@@ -334,6 +357,22 @@ def test_in_flight_holds_the_context_until_done():
         ctx.set(dut.clear, 1)
         await ctx.tick()
         assert ctx.get(dut.busy) == 0
+        ctx.set(dut.clear, 0)
+        # A rethreshold step retires the cycle after its start, with no macro done; the
+        # next (another rethreshold here) may start in that cycle.
+        ctx.set(dut.issue.context, again)
+        ctx.set(dut.issue.start, 1)
+        assert ctx.get(dut.retire.done) == 0
+        await ctx.tick()
+        assert ctx.get(dut.busy) == 1 and ctx.get(dut.retire.done) == 1
+        assert ctx.get(dut.retire.context).block.col_block == 2
+        ctx.set(dut.issue.context, {**again, "block": {**again["block"], "col_block": 3}})
+        await ctx.tick()
+        ctx.set(dut.issue.start, 0)
+        assert ctx.get(dut.retire.done) == 1
+        assert ctx.get(dut.retire.context).block.col_block == 3
+        await ctx.tick()  # retired, nothing started: idle, and no macro done counts
+        assert ctx.get(dut.busy) == 0 and ctx.get(dut.retire.done) == 0
 
     simulate(dut, bench)
 
@@ -342,8 +381,9 @@ def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
     dut = Accumulator(TINY)  # 2 neurons, code of plane k, neuron i in column 2k + i
     block = {"layer": 1, "col_block": 2, "global_col_block": 6, "layer_end": 1}
 
-    def context(plane, first, last, resume=0, blk=block):
-        return {"plane": plane, "first": first, "resume": resume, "last": last, "block": blk}
+    def context(plane, first, last, resume=0, blk=block, rethreshold=0):
+        return {"plane": plane, "first": first, "resume": resume, "last": last,
+                "rethreshold": rethreshold, "block": blk}
 
     async def bench(ctx):
         ctx.set(dut.retire.done, 1)
@@ -373,6 +413,20 @@ def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
         ctx.set(dut.adc, [0, 0, 0, 0])
         await ctx.tick()
         assert values(ctx, dut.stage.acc, 2) == [12, -21]  # held without done
+        # Rethresholds of two blocks in consecutive cycles: the stored sums, no code added
+        # (whatever the macro's adc shows), each handed over for one cycle.
+        ctx.set(dut.adc, [9, 9, 2, -1])
+        ctx.set(dut.retire.done, 1)
+        for cb, stored in ((0, [4, -6]), (1, [-3, 8])):
+            blk = {"layer": 0, "col_block": cb, "global_col_block": cb, "layer_end": cb}
+            ctx.set(dut.retire.context, context(1, 1, 1, resume=1, blk=blk, rethreshold=1))
+            ctx.set(dut.stored.data, stored)
+            await ctx.tick()
+            assert values(ctx, dut.stage.acc, 2) == stored
+            assert ctx.get(dut.stage.pending) == 1 and ctx.get(dut.stage.block).col_block == cb
+        ctx.set(dut.retire.done, 0)
+        await ctx.tick()
+        assert ctx.get(dut.stage.pending) == 0
 
     simulate(dut, bench)
 
@@ -386,7 +440,9 @@ def test_threshold_stage_writes_activations_sums_and_logits():
                                   "global_col_block": global_col_block,
                                   "layer_end": layer_end})
         ctx.set(dut.stage.acc, acc)
-        assert ctx.get(dut.thresholds.addr) == global_col_block
+        ctx.set(dut.pass_, 1)  # the pass being run chooses the thresholds' word
+        assert ctx.get(dut.thresholds.addr.pass_) == 1
+        assert ctx.get(dut.thresholds.addr.col_block) == global_col_block
         ctx.set(dut.thresholds.data, theta)
 
     async def bench(ctx):
@@ -440,7 +496,6 @@ def test_exit_decision_takes_class_margin_and_next_pass():
 
     async def bench(ctx):
         ctx.set(dut.run, 1)
-        ctx.set(dut.plane_any, [0b001] * cfg.total_col_blocks)  # ignored: 2 layers
         assert await decide(ctx, dut, [3, 12, 9], 3, 0, 2) == ((1, 1), 1, 0)  # 12 - 9 >= 3
         assert await decide(ctx, dut, [3, 12, 9], 4, 0, 2) == ((0, 1), 1, 0)
         assert await decide(ctx, dut, [9, -4, 9], 1, 1, 2) == ((0, 2), 0, 1)  # tie: first
@@ -448,6 +503,7 @@ def test_exit_decision_takes_class_margin_and_next_pass():
         assert (exit_now, best, passed) == (1, 2, 2)  # budget spent: no next pass
         (exit_now, _), _, _ = await decide(ctx, dut, [1, 2, 3], 100, 0, 0)
         assert exit_now == 1  # budget 0: pass 0 is the last
+        assert await decide(ctx, dut, [1, 2, 3], 100, 1, 2) == ((0, 2), 2, 1)  # pass 1 of 2
         ctx.set(dut.run, 0)  # not running: the decision waits
         ctx.set(dut.pass_done, 1)
         await ctx.tick()
@@ -461,14 +517,14 @@ def test_exit_decision_takes_class_margin_and_next_pass():
 
     simulate(dut, bench)
 
-    single = ExitDecision(SINGLE)  # one layer: a pass whose plane is masked everywhere is skipped
+    # One layer: no pass is skipped, a masked plane's pass rethresholds with its own row.
+    single = ExitDecision(SINGLE)
 
     async def bench_single(ctx):
         ctx.set(single.run, 1)
-        ctx.set(single.plane_any, [0b101, 0b001])  # plane 1 masked in both blocks
-        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 0, 2))[0] == (0, 2)
-        ctx.set(single.plane_any, [0b001, 0b001])
-        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 0, 2))[0][0] == 1  # none
+        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 0, 2))[0] == (0, 1)
+        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 1, 2))[0] == (0, 2)
+        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 2, 2))[0][0] == 1
 
     simulate(single, bench_single)
 

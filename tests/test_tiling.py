@@ -136,6 +136,10 @@ def test_timing_names_are_the_documented_contract():
     assert timing.start_gap(4, new_layer=True, new_pass=False) == 6
     assert timing.start_gap(4, new_layer=True, new_pass=True) == 7
     assert timing.result_cycle(100, 5) == 108
+    # a rethreshold step: latency 1 in place of macro_latency in the same rules
+    assert timing.RETHRESHOLD_LATENCY == _contract_gap(
+        r"an evaluation whose latency is (\d+) instead of `macro_latency`")
+    assert timing.start_gap(timing.RETHRESHOLD_LATENCY, new_layer=True, new_pass=False) == 3
 
 
 def test_default_design_cycles_are_the_documented_ones():

@@ -12,7 +12,7 @@ from sbnn.fileio import check_output_path, staged_folder
 
 from .arguments import add_command, add_config_option
 from .errors import CliError
-from .loaders import design_config, load_hardware_model, load_model
+from .loaders import design_config, load_model
 
 __all__ = ["add_parser", "run", "staged_rtl", "print_files"]
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle is not None and args.out is not None:
         raise CliError("give either --out (Verilog folder) or --bundle (tapeout bundle)")
     # checked before anything is written
-    model = load_hardware_model(args.model, cfg) if args.model else None
+    model = load_model(args.model, cfg) if args.model else None
     if args.bundle is not None:
         return _write_bundle(args, cfg, model)
     out = check_output_path(args.out or "out/rtl", "--out", folder=True)

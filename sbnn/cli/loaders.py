@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # numpy-only, but imported when a command runs, not for --hel
     from sbnn.golden.qmodel import QuantizedModel
 
 __all__ = ["SAMPLE_IMAGES", "assets_dir", "default_model_path", "default_sample_path",
-           "design_config", "config_override", "load_model", "load_hardware_model", "model_path",
-           "model_from_args"]
+           "design_config", "config_override", "load_model", "model_path", "model_from_args"]
 
 #: Images in the embedded MNIST sample (golden/assets/mnist_test_sample.npz).
 SAMPLE_IMAGES = 300
@@ -58,20 +57,6 @@ def load_model(path: Path | None, cfg: SbnnConfig | None) -> QuantizedModel:
     from sbnn.golden.qmodel import QuantizedModel
 
     return QuantizedModel.load(path or default_model_path(), cfg)
-
-
-def load_hardware_model(path: Path | None, cfg: SbnnConfig | None) -> QuantizedModel:
-    """:func:`load_model` for a command that builds or simulates the RTL: a model whose
-    thresholds differ between passes is refused here, naming the file, because the
-    controller's threshold store holds one row for every pass (gen/image.py)."""
-    from sbnn.golden.qmodel import ModelFileError
-
-    model = load_model(path, cfg)
-    if model.per_pass_thresholds:
-        raise ModelFileError(f"{path or default_model_path()}: its thresholds differ between "
-                             f"passes, which this controller's threshold store (one row for "
-                             f"every pass) cannot hold yet; use it with `sbnn eval`")
-    return model
 
 
 def model_path(args: argparse.Namespace) -> Path:

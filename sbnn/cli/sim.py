@@ -26,7 +26,7 @@ from .arguments import (
 )
 from .errors import CliError
 from .evaluate import portable_command
-from .loaders import config_override, default_sample_path, load_hardware_model, model_path
+from .loaders import default_sample_path, model_from_args, model_path
 
 __all__ = ["SIM_DEFAULT_COUNT", "add_parser", "run", "check_sim_inputs"]
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob, run_cosim
 
-    model = load_hardware_model(args.model, config_override(args))
+    model = model_from_args(args)
     if args.budgets is None:  # every plane, then the base plane alone
         k = model.config.num_supports
         args.budgets = (k, 0) if k else (0,)
