@@ -16,7 +16,8 @@ Format::
 
 The points are the cartesian product of ``[vary]`` in file order. ``macro_rows`` and
 ``macro_cols``, when neither the design nor ``[vary]`` gives them, follow each point: the
-fewest rows that hold its tiles and ``32 * (K+1)`` columns (32 neurons per tile). A point the
+fewest rows that hold its tiles and ``32 * (K+1)`` columns (32 neurons per tile); its ADC
+steps, unless given, are chosen from data by its training (golden/adc_calibration.py). A point the
 config rejects is kept as ``invalid`` with the config's reason, not dropped silently.
 """
 
@@ -156,6 +157,8 @@ def load_space(path: str | Path) -> Space:
         invalid = None
         try:
             point_design = SbnnConfig.from_dict(_sized(point_design, fixed)).to_dict()
+            if "adc_steps" not in fixed:  # left to the data: training calibrates them
+                del point_design["adc_steps"]
             TrainSettings.from_dict(point_recipe)
         except (ConfigError, TrainSettingsError) as exc:
             point_design, invalid = None, str(exc)

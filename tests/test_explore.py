@@ -9,6 +9,8 @@ from sbnn.cli import main
 from sbnn.config import SbnnConfig
 from sbnn.studies.explore import PointJob, finished_point, pareto_front, point_file
 from sbnn.studies.explore_space import SpaceError, load_space
+from sbnn.studies.recipe import TrainSettings
+from sbnn.studies.train import steps_from_data
 
 SPACE = """
 [design]
@@ -39,6 +41,8 @@ def test_points_are_the_product_with_fitted_macros(tmp_path):
         # the fewest rows: every tile fits and one word-line group less would not
         assert cfg.macro_rows == cfg.total_tiles * cfg.active_rows
         assert p.recipe == {"joint_epochs": 1} and p.case == "ii"
+        assert "adc_steps" not in p.design  # left to the data
+        assert steps_from_data(cfg, TrainSettings())
     assert len({p.id for p in space.points}) == 6
     assert [p.id for p in _space(tmp_path).points] == [p.id for p in space.points]  # stable
 
