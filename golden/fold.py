@@ -76,7 +76,7 @@ def _hidden_thresholds(model: SupportedBNN, layer: int, scale: float, loss: np.n
     t = direction * (mu - beta * sigma / safe)
     theta = np.ceil(t * scale - loss)
     # gamma = 0: the neuron is sign(beta) whatever it sums: always (or never) fire
-    constant = np.where(beta >= 0, -lim, lim - 1)
+    constant = np.where(beta >= 0, -lim, lim)
     return np.where(gamma == 0, constant, theta), direction
 
 
@@ -93,7 +93,9 @@ def fold_arrays(model: SupportedBNN) -> tuple[tuple[np.ndarray, ...], ...]:
     a neuron's gammas are negative), int64 (K+1, m) thresholds (row p: pass p), bool (m, K)
     masks. Raises :class:`FoldError` if a neuron's gammas differ in sign across budgets."""
     cfg = model.cfg
-    lim = 1 << (cfg.threshold_bits - 1)
+    # Thresholds within the accumulator's range (SbnnConfig.threshold_reach): beyond it
+    # every reachable sum is on one side anyway, and acc - theta then fits threshold_bits.
+    lim = cfg.threshold_reach
     planes, thresholds, masks = [], [], []
     for layer, lin in enumerate(model.linears):
         w = torch.cat([lin.base[None], lin.supports]).cpu().numpy()
@@ -106,7 +108,7 @@ def fold_arrays(model: SupportedBNN) -> tuple[tuple[np.ndarray, ...], ...]:
             p = p * direction[None, :, None].astype(np.int8)
         else:
             theta = _output_thresholds(model, scale, loss)
-        thresholds.append(np.clip(theta, -lim, lim - 1).astype(np.int64))
+        thresholds.append(np.clip(theta, -lim, lim).astype(np.int64))
         planes.append(p)
         masks.append(mask)
     return tuple(planes), tuple(thresholds), tuple(masks)

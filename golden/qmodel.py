@@ -90,10 +90,21 @@ class QuantizedModel:
             if k.dtype != bool and not (k.dtype.kind in "iu" and np.isin(k, (0, 1)).all()):
                 raise ModelFileError(f"layer {i}: support_mask must hold only 0/1 (or "
                                      f"False/True), got {k.dtype} values")
+        reach = cfg.threshold_reach
+        out = self.thresholds[-1]
+        if out.size and (int(out.min()) < -reach or int(out.max()) > reach):
+            raise ModelFileError(f"layer {cfg.num_layers - 1} (output): thresholds outside "
+                                 f"{-reach}..{reach}, the accumulator's range: the logits "
+                                 f"acc - theta would not fit {cfg.threshold_bits} bits")
         # Frozen record: the per-pass form is stored once, here, so readers index [pass].
+        # A hidden threshold beyond the accumulator's range decides exactly as the range's
+        # end (every reachable sum is on the same side): stored at the end, so that the
+        # RTL's acc - theta cannot overflow threshold_bits (older folds used +-2**acc_bits).
         object.__setattr__(self, "thresholds", tuple(
+            np.clip(np.broadcast_to(t, (cfg.planes, t.shape[-1])), -reach, reach)
+            .astype(np.int64) if i < cfg.num_layers - 1 else
             np.broadcast_to(t, (cfg.planes, t.shape[-1])).astype(np.int64)
-            for t in self.thresholds))
+            for i, t in enumerate(self.thresholds)))
 
     @property
     def support_columns_kept(self) -> float:
@@ -153,15 +164,23 @@ class QuantizedModel:
     def random(cls, config: SbnnConfig, rng: np.random.Generator,
                mask_keep: float = 0.7, per_pass: bool = False) -> QuantizedModel:
         """Random parameters, for tests and equivalence runs. ``per_pass``: an independent
-        threshold for every pass (K+1, m); otherwise one row shared by every pass, drawn
-        as before the pass dimension existed (the same random stream)."""
+        threshold for every pass (K+1, m), about 3 % of the hidden ones at the ends of the
+        accumulator's range (constant neurons); otherwise one row shared by every pass,
+        drawn as before the pass dimension existed (the same random stream)."""
         planes, thresholds, masks = [], [], []
         for i in range(config.num_layers):
             n, m = config.layers[i], config.layers[i + 1]
             planes.append(rng.choice(np.array([-1, 1], dtype=np.int8), (config.planes, m, n)))
             spread = max(2, config.row_blocks(i) * config.adc_max // 4)
             shape = (config.planes, m) if per_pass else m
-            thresholds.append(rng.integers(-spread, spread, shape).astype(np.int64))
+            theta = rng.integers(-spread, spread, shape).astype(np.int64)
+            if per_pass and i < config.num_layers - 1:
+                # constant neurons (a budget's batch-norm scale 0): thresholds at the ends
+                # of the accumulator's range, where the RTL's acc - theta is widest
+                ends = rng.random(shape) < 0.03
+                reach = config.threshold_reach
+                theta[ends] = np.where(rng.random(int(ends.sum())) < 0.5, -reach, reach)
+            thresholds.append(theta)
             masks.append(rng.random((m, config.num_supports)) < mask_keep)
         return cls(config, tuple(planes), tuple(thresholds), tuple(masks))
 

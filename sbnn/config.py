@@ -312,6 +312,13 @@ class SbnnConfig(Record):
         return self.acc_bits + 1
 
     @property
+    def threshold_reach(self) -> int:
+        """Thresholds lie in ``-reach..reach`` (``2**(acc_bits-1)``): every sum a neuron can
+        reach is inside, so a threshold beyond decides as the end does, and ``acc - theta``
+        fits ``threshold_bits`` (the RTL's comparison and logits)."""
+        return 1 << (self.acc_bits - 1)
+
+    @property
     def input_beats(self) -> int:
         return _ceil_div(self.layers[0], self.input_lanes)
 

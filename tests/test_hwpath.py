@@ -212,3 +212,33 @@ def test_input_shape_errors():
         hwpath.run_hw(model, np.zeros((1, 11), np.uint8))
     with pytest.raises(TypeError, match="uint8"):
         hwpath.run_hw(model, np.zeros((1, 10), np.int32))
+
+
+def test_hidden_thresholds_beyond_the_accumulator_decide_as_its_ends():
+    """Older folds stored constant neurons at +-2**acc_bits; the model keeps them at
+    +-threshold_reach (acc - theta then fits threshold_bits, as the RTL computes it) and
+    every activation is what the exact comparison with the original threshold gives."""
+    from sbnn.config import SbnnConfig
+    from sbnn.golden.qmodel import ModelFileError, QuantizedModel
+
+    cfg = SbnnConfig(layers=(40, 24, 6), num_supports=1, active_rows=8, macro_cols=16,
+                     macro_rows=512, adc_bits=5)
+    rng = np.random.default_rng(5)
+    base = QuantizedModel.random(cfg, rng, mask_keep=1.0, per_pass=True)
+    wide = 1 << (cfg.threshold_bits - 1)
+    theta = base.thresholds[0].copy()
+    theta[1, :6] = -wide  # always fire, as an old fold wrote it
+    theta[1, 6:12] = wide - 1  # never fire
+    model = QuantizedModel(cfg, base.planes, (theta, base.thresholds[1]), base.support_mask)
+    reach = cfg.threshold_reach
+    assert model.thresholds[0].min() >= -reach and model.thresholds[0].max() <= reach
+    assert (model.thresholds[0][1, :6] == -reach).all()
+    pixels = rng.integers(0, 256, (50, 40), dtype=np.uint8)
+    res = hwpath.run_hw(model, pixels, 1, keep_adc=True)
+    acc = sum(v for (p, layer, _, _), v in res.adc.items() if p == 1 and layer == 0)
+    assert np.abs(acc).max() < reach  # every reachable sum lies inside
+    np.testing.assert_array_equal(res.inputs[(1, 1)], np.where(acc >= theta[1], 1, -1))
+    out = base.thresholds[1].copy()
+    out[0, 0] = -wide
+    with pytest.raises(ModelFileError, match="output"):
+        QuantizedModel(cfg, base.planes, (base.thresholds[0], out), base.support_mask)
