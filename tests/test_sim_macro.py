@@ -371,9 +371,13 @@ def test_sim_top_matches_amaranth_simtop(bench, run):
              enumerate(zip(expected, got)) for n, e, g in zip(names, ev, gv) if e != g]
     assert not diffs, "\n".join(diffs[:10])
     col = {n: i for i, n in enumerate(names)}  # not vacuous: evaluations and results
-    assert sum(v[col["probe__start"]] for v in expected) > CYCLES // 10
+    starts = sum(v[col["probe__start"]] for v in expected)
+    assert starts > CYCLES // 10
     assert sum(v[col["result__valid"]] for v in expected) > 0
-    assert sum(1 for v in expected if v[col["probe__adc"]]) > CYCLES // 10
+    # Nonzero codes in a fair share of the evaluations (random traffic writes few weight
+    # rows, so most columns sum to zero; 52 of 191 in the ideal run): a macro or probe
+    # stuck at zero fails this.
+    assert sum(1 for v in expected if v[col["probe__adc"]]) > max(20, starts // 5)
     if run == "varied":  # the +sbnn_mismatch table reached the macro and changed codes
         assert bench["expected"](run, u, "ideal") != got
 
