@@ -23,6 +23,9 @@ Format (paths relative to the manifest's folder)::
     exit = "case_ii_s0.exit.json"             # its exit margin (sbnn exit-margin, on val)
     rtl = ["case_ii_s0.sim.json"]             # and RTL runs (sbnn sim --report)
 
+    [table]                                   # optional: a study rather than the table
+    targets = false                           # of record: no target checks (default true)
+
     [[variants]]                              # every variant tried, chosen or not
     name = "case_i_stage2_60ep"
     row = "case_i"
@@ -102,6 +105,9 @@ class Manifest:
     path: Path | None
     rows: dict[str, RowRuns]
     variants: tuple[Variant, ...] = field(default=())
+    #: check the table's targets (studies/results_targets.py); false for a side study, whose
+    #: design the targets were not set for
+    targets: bool = True
 
 
 def _path(where: str, base: Path, value, must_exist: bool = True) -> Path | None:
@@ -181,13 +187,19 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"manifest {str(path)!r}: {exc.strerror or exc}") from None
     except ValueError as exc:  # tomllib's TOMLDecodeError
         raise ManifestError(f"manifest {str(path)!r} is not valid TOML: {exc}") from None
-    _unknown(f"manifest {path}", data, {"rows", "variants"})
+    _unknown(f"manifest {path}", data, {"rows", "variants", "table"})
+    table = data.get("table", {})
+    _unknown(f"manifest {path} table", table, {"targets"})
+    targets = table.get("targets", True)
+    if not isinstance(targets, bool):
+        raise ManifestError(f"manifest {path}: table.targets must be true or false, got "
+                            f"{targets!r}")
     rows_table = data.get("rows", {})
     _unknown(f"manifest {path} rows", rows_table, set(ROWS))
     base = path.parent
     rows = {name: _row(name, base, rows_table.get(name, {})) for name in ROWS}
     variants = tuple(_variant(i, base, v) for i, v in enumerate(data.get("variants", [])))
-    return Manifest(path, rows, variants)
+    return Manifest(path, rows, variants, targets)
 
 
 def manifest_from_models(models: dict[str, Path]) -> Manifest:

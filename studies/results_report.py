@@ -160,9 +160,10 @@ def results_section(results: dict) -> str:
     lines += ["", "### Anytime: every budget, and the confidence exit", ""]
     lines += _anytime_lines(results)
     lines += ["", "### Pruning", ""] + _pruning_lines(results)
-    lines += ["", "### Targets", ""]
-    lines += [f"* {key}: {_met(value)}" + (f" ({why[key]})" if key in why else "")
-              for key, value in met.items()]
+    if results.get("targets") is not None:
+        lines += ["", "### Targets", ""]
+        lines += [f"* {key}: {_met(value)}" + (f" ({why[key]})" if key in why else "")
+                  for key, value in met.items()]
     lines += ["", "### Every variant tried", ""] + _variant_lines(results)
     lines += ["", f"Rebuilt by `{results['eval_command']}` (`nox -s results`) from "
               f"`{results['manifest']}`; every figure is in `results.json`.", "", END]

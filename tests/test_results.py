@@ -198,11 +198,30 @@ def test_old_protocol_pruning_is_unchecked(tmp_path):
     ("[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\n", "needs its model"),
     ("[[variants]]\nname = \"v\"\nrow = \"case_i\"\n", "recorded_hw_error_pct"),
     ("rows = 3 3\n", "not valid TOML"),
+    ("[table]\ntargets = \"no\"\n", "table.targets must be true or false"),
+    ("[table]\ntitle = \"x\"\n", "unknown field 'title'"),
 ])
 def test_manifest_errors(tmp_path, text, words):
     (tmp_path / "m.toml").write_text(text)
     with pytest.raises(ManifestError, match=words):
         load_manifest(tmp_path / "m.toml")
+
+
+def test_a_study_manifest_checks_no_targets(tmp_path):
+    """[table] targets = false: a side study (another design) gets the seeded table and the
+    paired tests, but none of the table of record's targets."""
+    rows = {"case_i": [(0, 30.0), (1, 30.0)], "case_i_control": [(0, 30.0), (1, 30.0)]}
+    for name, runs in rows.items():
+        for seed, minutes in runs:
+            _write_run(tmp_path, name, seed, minutes)
+    manifest = load_manifest(_manifest(tmp_path, rows, "[table]\ntargets = false\n"))
+    assert manifest.targets is False
+    res = build_seeded_results(manifest, *_data(), tmp_path / "docs", random_fractions=(),
+                               log=lambda m: None)
+    assert res["targets"] is None and res["targets_met"] == {}
+    assert res["mcnemar_p"]["case_i_vs_case_i_control"] is not None
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "### Targets" not in page and "### Supports against their controls" in page
 
 
 def test_committed_manifest_names_existing_files():
