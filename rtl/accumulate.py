@@ -11,11 +11,13 @@ from amaranth.lib.wiring import In, Out
 from sbnn.config import SbnnConfig
 
 from .interfaces import (
+    HeldReadSignature,
     HiddenWriteSignature,
     IndexShapes,
     IssueSignature,
-    ReadSignature,
+    RegisteredReadSignature,
     RetireSignature,
+    ScoreSignature,
     StageSignature,
     ThresholdAddress,
     WriteSignature,
@@ -72,6 +74,11 @@ class Accumulator(wiring.Component):
     (``stage.pending`` for one cycle). Ports: ``retire`` (the step retiring and its
     context), ``adc`` (the macro's codes), ``clear`` (a new image: no stage pending),
     ``stored`` (read of the first layer's stored sums), ``stage``.
+
+    The stored sums are read (a registered read) in the cycle the step starts: ``fetch``
+    (in) is the column block of the step starting (``fetch_en``); the read register holds
+    them until its codes arrive, ``macro_latency`` cycles later (a rethreshold step's: the
+    next cycle), since no step starts before the one in flight retires.
     """
 
     def __init__(self, cfg: SbnnConfig):
@@ -79,7 +86,8 @@ class Accumulator(wiring.Component):
         super().__init__({
             "retire": In(RetireSignature(cfg)),
             "adc": In(data.ArrayLayout(signed(cfg.adc_bits), cfg.macro_cols)), "clear": In(1),
-            "stored": Out(ReadSignature(_stored_address(cfg), _accumulator_word(cfg))),
+            "fetch": In(IndexShapes(cfg).col_block), "fetch_en": In(1),
+            "stored": Out(HeldReadSignature(_stored_address(cfg), _accumulator_word(cfg))),
             "stage": Out(StageSignature(cfg)),
         })
 
@@ -87,7 +95,8 @@ class Accumulator(wiring.Component):
         cfg = self._cfg
         neurons, context, stage = cfg.neurons_per_tile, self.retire.context, self.stage
         m = Module()
-        m.d.comb += self.stored.addr.eq(context.block.global_col_block)
+        # The first layer's column block is its global one (the store holds layer 0 only).
+        m.d.comb += [self.stored.addr.eq(self.fetch), self.stored.en.eq(self.fetch_en)]
         with m.If(stage.pending):  # the threshold stage takes it in this cycle
             m.d.sync += stage.pending.eq(0)
         # after the clear above: rethreshold steps retire in consecutive cycles
@@ -109,22 +118,29 @@ class ThresholdStage(wiring.Component):
 
     Hidden layer: activation ``sum >= theta`` (+1, else -1) to ``hidden_write``. Output
     layer: ``logits[j] = sum - theta`` registered (they hold until the next pass writes
-    them). First layer: the sums to ``stored`` (the next pass resumes from them).
-    ``layer_ready``: a hidden layer's last block is written (the next layer may start);
-    ``pass_done``: the output layer's last block is (the exit decision follows).
-    ``pass_`` (in): the pass being run; its thresholds are read (``thresholds.addr``).
+    them), and the block's logits to ``scores`` (the exit decision's tournament starts on
+    them in this cycle). First layer: the sums to ``stored`` (the next pass resumes from
+    them). ``layer_ready``: a hidden layer's last block is written (the next layer may
+    start); ``pass_done``: the output layer's last block is (the exit decision follows).
+
+    The threshold store's read is registered, so the block's thresholds are fetched the
+    cycle before, when its last step retires: ``fetch`` (in) is the global column block
+    retiring now and ``pass_`` (in) the pass being run; ``thresholds.addr`` is the word of
+    the two, and ``thresholds.data`` in the stage cycle is that word.
     """
 
     def __init__(self, cfg: SbnnConfig):
         self._cfg = cfg
         threshold_word = data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile)
+        shapes = IndexShapes(cfg)
         super().__init__({
             "stage": In(StageSignature(cfg)),
-            "pass_": In(IndexShapes(cfg).plane),
-            "thresholds": Out(ReadSignature(ThresholdAddress(cfg), threshold_word)),
+            "pass_": In(shapes.plane), "fetch": In(shapes.global_col_block),
+            "thresholds": Out(RegisteredReadSignature(ThresholdAddress(cfg), threshold_word)),
             "stored": Out(WriteSignature(_stored_address(cfg), _accumulator_word(cfg))),
             "hidden_write": Out(HiddenWriteSignature(cfg)),
             "logits": Out(data.ArrayLayout(signed(cfg.threshold_bits), cfg.num_classes)),
+            "scores": Out(ScoreSignature(cfg)),
             "layer_ready": Out(1), "pass_done": Out(1),
         })
 
@@ -133,7 +149,7 @@ class ThresholdStage(wiring.Component):
         neurons, stage, block = cfg.neurons_per_tile, self.stage, self.stage.block
         m = Module()
         m.d.comb += [self.thresholds.addr.pass_.eq(self.pass_),
-                     self.thresholds.addr.col_block.eq(block.global_col_block)]
+                     self.thresholds.addr.col_block.eq(self.fetch)]
         above = [Signal(signed(cfg.threshold_bits), name=f"above{i}") for i in range(neurons)]
         m.d.comb += [above[i].eq(stage.acc[i] - self.thresholds.data[i])
                      for i in range(neurons)]
@@ -146,6 +162,9 @@ class ThresholdStage(wiring.Component):
             self.hidden_write.buffer.eq(block.layer[0]),
             self.hidden_write.col_block.eq(block.col_block),
             self.hidden_write.activations.eq(Cat(*[v >= 0 for v in above])),
+            self.scores.en.eq(stage.pending & output_layer),
+            self.scores.col_block.eq(block.col_block),
+            *[self.scores.values[i].eq(above[i]) for i in range(neurons)],
         ]
         with m.If(stage.pending & output_layer):
             for j in range(cfg.num_classes):

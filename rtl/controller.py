@@ -100,6 +100,7 @@ class Controller(wiring.Component):
                 (threshold_stage.thresholds, thresholds.read),
                 (threshold_stage.stored, first_layer_sums.write),
                 (threshold_stage.hidden_write, activations.hidden_write),
+                (threshold_stage.scores, decision.scores),
                 (decision.pass_control, sequencer.pass_control)):
             wiring.connect(m, driver, receiver)
 
@@ -115,12 +116,17 @@ class Controller(wiring.Component):
                      sequencer.step_done.eq(in_flight.retire.done),
                      sequencer.layer_ready.eq(threshold_stage.layer_ready)]
         m.d.comb += [in_flight.done.eq(macro.done), accumulator.adc.eq(macro.adc)]
+        # The first layer's stored sums are read (a registered read) as the step starts.
+        m.d.comb += [accumulator.fetch.eq(sequencer.issue.context.block.col_block),
+                     accumulator.fetch_en.eq(sequencer.issue.start)]
         # Every block of a pass is thresholded before the decision that starts the next
         # (pass_done comes with the last one), so the sequencer's pass is the block's pass.
-        m.d.comb += threshold_stage.pass_.eq(sequencer.pass_control.current_pass)
-        # The decision sees the pass's logits, the image's budget and the margin.
-        m.d.comb += [decision.logits.eq(threshold_stage.logits),
-                     decision.margin.eq(program.margin), decision.budget.eq(loader.budget),
+        # The block's thresholds are fetched (a registered read) as its last step retires.
+        m.d.comb += [threshold_stage.pass_.eq(sequencer.pass_control.current_pass),
+                     threshold_stage.fetch.eq(in_flight.retire.context.block.global_col_block)]
+        # The decision sees the pass's logits as they are made, the image's budget and the
+        # margin.
+        m.d.comb += [decision.margin.eq(program.margin), decision.budget.eq(loader.budget),
                      decision.pass_done.eq(threshold_stage.pass_done)]
         begin_image, running = Signal(), Signal()
         for part in (sequencer, in_flight, accumulator, decision, counters):

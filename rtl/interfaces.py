@@ -15,10 +15,11 @@ from sbnn.config import PIXEL_BITS, SbnnConfig
 
 __all__ = ["ProgOp", "Sizes", "prog_layout", "pixel_layout", "result_layout",
            "macro_signature", "trace_layout", "IndexShapes", "BlockContext", "RetireContext",
-           "ReadSignature", "WriteSignature", "ThresholdAddress", "ThresholdWriteSignature",
-           "PixelWriteSignature", "HiddenWriteSignature", "RowReadSignature",
-           "EvaluationSignature", "IssueSignature", "RetireSignature", "StageSignature",
-           "PassControlSignature", "WeightWriteSignature"]
+           "ReadSignature", "RegisteredReadSignature", "HeldReadSignature", "WriteSignature",
+           "ThresholdAddress", "ThresholdWriteSignature", "PixelWriteSignature",
+           "HiddenWriteSignature", "RowReadSignature", "EvaluationSignature", "IssueSignature",
+           "RetireSignature", "StageSignature", "ScoreSignature", "PassControlSignature",
+           "WeightWriteSignature"]
 
 
 class ProgOp(enum.Enum, shape=3):
@@ -214,6 +215,20 @@ class ReadSignature(wiring.Signature):
         super().__init__({"addr": Out(addr_shape), "data": In(data_shape)})
 
 
+class RegisteredReadSignature(ReadSignature):
+    """Registered read of a store, seen from the reader: ``addr`` out, ``data`` in, the
+    word of the address presented in the previous cycle (as an SRAM macro reads)."""
+
+
+class HeldReadSignature(wiring.Signature):
+    """Registered read with an enable, seen from the reader: ``addr`` and ``en`` out,
+    ``data`` in: the word of the address presented in the last cycle ``en`` was high
+    (held in between)."""
+
+    def __init__(self, addr_shape, data_shape):
+        super().__init__({"addr": Out(addr_shape), "en": Out(1), "data": In(data_shape)})
+
+
 class WriteSignature(wiring.Signature):
     """Write of one store word, seen from the writer: ``addr``, ``data``, ``en`` (written
     at the clock edge)."""
@@ -313,6 +328,18 @@ class RetireSignature(wiring.Signature):
 
     def __init__(self, cfg: SbnnConfig):
         super().__init__({"done": Out(1), "context": Out(RetireContext(cfg))})
+
+
+class ScoreSignature(wiring.Signature):
+    """An output-layer column block's logits, seen from the threshold stage in the cycle it
+    writes them: ``en``, ``col_block`` (within the output layer), ``values``
+    (``neurons_per_tile`` signed ``threshold_bits`` logits: class ``col_block *
+    neurons_per_tile + i`` at ``i``; past the last class, don't care)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        super().__init__({
+            "en": Out(1), "col_block": Out(IndexShapes(cfg).col_block),
+            "values": Out(data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile))})
 
 
 class PassControlSignature(wiring.Signature):

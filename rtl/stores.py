@@ -1,9 +1,13 @@
 """The controller's memories, each a component: thresholds, column enables, and the first
 layer's accumulators kept across passes.
 
-Each holds a ``lib.memory`` Memory with a combinational read. Depth at least 2: a one-entry
-memory has a zero-width address, which Amaranth emits as ``wire [-1:0]`` (Verilator rejects
-it; found by the random-config run).
+Each holds a ``lib.memory`` Memory. The threshold store's and the accumulator store's
+reads are registered (the word of the address presented in one cycle is there the next, as
+an SRAM macro reads), so their read multiplexers (every stored bit) end at flip-flops
+instead of running on into the threshold comparison or the accumulation; the column-enable
+store reads combinationally. Depth at least 2: a one-entry memory has a zero-width address,
+which Amaranth emits as ``wire [-1:0]`` (Verilator rejects it; found by the random-config
+run).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from amaranth.lib.wiring import In, Out
 from sbnn.config import SbnnConfig
 
 from .interfaces import (
+    HeldReadSignature,
     IndexShapes,
     ReadSignature,
+    RegisteredReadSignature,
     Sizes,
     ThresholdAddress,
     ThresholdWriteSignature,
@@ -50,8 +56,9 @@ class ThresholdStore(wiring.Component):
     + col_block`` (pass-major, the order of the image's thresholds.hex).
 
     ``write``: one neuron's threshold for one pass (the other neurons of its word are
-    kept; an address past the last pass or column block writes nothing). ``read``: the
-    word of ``addr`` (:class:`ThresholdAddress`: pass and global column block).
+    kept; an address past the last pass or column block writes nothing). ``read``
+    (registered): the word of ``addr`` (:class:`ThresholdAddress`: pass and global column
+    block) as it was in the previous cycle.
     """
 
     def __init__(self, cfg: SbnnConfig):
@@ -61,7 +68,7 @@ class ThresholdStore(wiring.Component):
                               init=[])
         super().__init__({
             "write": In(ThresholdWriteSignature(cfg)),
-            "read": In(ReadSignature(ThresholdAddress(cfg), word)),
+            "read": In(RegisteredReadSignature(ThresholdAddress(cfg), word)),
         })
 
     def _word(self, pass_, col_block):
@@ -75,7 +82,7 @@ class ThresholdStore(wiring.Component):
         m = Module()
         m.submodules.memory = self._memory
         write = self._memory.write_port(granularity=1)
-        read = self._memory.read_port(domain="comb")
+        read = self._memory.read_port()  # registered (sync domain)
         # Packed words: a column block past the last would alias the next pass's first.
         in_range = (self.write.pass_ < cfg.planes) & \
             (self.write.col_block < cfg.total_col_blocks)
@@ -139,7 +146,10 @@ class AccumulatorStore(wiring.Component):
     passes (pass p > 0 only adds plane p to them).
 
     ``write``: the block's ``neurons_per_tile`` signed ``acc_bits`` sums after a pass.
-    ``read``: those of block ``addr``.
+    ``read`` (registered, with an enable): those of block ``addr`` as of the last cycle
+    ``en`` was high. The accumulator reads in the cycle a step starts, so the sums are in
+    the read register when the step's codes arrive, and the read multiplexer (every stored
+    bit) never runs into the addition.
     """
 
     def __init__(self, cfg: SbnnConfig):
@@ -148,16 +158,15 @@ class AccumulatorStore(wiring.Component):
         self._memory = Memory(shape=word, depth=_depth(blocks), init=[])
         address = range(_depth(blocks))
         super().__init__({"write": In(WriteSignature(address, word)),
-                          "read": In(ReadSignature(address, word))})
+                          "read": In(HeldReadSignature(address, word))})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.memory = self._memory
         write = self._memory.write_port()
-        read = self._memory.read_port(domain="comb")
+        read = self._memory.read_port()  # registered (sync domain), with its enable
         m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data),
                      write.en.eq(self.write.en),
-                     read.addr.eq(self.read.addr), self.read.data.eq(read.data)]
+                     read.addr.eq(self.read.addr), read.en.eq(self.read.en),
+                     self.read.data.eq(read.data)]
         return m
-
-

@@ -1,10 +1,15 @@
 """One Amaranth-simulator test per controller component (rtl/), each against values worked
 out by hand or from docs/architecture.md, never from the component itself."""
 
+import random
+
+import pytest
 from amaranth.hdl import Array, Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from test_rtl import SINGLE, TINY, TINY_K2  # the configs of the system tests
 
+from sbnn.config import SbnnConfig
 from sbnn.rtl.accumulate import Accumulator, InFlight, ThresholdStage
 from sbnn.rtl.activations import ActivationBuffers
 from sbnn.rtl.counters import Counters
@@ -44,8 +49,9 @@ def test_threshold_store_writes_one_neuron_and_reads_a_block_of_a_pass():
         ctx.set(dut.write.theta, theta)
         await ctx.tick()
 
-    def read(ctx, pass_, col_block):
+    async def read(ctx, pass_, col_block):
         ctx.set(dut.read.addr, {"pass_": pass_, "col_block": col_block})
+        await ctx.tick()  # a registered read: the word follows its address by a cycle
         return values(ctx, dut.read.data, 2)
 
     async def bench(ctx):
@@ -57,10 +63,17 @@ def test_threshold_store_writes_one_neuron_and_reads_a_block_of_a_pass():
         await write(ctx, 0, 10, 0, 55)  # block 10 does not exist (no alias of pass 1's 0)
         await write(ctx, 1, 15, 1, 56)
         ctx.set(dut.write.en, 0)
-        assert read(ctx, 0, 3) == [7, 2]
-        assert read(ctx, 1, 3) == [-9, 0]
-        assert read(ctx, 0, 2) == [0, 0]
-        assert read(ctx, 1, 0) == [0, 0] and read(ctx, 1, 9) == [0, 0]
+        assert await read(ctx, 0, 3) == [7, 2]
+        assert await read(ctx, 1, 3) == [-9, 0]
+        assert await read(ctx, 0, 2) == [0, 0]
+        assert await read(ctx, 1, 0) == [0, 0] and await read(ctx, 1, 9) == [0, 0]
+        # Registered: the data is the word of the previous cycle's address, not this one's.
+        ctx.set(dut.read.addr, {"pass_": 0, "col_block": 3})
+        await ctx.tick()
+        ctx.set(dut.read.addr, {"pass_": 1, "col_block": 3})
+        assert values(ctx, dut.read.data, 2) == [7, 2]
+        await ctx.tick()
+        assert values(ctx, dut.read.data, 2) == [-9, 0]
 
     simulate(dut, bench)
 
@@ -103,9 +116,18 @@ def test_accumulator_store_keeps_each_block():
         ctx.set(dut.write.data, [-256, 255])
         await ctx.tick()
         ctx.set(dut.write.en, 0)
+        ctx.set(dut.read.en, 1)
         for block, sums in ((1, [5, -3]), (3, [-256, 255]), (0, [0, 0])):
             ctx.set(dut.read.addr, block)
+            await ctx.tick()  # registered: the word is there the cycle after its address
             assert values(ctx, dut.read.data, 2) == sums
+        ctx.set(dut.read.addr, 1)
+        await ctx.tick()
+        ctx.set(dut.read.en, 0)  # held while the enable is low, whatever the address
+        ctx.set(dut.read.addr, 3)
+        for _ in range(3):
+            await ctx.tick()
+            assert values(ctx, dut.read.data, 2) == [5, -3]
 
     simulate(dut, bench)
 
@@ -403,7 +425,13 @@ def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
         assert ctx.get(dut.stage.pending) == 0  # one cycle only
         first_layer = {"layer": 0, "col_block": 3, "global_col_block": 3, "layer_end": 0}
         ctx.set(dut.retire.context, context(1, 1, 0, resume=1, blk=first_layer))
-        assert ctx.get(dut.stored.addr) == 3
+        # The stored sums' read is addressed by the step starting (``fetch``), not by the
+        # one retiring; the store's read register (set directly here) holds the block's.
+        ctx.set(dut.fetch, 2)
+        ctx.set(dut.fetch_en, 1)
+        assert ctx.get(dut.stored.addr) == 2 and ctx.get(dut.stored.en) == 1
+        ctx.set(dut.fetch_en, 0)
+        assert ctx.get(dut.stored.en) == 0
         ctx.set(dut.stored.data, [10, -20])
         ctx.set(dut.adc, [9, 9, 2, -1])
         ctx.set(dut.retire.done, 1)
@@ -431,6 +459,56 @@ def test_accumulator_adds_the_plane_codes_and_hands_the_block_over():
     simulate(dut, bench)
 
 
+def test_accumulator_reads_the_stored_sums_as_the_step_starts():
+    """Accumulator and AccumulatorStore joined as in the controller: the stored sums of a
+    first-layer block are read (registered) in the cycle its step starts, and that word is
+    the one added to when the step retires ``macro_latency`` cycles later, whatever the
+    address does in between; a rethreshold step starting as it retires reads its own."""
+    cfg = TINY  # latency 3, 2 neurons, code of plane k, neuron i in column 2k + i
+    m = Module()
+    m.submodules.acc = acc = Accumulator(cfg)
+    m.submodules.store = store = AccumulatorStore(cfg)
+    wiring.connect(m, acc.stored, store.read)
+
+    def first_layer(cb, rethreshold=0):
+        return {"plane": 1, "first": 1, "resume": 1, "last": 1, "rethreshold": rethreshold,
+                "block": {"layer": 0, "col_block": cb, "global_col_block": cb,
+                          "layer_end": 0}}
+
+    async def bench(ctx):
+        for block, sums in ((0, [4, -6]), (2, [10, -20]), (1, [-3, 8])):
+            ctx.set(store.write.en, 1)
+            ctx.set(store.write.addr, block)
+            ctx.set(store.write.data, sums)
+            await ctx.tick()
+        ctx.set(store.write.en, 0)
+        ctx.set(acc.fetch, 2)  # cycle t: block 2's plane-1 evaluation starts
+        ctx.set(acc.fetch_en, 1)
+        await ctx.tick()
+        ctx.set(acc.fetch, 0)  # t + 1, t + 2: nothing starts, the pointer is elsewhere
+        ctx.set(acc.fetch_en, 0)
+        await ctx.tick()
+        await ctx.tick()
+        # t + 3: its codes arrive; block 1's rethreshold starts in the same cycle.
+        ctx.set(acc.retire.done, 1)
+        ctx.set(acc.retire.context, first_layer(2))
+        ctx.set(acc.adc, [9, 9, 2, -1])  # plane 1: columns 2 and 3
+        ctx.set(acc.fetch, 1)
+        ctx.set(acc.fetch_en, 1)
+        await ctx.tick()
+        assert values(ctx, acc.stage.acc, 2) == [10 + 2, -20 - 1]  # block 2's, not 1's
+        assert ctx.get(acc.stage.pending) == 1 and ctx.get(acc.stage.block).col_block == 2
+        # t + 4: the rethreshold retires with block 1's stored sums, no code added.
+        ctx.set(acc.retire.context, first_layer(1, rethreshold=1))
+        ctx.set(acc.fetch, 3)
+        ctx.set(acc.fetch_en, 0)
+        await ctx.tick()
+        assert values(ctx, acc.stage.acc, 2) == [-3, 8]
+        assert ctx.get(acc.stage.pending) == 1 and ctx.get(acc.stage.block).col_block == 1
+
+    simulate(m, bench)
+
+
 def test_threshold_stage_writes_activations_sums_and_logits():
     dut = ThresholdStage(TINY)  # output layer 2 has 6 classes in 3 blocks
 
@@ -440,10 +518,18 @@ def test_threshold_stage_writes_activations_sums_and_logits():
                                   "global_col_block": global_col_block,
                                   "layer_end": layer_end})
         ctx.set(dut.stage.acc, acc)
-        ctx.set(dut.pass_, 1)  # the pass being run chooses the thresholds' word
+        # The store's read is registered: the address is that of the block retiring now
+        # (``fetch``, staged next cycle) in the pass being run; the data is the staged
+        # block's word, fetched the cycle before.
+        ctx.set(dut.pass_, 1)
+        ctx.set(dut.fetch, (global_col_block + 1) % 10)
         assert ctx.get(dut.thresholds.addr.pass_) == 1
-        assert ctx.get(dut.thresholds.addr.col_block) == global_col_block
+        assert ctx.get(dut.thresholds.addr.col_block) == (global_col_block + 1) % 10
         ctx.set(dut.thresholds.data, theta)
+
+    def scores(ctx):
+        return (ctx.get(dut.scores.en), ctx.get(dut.scores.col_block),
+                values(ctx, dut.scores.values, 2))
 
     async def bench(ctx):
         await stage(ctx, 0, 3, 3, 1, [5, -2], [5, -1])  # 5 >= 5: +1; -2 < -1: -1
@@ -453,6 +539,7 @@ def test_threshold_stage_writes_activations_sums_and_logits():
         assert ctx.get(dut.stored.en) == 1 and ctx.get(dut.stored.addr) == 3
         assert values(ctx, dut.stored.data, 2) == [5, -2]
         assert ctx.get(dut.layer_ready) == 1 and ctx.get(dut.pass_done) == 0
+        assert scores(ctx)[0] == 0  # not the output layer
         await ctx.tick()
         await stage(ctx, 1, 1, 5, 0, [0, 7], [1, 7])
         assert [ctx.get(hidden.en), ctx.get(hidden.buffer), ctx.get(hidden.activations)] \
@@ -461,49 +548,116 @@ def test_threshold_stage_writes_activations_sums_and_logits():
         await ctx.tick()
         await stage(ctx, 2, 1, 8, 0, [40, -3], [10, 4])  # classes 2 and 3
         assert ctx.get(hidden.en) == 0 and ctx.get(dut.pass_done) == 0
+        assert scores(ctx) == (1, 1, [30, -7])  # to the exit decision, in this cycle
         await ctx.tick()
         await stage(ctx, 2, 2, 9, 1, [1, 2], [3, -5])  # classes 4 and 5, last block
         assert ctx.get(dut.pass_done) == 1 and ctx.get(dut.layer_ready) == 0
+        assert scores(ctx) == (1, 2, [-2, 7])
         await ctx.tick()
         ctx.set(dut.stage.pending, 0)
         await stage(ctx, 2, 0, 7, 1, [99, 99], [0, 0])
         ctx.set(dut.stage.pending, 0)  # not pending: no logit, no pulse
-        assert ctx.get(dut.pass_done) == 0
+        assert ctx.get(dut.pass_done) == 0 and scores(ctx)[0] == 0
         await ctx.tick()
         assert values(ctx, dut.logits, 6) == [0, 0, 30, -7, -2, 7]
 
     simulate(dut, bench)
 
 
-def test_exit_decision_takes_class_margin_and_next_pass():
-    cfg = TINY_K2  # 3 classes, K = 2
+def test_threshold_stage_uses_the_word_fetched_as_the_block_retired():
+    """ThresholdStage and ThresholdStore joined as in the controller: the word a block is
+    compared with is the one addressed in the cycle before its stage cycle (its last step
+    retiring: ``fetch`` and the pass then), while the stage cycle addresses the next."""
+    cfg = TINY  # output layer 2: global blocks 7, 8, 9 (classes 0-1, 2-3, 4-5)
+    m = Module()
+    m.submodules.stage = stage = ThresholdStage(cfg)
+    m.submodules.store = store = ThresholdStore(cfg)
+    wiring.connect(m, stage.thresholds, store.read)
 
-    async def decide(ctx, dut, logits, margin, current_pass, budget):
-        ctx.set(dut.logits, logits)
-        ctx.set(dut.margin, margin)
-        ctx.set(dut.pass_control.current_pass, current_pass)
-        ctx.set(dut.budget, budget)
-        ctx.set(dut.pass_done, 1)
+    async def bench(ctx):
+        for pass_, block, neuron, theta in ((1, 8, 0, 10), (1, 8, 1, 4), (1, 9, 0, 3),
+                                            (1, 9, 1, -5), (0, 8, 0, -100), (0, 8, 1, -100),
+                                            (0, 9, 0, -100), (0, 9, 1, -100)):
+            ctx.set(store.write.en, 1)
+            ctx.set(store.write.pass_, pass_)
+            ctx.set(store.write.col_block, block)
+            ctx.set(store.write.neuron, neuron)
+            ctx.set(store.write.theta, theta)
+            await ctx.tick()
+        ctx.set(store.write.en, 0)
+        ctx.set(stage.pass_, 1)
+        ctx.set(stage.fetch, 8)  # R: block 8's last step retires in pass 1
         await ctx.tick()
+        ctx.set(stage.fetch, 9)  # its stage cycle, in which block 9's last step retires
+        ctx.set(stage.stage.pending, 1)
+        ctx.set(stage.stage.block, {"layer": 2, "col_block": 1, "global_col_block": 8,
+                                    "layer_end": 0})
+        ctx.set(stage.stage.acc, [40, -3])
+        assert ctx.get(stage.scores.en) == 1 and ctx.get(stage.scores.col_block) == 1
+        assert values(ctx, stage.scores.values, 2) == [40 - 10, -3 - 4]
+        await ctx.tick()
+        ctx.set(stage.fetch, 0)
+        ctx.set(stage.pass_, 0)  # the pass of block 9's word was taken in the cycle before
+        ctx.set(stage.stage.block, {"layer": 2, "col_block": 2, "global_col_block": 9,
+                                    "layer_end": 1})
+        ctx.set(stage.stage.acc, [1, 2])
+        assert values(ctx, stage.scores.values, 2) == [1 - 3, 2 + 5]
+        assert ctx.get(stage.pass_done) == 1
+        await ctx.tick()
+        ctx.set(stage.stage.pending, 0)
+        assert values(ctx, stage.logits, 6)[2:] == [30, -7, -2, 7]
+
+    simulate(m, bench)
+
+
+async def score_pass(ctx, dut, cfg, logits, gap=1):
+    """Hand the output layer's logits over as the threshold stage does: one column block's
+    ``scores`` per stage cycle, ``gap`` cycles apart (1: consecutive rethreshold steps),
+    ``pass_done`` with the last. Slots past the last class carry the largest value, which
+    the decision must ignore."""
+    nt, big = cfg.neurons_per_tile, (1 << (cfg.threshold_bits - 1)) - 1
+    blocks = cfg.col_blocks(cfg.num_layers - 1)
+    for b in range(blocks):
+        chunk = list(logits[b * nt:(b + 1) * nt])
+        ctx.set(dut.scores.en, 1)
+        ctx.set(dut.scores.col_block, b)
+        ctx.set(dut.scores.values, chunk + [big] * (nt - len(chunk)))
+        ctx.set(dut.pass_done, b == blocks - 1)
+        await ctx.tick()
+        ctx.set(dut.scores.en, 0)
+        ctx.set(dut.scores.values, [big] * nt)  # only the cycle of en counts
         ctx.set(dut.pass_done, 0)
-        assert ctx.get(dut.pass_control.begin) == 1
-        verdict = (ctx.get(dut.exit_now), ctx.get(dut.pass_control.next_pass))
-        await ctx.tick()
-        assert ctx.get(dut.pass_control.begin) == 0  # taken once
-        return verdict, ctx.get(dut.best_class), ctx.get(dut.exit_pass)
+        for _ in range(gap - 1 if b < blocks - 1 else 0):
+            await ctx.tick()
 
+
+async def decide(ctx, dut, cfg, logits, margin, current_pass, budget, gap=1):
+    ctx.set(dut.margin, margin)
+    ctx.set(dut.pass_control.current_pass, current_pass)
+    ctx.set(dut.budget, budget)
+    await score_pass(ctx, dut, cfg, logits, gap)
+    assert ctx.get(dut.pass_control.begin) == 1
+    verdict = (ctx.get(dut.exit_now), ctx.get(dut.pass_control.next_pass))
+    await ctx.tick()
+    assert ctx.get(dut.pass_control.begin) == 0  # taken once
+    return verdict, ctx.get(dut.best_class), ctx.get(dut.exit_pass)
+
+
+def test_exit_decision_takes_class_margin_and_next_pass():
+    cfg = TINY_K2  # 3 classes in 2 output blocks of 2 (the last partial), K = 2
     dut = ExitDecision(cfg)
 
     async def bench(ctx):
         ctx.set(dut.run, 1)
-        assert await decide(ctx, dut, [3, 12, 9], 3, 0, 2) == ((1, 1), 1, 0)  # 12 - 9 >= 3
-        assert await decide(ctx, dut, [3, 12, 9], 4, 0, 2) == ((0, 1), 1, 0)
-        assert await decide(ctx, dut, [9, -4, 9], 1, 1, 2) == ((0, 2), 0, 1)  # tie: first
-        (exit_now, _), best, passed = await decide(ctx, dut, [-8, -9, -7], 100, 2, 2)
+        assert await decide(ctx, dut, cfg, [3, 12, 9], 3, 0, 2) == ((1, 1), 1, 0)  # 12-9>=3
+        assert await decide(ctx, dut, cfg, [3, 12, 9], 4, 0, 2) == ((0, 1), 1, 0)
+        assert await decide(ctx, dut, cfg, [9, -4, 9], 1, 1, 2) == ((0, 2), 0, 1)  # tie
+        (exit_now, _), best, passed = await decide(ctx, dut, cfg, [-8, -9, -7], 100, 2, 2)
         assert (exit_now, best, passed) == (1, 2, 2)  # budget spent: no next pass
-        (exit_now, _), _, _ = await decide(ctx, dut, [1, 2, 3], 100, 0, 0)
+        (exit_now, _), _, _ = await decide(ctx, dut, cfg, [1, 2, 3], 100, 0, 0)
         assert exit_now == 1  # budget 0: pass 0 is the last
-        assert await decide(ctx, dut, [1, 2, 3], 100, 1, 2) == ((0, 2), 2, 1)  # pass 1 of 2
+        assert await decide(ctx, dut, cfg, [1, 2, 3], 100, 1, 2) == ((0, 2), 2, 1)
+        assert await decide(ctx, dut, cfg, [5, 5, 1], 0, 0, 2, gap=3) == ((1, 1), 0, 0)
         ctx.set(dut.run, 0)  # not running: the decision waits
         ctx.set(dut.pass_done, 1)
         await ctx.tick()
@@ -522,11 +676,71 @@ def test_exit_decision_takes_class_margin_and_next_pass():
 
     async def bench_single(ctx):
         ctx.set(single.run, 1)
-        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 0, 2))[0] == (0, 1)
-        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 1, 2))[0] == (0, 2)
-        assert (await decide(ctx, single, [5, 1, 0, 0, 0], 100, 2, 2))[0][0] == 1
+        for pass_, verdict in ((0, (0, 1)), (1, (0, 2))):
+            assert (await decide(ctx, single, SINGLE, [5, 1, 0, 0, 0], 100, pass_, 2))[0] \
+                == verdict
+        assert (await decide(ctx, single, SINGLE, [5, 1, 0, 0, 0], 100, 2, 2))[0][0] == 1
 
     simulate(single, bench_single)
+
+
+def test_exit_decision_that_waits_merges_the_last_block_once():
+    """With several output blocks, a decision taken cycles after ``pass_done`` (``run``
+    low meanwhile) still sees each block's logits once: the maximum in the last block
+    must not also become the runner-up."""
+    cfg = TINY  # 6 classes in 3 blocks of 2
+    dut = ExitDecision(cfg)
+
+    async def bench(ctx):
+        for margin, verdict in ((5, (1, 1)), (6, (0, 1))):  # 9 - 4 = 5
+            ctx.set(dut.run, 0)
+            ctx.set(dut.margin, margin)
+            ctx.set(dut.pass_control.current_pass, 0)
+            ctx.set(dut.budget, 1)
+            await score_pass(ctx, dut, cfg, [1, 2, 3, 0, 9, 4])
+            for _ in range(3):
+                assert ctx.get(dut.pass_control.begin) == 0
+                await ctx.tick()
+            ctx.set(dut.run, 1)
+            assert ctx.get(dut.pass_control.begin) == 1
+            assert (ctx.get(dut.exit_now), ctx.get(dut.pass_control.next_pass)) == verdict
+            await ctx.tick()
+            assert ctx.get(dut.best_class) == 4
+
+    simulate(dut, bench)
+
+
+# One output block holding every class (the default design's case: 10 classes, 16 per tile).
+ONE_BLOCK = SbnnConfig(layers=(9, 6, 10), active_rows=3, macro_cols=32, macro_rows=120,
+                       num_supports=1, input_lanes=3, adc_bits=5, macro_latency=2)
+
+
+@pytest.mark.parametrize("cfg", [ONE_BLOCK, TINY, TINY_K2, SINGLE],
+                         ids=["one-block", "3-blocks", "partial-block", "1layer"])
+def test_exit_decision_matches_a_sort_over_blocks(cfg):
+    """The tournament split over the score cycles and the decision cycle, against a sort:
+    class = first index of the largest logit, exit when largest - runner-up >= margin
+    (a repeated maximum is its own runner-up), whatever the blocks' spacing."""
+    dut = ExitDecision(cfg)
+    rng = random.Random(cfg.num_classes * 7 + cfg.neurons_per_tile)
+    n, tb = cfg.num_classes, cfg.threshold_bits
+    lo, hi = -(1 << (tb - 1)), (1 << (tb - 1)) - 1
+
+    async def bench(ctx):
+        ctx.set(dut.run, 1)
+        for _ in range(60):
+            logits = [rng.randint(lo, hi) if rng.random() < 0.3 else rng.randint(-3, 3)
+                      for _ in range(n)]
+            margin = rng.choice([0, 1, 2, 3, 5, (1 << tb) - 1, rng.randint(0, 1 << tb)])
+            ordered = sorted(logits, reverse=True)
+            runner_up = ordered[1] if n > 1 else lo
+            best = max(range(n), key=lambda j: (logits[j], -j))
+            (exit_now, _), got, _ = await decide(ctx, dut, cfg, logits, margin, 0, 1,
+                                                 gap=rng.choice([1, 2, 4]))
+            assert (exit_now, got) == (int(ordered[0] - runner_up >= margin), best), \
+                (logits, margin)
+
+    simulate(dut, bench)
 
 
 def test_counters_count_evaluations_columns_and_nonzero_rows():
@@ -551,5 +765,47 @@ def test_counters_count_evaluations_columns_and_nonzero_rows():
         await ctx.tick()
         assert [ctx.get(dut.cycles), ctx.get(dut.macro_evals), ctx.get(dut.column_evals),
                 ctx.get(dut.dac_conversions)] == [0, 0, 0, 0]
+
+    simulate(dut, bench)
+
+
+def test_counters_add_columns_and_rows_a_cycle_after_the_start():
+    """The start registers its columns and nonzero rows; the counts are added the next
+    cycle, so they are complete two cycles after the last start, well before the result
+    is read (``macro_latency + 3`` cycles after it, docs/architecture.md); a clear drops
+    a start not yet counted."""
+    cfg = TINY  # 4 columns, 4 rows, latency 3
+    dut = Counters(cfg)
+
+    def counts(ctx):
+        return [ctx.get(dut.macro_evals), ctx.get(dut.column_evals),
+                ctx.get(dut.dac_conversions)]
+
+    async def bench(ctx):
+        ctx.set(dut.run, 1)
+        ctx.set(dut.evaluation.start, 1)
+        ctx.set(dut.evaluation.col_en, 0b1011)  # 3 columns
+        ctx.set(dut.evaluation.row_x, [0, 3, -1, 0])  # 2 rows driven
+        await ctx.tick()
+        assert counts(ctx) == [1, 0, 0]
+        ctx.set(dut.evaluation.col_en, 0b0001)  # back to back: 1 column, 4 rows
+        ctx.set(dut.evaluation.row_x, [1, 1, 1, 1])
+        await ctx.tick()
+        assert counts(ctx) == [2, 3, 2]
+        ctx.set(dut.evaluation.start, 0)
+        ctx.set(dut.evaluation.col_en, 0b1111)  # no start: not counted
+        ctx.set(dut.evaluation.row_x, [1, 1, 1, 1])
+        for _ in range(cfg.macro_latency + 3 - 1):  # last start + 2 .. + latency + 3
+            await ctx.tick()
+            assert counts(ctx) == [2, 4, 6]
+        ctx.set(dut.evaluation.start, 1)
+        await ctx.tick()
+        ctx.set(dut.evaluation.start, 0)
+        ctx.set(dut.clear, 1)  # the cycle after a start (a new image): nothing left over
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        assert counts(ctx) == [0, 0, 0]
+        await ctx.tick()
+        assert counts(ctx) == [0, 0, 0]
 
     simulate(dut, bench)
