@@ -128,15 +128,17 @@ def _lint(cfg, folder: Path) -> dict:
 def confirm_point(job: PointJob, images: int) -> dict:
     """The point's model on the RTL (fast cosim engine, one simulator process) on the first
     ``images`` validation images at every budget: {"rtl_images", "rtl_mismatches"}."""
-    from sbnn.config import SbnnConfig
     from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob
+    from sbnn.golden.qmodel import QuantizedModel
 
     folder = Path(job.work) / "points" / job.point.id
     done = folder / "rtl.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = SbnnConfig.from_dict(job.point.design)
+    # the trained model's config: the point's design leaves the ADC steps to the training,
+    # which calibrates them from data (the model file holds the chosen ones)
+    cfg = QuantizedModel.load(folder / "train" / "model.npz").config
     x, y = _data(job.data_dir)["val"]
     sample = folder / "rtl_images.npz"
     np.savez(sample, images=x[:images], labels=y[:images])

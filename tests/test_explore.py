@@ -2,12 +2,20 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import SHARED_MNIST
 
 from sbnn.cli import main
 from sbnn.config import SbnnConfig
-from sbnn.studies.explore import PointJob, finished_point, pareto_front, point_file
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.studies.explore import (
+    PointJob,
+    confirm_point,
+    finished_point,
+    pareto_front,
+    point_file,
+)
 from sbnn.studies.explore_space import SpaceError, load_space
 from sbnn.studies.recipe import TrainSettings
 from sbnn.studies.train import steps_from_data
@@ -89,6 +97,41 @@ def test_finished_points_are_read_back_not_recomputed(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"id": job.point.id, "status": "ok"}))
     assert finished_point(job) == {"id": job.point.id, "status": "ok"}
+
+
+def test_rtl_confirmation_runs_the_trained_models_config(tmp_path, monkeypatch):
+    # the point's design leaves adc_steps to the training; the model holds the chosen ones
+    import sbnn.cosim.fast as fast
+    import sbnn.studies.explore as explore
+
+    point = _space(tmp_path).points[0]
+    default = SbnnConfig.from_dict(point.design)
+    trained = SbnnConfig.from_dict({**point.design,
+                                    "adc_steps": [2 * s for s in default.adc_steps]})
+    assert trained.adc_steps != default.adc_steps
+    job = PointJob(point, str(tmp_path / "work"), None, None)
+    folder = point_file(job.work, point.id).parent
+    QuantizedModel.random(trained, np.random.default_rng(0)).save(
+        folder / "train" / "model.npz")
+    monkeypatch.setattr(explore, "_data", lambda data_dir: {
+        "val": (np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.uint8))})
+    seen = []
+
+    class Report:
+        def to_dict(self):
+            return {"runs": [{"run": "budget", "images": 2, "agree": 2}],
+                    "first_mismatch": None}
+
+    def fake_run_fast(cos, build_root, workers=None):
+        QuantizedModel.load(cos.model, cos.config)  # raises on a config mismatch
+        seen.append(cos.config)
+        return Report()
+
+    monkeypatch.setattr(fast, "run_fast", fake_run_fast)
+    assert confirm_point(job, 2) == {"rtl_images": 2, "rtl_mismatches": 0,
+                                     "rtl_first_mismatch": None}
+    assert seen == [trained]
+    assert json.loads((folder / "rtl.json").read_text())["rtl_images"] == 2
 
 
 @pytest.mark.parametrize("extra, words", [

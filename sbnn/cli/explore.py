@@ -52,6 +52,13 @@ def _jobs(args: argparse.Namespace, space) -> list:
     return [PointJob(p, work, data, liberty, args.threads) for p in space.points]
 
 
+def _worker_count(args: argparse.Namespace) -> int | str:
+    """``--workers`` as run (1: this process), or the scheduler's address."""
+    from sbnn.engine import default_workers
+
+    return args.scheduler if args.scheduler is not None else args.workers or default_workers()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the space's points (or one), confirm the front on the RTL, write the outputs."""
     from sbnn.engine import EngineError, map_jobs
@@ -112,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         raise engine_error(exc) from None
     summary = {"space": str(args.space), "varied_fields": list(space.varied_fields),
                "objectives": ["val_error_pct", "cycles", "energy_pj", "area"],
-               "points": records, "workers": engine_where(args),
+               "points": records, "workers": _worker_count(args),
+               "engine": engine_where(args),
                "wall_s": round(time.time() - t0, 1), "speedup_2_workers": None,
                "command": portable_command(args.argv)}
     write_outputs(Path(args.out), summary, space.varied_fields)
