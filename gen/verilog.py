@@ -28,11 +28,12 @@ from sbnn.gen import comb_check
 from sbnn.gen.sim_macro import macro_sv, sim_top_sv
 from sbnn.rtl import controller, interfaces
 from sbnn.rtl.interfaces import Sizes
-from sbnn.rtl.stores import threshold_memory
+from sbnn.rtl.sram import SramSpec
+from sbnn.rtl.stores import sram_macros, threshold_memory
 from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list, signature_ports
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub",
-           "manifest", "top_verilog", "cache_dir", "SIM_FILE"]
+           "manifest", "top_verilog", "cache_dir", "SIM_FILE", "sram_stub", "sram_model"]
 
 SIM_TOP = "sbnn_sim_top"
 CONTROLLER_TOP = "sbnn_controller"
@@ -102,13 +103,66 @@ def macro_stub(cfg: SbnnConfig) -> str:
         "(* blackbox *)",
         f"module {MACRO_MODULE} (",
     ]
+    lines.append(_port_decls(ports))
+    lines += [");", "endmodule"]
+    # The stores that are SRAM macros (sram_min_bits): their black boxes, in the same file
+    # (every flow that reads the analog macro's stub reads theirs).
+    for spec in sram_macros(cfg):
+        lines += sram_stub(spec)
+    lines += ["/* verilator lint_on UNUSEDSIGNAL */", "/* verilator lint_on UNDRIVEN */", ""]
+    return "\n".join(lines)
+
+
+def _port_decls(ports: list[tuple[str, str, int]]) -> str:
+    """``  input wire [w-1:0] name`` lines, comma-separated."""
     decls = []
     for name, direction, width in ports:
         rng = f"[{width - 1}:0] " if width > 1 else ""
         decls.append(f"  {direction} wire {rng}{name}")
-    lines.append(",\n".join(decls))
-    lines += [");", "endmodule", "/* verilator lint_on UNUSEDSIGNAL */",
-              "/* verilator lint_on UNDRIVEN */", ""]
+    return ",\n".join(decls)
+
+
+def sram_stub(spec: SramSpec) -> list[str]:
+    """Lines of the ports-only black box of one SRAM macro (rtl/sram.py for the ports)."""
+    return [
+        f"// Ports-only stub of SRAM macro {spec.module}: the {spec.store} store, "
+        f"{spec.words} words x {spec.word_bits} bits,",
+        f"// 1R1W, {spec.lanes} write lane(s) of {spec.lane_bits} bits, registered read-first "
+        f"read (see manifest.json).",
+        "(* blackbox *)",
+        f"module {spec.module} (",
+        _port_decls(spec.ports()),
+        ");",
+        "endmodule",
+    ]
+
+
+def sram_model(spec: SramSpec) -> str:
+    """Behavioral Verilog of one SRAM macro, for simulation: exactly the Amaranth memory it
+    replaces (rtl/sram.py): lane writes, a registered read-first read held while ``re`` is
+    low, every word and the read register 0 at start, no reset."""
+    ports = [(n, d, w) for n, d, w in spec.ports() if n != "rdata"]
+    lines = [
+        f"// Behavioral model of SRAM macro {spec.module} (simulation only, never taped out):",
+        f"// {spec.words} words x {spec.word_bits} bits, {spec.lanes} write lane(s), read-first.",
+        f"module {spec.module} (",
+        _port_decls(ports) + ",",
+        f"  output reg [{spec.word_bits - 1}:0] rdata",
+        ");",
+        f"  reg [{spec.word_bits - 1}:0] mem [0:{spec.words - 1}];",
+        "  initial begin",
+        f"    for (int i = 0; i < {spec.words}; i++) mem[i] = '0;",
+        "    rdata = '0;",
+        "  end",
+        "  always @(posedge clk) begin",
+        "    if (re) rdata <= mem[raddr];",
+    ]
+    lb = spec.lane_bits
+    for lane in range(spec.lanes):
+        bit = f"we[{lane}]" if spec.lanes > 1 else "we"
+        lines.append(f"    if ({bit}) mem[waddr][{(lane + 1) * lb - 1}:{lane * lb}] <= "
+                     f"wdata[{(lane + 1) * lb - 1}:{lane * lb}];")
+    lines += ["  end", "endmodule", ""]
     return "\n".join(lines)
 
 
@@ -137,7 +191,8 @@ def manifest(cfg: SbnnConfig) -> dict:
                       "note": "simulation only: controller + behavioral macro (SystemVerilog)"},
             CONTROLLER_TOP: {"file": f"{CONTROLLER_TOP}.v",
                              "ports": _component_ports(TapeoutTop(cfg)),
-                             "black_boxes": [MACRO_MODULE]},
+                             "black_boxes": [MACRO_MODULE,
+                                             *(spec.module for spec in sram_macros(cfg))]},
         },
         "macro": {
             "module": MACRO_MODULE, "stub": f"{MACRO_MODULE}_stub.v",
@@ -146,6 +201,9 @@ def manifest(cfg: SbnnConfig) -> dict:
             "latency_cycles": cfg.macro_latency,
         },
         "memories": {"thresholds": threshold_memory(cfg)},
+        # The stores held in SRAM macros (sram_min_bits; none: every store is flip-flops).
+        "sram_macros": [{**spec.to_dict(), "stub": f"{MACRO_MODULE}_stub.v"}
+                        for spec in sram_macros(cfg)],
         "prog_ops": {op.name: op.value for op in interfaces.ProgOp},
         "timing_contract": "docs/architecture.md#timing-contract",
     }
@@ -156,8 +214,9 @@ def top_verilog(cfg: SbnnConfig, name: str) -> str:
     conversion of ``TapeoutTop`` (not cached here), ``SIM_TOP`` the SystemVerilog of the
     simulation top and behavioral macro (needs the controller's file beside it)."""
     if name == SIM_TOP:
+        srams = "".join(f"\n{sram_model(spec)}" for spec in sram_macros(cfg))
         return (f"// Generated by sbnn {__version__}: simulation only, never taped out.\n"
-                f"{sim_top_sv(cfg, CONTROLLER_TOP)}\n{macro_sv(cfg)}")
+                f"{sim_top_sv(cfg, CONTROLLER_TOP)}\n{macro_sv(cfg)}{srams}")
     if name != CONTROLLER_TOP:
         raise ValueError(f"unknown top {name!r}")
     text = verilog.convert(TapeoutTop(cfg), name=name, emit_src=False)

@@ -56,10 +56,14 @@ class Controller(wiring.Component):
     Ports: ``prog`` (in stream), ``pixels`` (in stream), ``result`` (out stream), ``macro``
     (to the analog macro), ``trace`` (layer, plane and pass of the evaluation being started;
     for monitors, may be left unconnected).
+
+    ``sram_instances``: the stores that are SRAM macros (``sram_min_bits``) as instances of
+    the macros' modules (the tapeout top), else as their Amaranth models (simulation).
     """
 
-    def __init__(self, config: SbnnConfig):
+    def __init__(self, config: SbnnConfig, sram_instances: bool = False):
         self._cfg = config
+        self._sram_instances = sram_instances
         members = controller_members(config)
         members["macro"] = Out(macro_signature(config))
         members["trace"] = Out(trace_layout(config))
@@ -73,8 +77,10 @@ class Controller(wiring.Component):
         cfg = self._cfg
         m = Module()
         parts = {
-            "program": ProgramDecoder(cfg), "thresholds": ThresholdStore(cfg),
-            "column_enables": ColumnEnableStore(cfg), "first_layer_sums": AccumulatorStore(cfg),
+            "program": ProgramDecoder(cfg),
+            "thresholds": ThresholdStore(cfg, sram_instance=self._sram_instances),
+            "column_enables": ColumnEnableStore(cfg),
+            "first_layer_sums": AccumulatorStore(cfg, sram_instance=self._sram_instances),
             "loader": ImageLoader(cfg), "activations": ActivationBuffers(cfg),
             "sequencer": Sequencer(cfg), "in_flight": InFlight(cfg),
             "accumulator": Accumulator(cfg), "threshold_stage": ThresholdStage(cfg),

@@ -8,6 +8,12 @@ instead of running on into the threshold comparison or the accumulation; the col
 store reads combinationally. Depth at least 2: a one-entry memory has a zero-width address,
 which Amaranth emits as ``wire [-1:0]`` (Verilator rejects it; found by the random-config
 run).
+
+With ``sram_min_bits`` set, a store with a registered read of at least that many bits holds
+an :class:`~.sram.SramMacro` instead (:func:`sram_macros`): the same cycles, the memory a
+macro instance in the tapeout Verilog. The column-enable store reads combinationally (the
+sequencer selects the start's enables in the cycle it starts), so it always stays
+registers.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
 
+from .sram import SramMacro, SramSpec
 from .interfaces import (
     HeldReadSignature,
     IndexShapes,
@@ -30,11 +37,37 @@ from .interfaces import (
     WriteSignature,
 )
 
-__all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore", "threshold_memory"]
+__all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore", "threshold_memory",
+           "sram_candidates", "sram_macros"]
 
 
 def _depth(entries: int) -> int:
     return max(2, entries)
+
+
+def sram_candidates(cfg: SbnnConfig) -> dict[str, SramSpec]:
+    """The stores that can be SRAM macros (a registered read), by controller submodule
+    name, with the macro each would be: the threshold store (written one neuron's lane at a
+    time) and the first layer's kept sums (whole words)."""
+    return {
+        "thresholds": SramSpec("thresholds", _depth(threshold_memory(cfg)["words"]),
+                               cfg.neurons_per_tile * cfg.threshold_bits,
+                               cfg.neurons_per_tile),
+        "first_layer_sums": SramSpec("first_layer_sums", _depth(cfg.col_blocks(0)),
+                                     cfg.neurons_per_tile * cfg.acc_bits),
+    }
+
+
+def sram_macros(cfg: SbnnConfig) -> list[SramSpec]:
+    """The stores that are SRAM macros in ``cfg``'s controller: every candidate of at least
+    ``sram_min_bits`` bits (none when it is None)."""
+    if cfg.sram_min_bits is None:
+        return []
+    return [spec for spec in sram_candidates(cfg).values() if spec.bits >= cfg.sram_min_bits]
+
+
+def _sram(cfg: SbnnConfig, store: str) -> SramSpec | None:
+    return next((spec for spec in sram_macros(cfg) if spec.store == store), None)
 
 
 def threshold_memory(cfg: SbnnConfig) -> dict:
@@ -59,13 +92,19 @@ class ThresholdStore(wiring.Component):
     kept; an address past the last pass or column block writes nothing). ``read``
     (registered): the word of ``addr`` (:class:`ThresholdAddress`: pass and global column
     block) as it was in the previous cycle.
+
+    An SRAM macro when ``cfg`` says so (:func:`sram_macros`); ``sram_instance``: as an
+    ``Instance`` (tapeout Verilog) rather than its Amaranth model.
     """
 
-    def __init__(self, cfg: SbnnConfig):
+    def __init__(self, cfg: SbnnConfig, sram_instance: bool = False):
         self._cfg = cfg
         word = data.ArrayLayout(signed(cfg.threshold_bits), cfg.neurons_per_tile)
-        self._memory = Memory(shape=word, depth=_depth(threshold_memory(cfg)["words"]),
-                              init=[])
+        self._sram = _sram(cfg, "thresholds")
+        self._sram_instance = sram_instance
+        if self._sram is None:
+            self._memory = Memory(shape=word, depth=_depth(threshold_memory(cfg)["words"]),
+                                  init=[])
         super().__init__({
             "write": In(ThresholdWriteSignature(cfg)),
             "read": In(RegisteredReadSignature(ThresholdAddress(cfg), word)),
@@ -80,12 +119,23 @@ class ThresholdStore(wiring.Component):
         cfg = self._cfg
         nt = cfg.neurons_per_tile
         m = Module()
-        m.submodules.memory = self._memory
-        write = self._memory.write_port(granularity=1)
-        read = self._memory.read_port()  # registered (sync domain)
         # Packed words: a column block past the last would alias the next pass's first.
         in_range = (self.write.pass_ < cfg.planes) & \
             (self.write.col_block < cfg.total_col_blocks)
+        if self._sram is not None:
+            m.submodules.sram = sram = SramMacro(self._sram, self._sram_instance)
+            with m.If(self.write.en & in_range):
+                m.d.comb += [sram.waddr.eq(self._word(self.write.pass_, self.write.col_block)),
+                             sram.wdata.eq(self.write.theta.replicate(nt)),
+                             sram.we.eq(Const(1, nt) << self.write.neuron)]
+            m.d.comb += [sram.re.eq(1),
+                         sram.raddr.eq(self._word(self.read.addr.pass_,
+                                                  self.read.addr.col_block)),
+                         self.read.data.eq(sram.rdata)]
+            return m
+        m.submodules.memory = self._memory
+        write = self._memory.write_port(granularity=1)
+        read = self._memory.read_port()  # registered (sync domain)
         with m.If(self.write.en & in_range):
             m.d.comb += [write.addr.eq(self._word(self.write.pass_, self.write.col_block)),
                          write.data.as_value().eq(self.write.theta.replicate(nt)),
@@ -150,18 +200,30 @@ class AccumulatorStore(wiring.Component):
     ``en`` was high. The accumulator reads in the cycle a step starts, so the sums are in
     the read register when the step's codes arrive, and the read multiplexer (every stored
     bit) never runs into the addition.
+
+    An SRAM macro when ``cfg`` says so, as :class:`ThresholdStore`.
     """
 
-    def __init__(self, cfg: SbnnConfig):
+    def __init__(self, cfg: SbnnConfig, sram_instance: bool = False):
         blocks = cfg.col_blocks(0)
         word = data.ArrayLayout(signed(cfg.acc_bits), cfg.neurons_per_tile)
-        self._memory = Memory(shape=word, depth=_depth(blocks), init=[])
+        self._sram = _sram(cfg, "first_layer_sums")
+        self._sram_instance = sram_instance
+        if self._sram is None:
+            self._memory = Memory(shape=word, depth=_depth(blocks), init=[])
         address = range(_depth(blocks))
         super().__init__({"write": In(WriteSignature(address, word)),
                           "read": In(HeldReadSignature(address, word))})
 
     def elaborate(self, platform):
         m = Module()
+        if self._sram is not None:
+            m.submodules.sram = sram = SramMacro(self._sram, self._sram_instance)
+            m.d.comb += [sram.waddr.eq(self.write.addr), sram.wdata.eq(self.write.data),
+                         sram.we.eq(self.write.en),
+                         sram.raddr.eq(self.read.addr), sram.re.eq(self.read.en),
+                         self.read.data.eq(sram.rdata)]
+            return m
         m.submodules.memory = self._memory
         write = self._memory.write_port()
         read = self._memory.read_port()  # registered (sync domain), with its enable

@@ -78,7 +78,8 @@ class SimTop(wiring.Component):
 
 
 class TapeoutTop(wiring.Component):
-    """Controller with the analog macro as a black-box ``sbnn_macro`` instance.
+    """Controller with the analog macro as a black-box ``sbnn_macro`` instance (and the
+    stores that are SRAM macros, ``sram_min_bits``, as instances of theirs).
 
     ``trace`` (layer, plane and pass of the evaluation starting) is an output so that the
     simulation top (gen/sim_macro.py) wraps this very Verilog: the cosim then checks the
@@ -93,7 +94,7 @@ class TapeoutTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.ctrl = ctrl = Controller(self._cfg)
+        m.submodules.ctrl = ctrl = Controller(self._cfg, sram_instances=True)
         wiring.connect(m, wiring.flipped(self.prog), ctrl.prog)
         wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)
         wiring.connect(m, ctrl.result, wiring.flipped(self.result))

@@ -39,6 +39,8 @@ MAX_WIRE_BITS = 1 << 16
 _MAX_ADC_STEP = 1 << 16
 #: Widest layer.
 _MAX_WIDTH = 1 << 16
+#: Largest SRAM threshold (a store larger than any design's: every store stays registers).
+_MAX_SRAM_MIN_BITS = 1 << 30
 
 
 class ConfigError(ParamError):
@@ -74,7 +76,7 @@ class SbnnConfig(Record):
     _check_order: ClassVar[tuple[str, ...]] = (
         "layers", "num_supports", "active_rows", "macro_cols", "macro_rows", "dac_bits",
         "gain_bits", "adc_bits", "macro_latency", "input_lanes", "clock_mhz", "plane_gains",
-        "adc_steps")
+        "adc_steps", "sram_min_bits")
 
     layers: tuple[_Width, ...] = Field(
         (784, 256, 10), min_length=2,
@@ -114,6 +116,12 @@ class SbnnConfig(Record):
                     "figures).")
     input_lanes: int = Field(
         16, ge=1, le=256, description="Pixels per beat on the input stream.")
+    sram_min_bits: int | None = Field(
+        None, ge=1, le=_MAX_SRAM_MIN_BITS,
+        description="A controller store with a registered read (thresholds, the first "
+                    "layer's kept sums) of at least this many bits is emitted as an SRAM "
+                    "macro instance (a black box in the tapeout Verilog, a behavioral model "
+                    "for simulation). Omitted or null: every store stays flip-flops.")
 
     @field_validator("layers")
     @classmethod

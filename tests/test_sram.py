@@ -1,0 +1,161 @@
+"""SRAM macros for the big stores (``sram_min_bits``, rtl/sram.py): config, Verilog, stubs,
+behavioral models, lint, simulation (Amaranth and Verilator) and synthesis.
+
+Expected values come from the spec (docs/architecture.md, "SRAM macros"): a store with a
+registered read (thresholds: planes * total_col_blocks words of neurons_per_tile *
+threshold_bits; the first layer's kept sums: col_blocks(0) words of neurons_per_tile *
+acc_bits; depth at least 2) of at least ``sram_min_bits`` bits is a macro
+``sbnn_sram_<store>_<words>x<bits>``; the column-enable store never is.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from rtl_harness import random_images, run_pysim
+from test_rtl import matches_golden
+
+from sbnn.config import ConfigError, SbnnConfig
+from sbnn.gen.image import build_image
+from sbnn.gen.lint import lint
+from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, macro_stub, top_verilog
+from sbnn.golden.qmodel import QuantizedModel
+from sbnn.rtl.sram import SramMacro, SramSpec
+
+#: 20-9-4, K=2: thresholds 3 passes x 7 column blocks = 21 words of 2 x 12 bits (504 bits);
+#: first-layer sums 5 blocks of 2 x 11 bits (110 bits); column enables 7 x 6 (42 bits).
+SMALL = SbnnConfig(layers=(20, 9, 4), active_rows=8, macro_cols=6, macro_rows=256,
+                   num_supports=2, input_lanes=8, adc_bits=6)
+THRESHOLDS = "sbnn_sram_thresholds_21x24"
+SUMS = "sbnn_sram_first_layer_sums_5x22"
+
+
+def _sizes(cfg):
+    """(threshold bits, first-layer-sum bits) from the spec's formulas."""
+    nt = cfg.neurons_per_tile
+    thr = max(2, cfg.planes * cfg.total_col_blocks) * nt * cfg.threshold_bits
+    acc = max(2, cfg.col_blocks(0)) * nt * cfg.acc_bits
+    return thr, acc
+
+
+def test_small_config_sizes_are_the_spec_ones():
+    assert (SMALL.neurons_per_tile, SMALL.threshold_bits, SMALL.acc_bits) == (2, 12, 11)
+    assert _sizes(SMALL) == (504, 110)
+
+
+@pytest.mark.parametrize("value", [0, -1, "8k", 1.5, True, 1 << 31])
+def test_sram_min_bits_is_validated_by_name(value):
+    with pytest.raises(ConfigError, match="sram_min_bits"):
+        SbnnConfig(sram_min_bits=value)
+
+
+def test_sram_min_bits_defaults_to_none_and_is_in_every_snapshot(tmp_path):
+    assert SbnnConfig().sram_min_bits is None
+    assert json.loads(SbnnConfig().to_json())["sram_min_bits"] is None
+    cfg = SMALL.replace(sram_min_bits=100)
+    assert json.loads(cfg.to_json())["sram_min_bits"] == 100
+    files = emit_all(cfg, tmp_path)
+    assert json.loads(files["config"].read_text())["sram_min_bits"] == 100
+    assert json.loads(files["manifest"].read_text())["config"]["sram_min_bits"] == 100
+    assert SbnnConfig.load_file(files["config"], "--config", "sbnn") == cfg
+
+
+def test_no_store_large_enough_gives_the_register_verilog_byte_for_byte():
+    """None, and a threshold above every store, give the same text: no macro, no stub."""
+    big = SMALL.replace(sram_min_bits=505)  # one bit more than the threshold store
+    for top in (CONTROLLER_TOP, SIM_TOP):
+        text = top_verilog(SMALL, top)
+        assert top_verilog(big, top) == text
+        assert "sbnn_sram" not in text
+    assert macro_stub(big) == macro_stub(SMALL)
+    assert "sbnn_sram" not in macro_stub(SMALL)
+
+
+@pytest.mark.parametrize("min_bits, macros", [(504, [THRESHOLDS]), (110, [THRESHOLDS, SUMS]),
+                                              (1, [THRESHOLDS, SUMS])])
+def test_big_stores_become_macro_instances_with_stub_and_model(tmp_path, min_bits, macros):
+    cfg = SMALL.replace(sram_min_bits=min_bits)
+    files = emit_all(cfg, tmp_path)
+    ctl = files["controller"].read_text()
+    stub = files["macro_stub"].read_text()
+    sim = files["sim_top"].read_text()
+    for module in (THRESHOLDS, SUMS):
+        used = module in macros
+        # instantiated, never defined, in the controller
+        assert (f"\n  {module} " in ctl) == used
+        assert f"module {module}" not in ctl
+        # a ports-only black box in the stub file, the behavioral model in the sim top
+        assert (f"(* blackbox *)\nmodule {module} (" in stub) == used
+        assert (f"module {module} (" in sim) == used
+    # the column-enable store (combinational read) stays registers, whatever the threshold
+    assert "sbnn_sram_column" not in ctl
+    man = json.loads(files["manifest"].read_text())
+    assert [s["module"] for s in man["sram_macros"]] == macros
+    assert man["tops"][CONTROLLER_TOP]["black_boxes"] == ["sbnn_macro", *macros]
+    entry = {s["module"]: s for s in man["sram_macros"]}
+    want = {"words": 21, "word_bits": 24, "bits": 504, "write_lanes": 2, "lane_bits": 12}
+    assert {k: entry[THRESHOLDS][k] for k in want} == want
+    if SUMS in macros:
+        assert entry[SUMS]["bits"] == 110 and entry[SUMS]["write_lanes"] == 1
+    stub_ports = {p["name"]: (p["direction"], p["width"]) for p in entry[THRESHOLDS]["ports"]}
+    assert stub_ports == {"clk": ("input", 1), "we": ("input", 2), "waddr": ("input", 5),
+                          "wdata": ("input", 24), "re": ("input", 1), "raddr": ("input", 5),
+                          "rdata": ("output", 24)}
+
+
+@pytest.mark.parametrize("wall", [False, True], ids=["default", "Wall"])
+def test_sram_verilog_lints_clean(tmp_path, verilator, wall):
+    files = emit_all(SMALL.replace(sram_min_bits=1), tmp_path)
+    sim = lint([files["controller"], files["sim_top"]], SIM_TOP, wall=wall)
+    assert sim.returncode == 0, sim.stderr
+    ctl = lint([files["controller"], files["macro_stub"]], CONTROLLER_TOP, wall=wall)
+    assert ctl.returncode == 0, ctl.stderr
+
+
+def test_amaranth_sram_model_is_lane_written_read_first_and_held():
+    """The spec's macro semantics, cycle by cycle, on the Amaranth model."""
+    spec = SramSpec("t", words=3, word_bits=8, lanes=2)
+    dut = SramMacro(spec, instance=False)
+    seen = []
+
+    async def bench(ctx):
+        assert ctx.get(dut.rdata) == 0  # every word and the read register start at 0
+        ctx.set(dut.re, 1)
+        ctx.set(dut.raddr, 2)
+        ctx.set(dut.waddr, 2)
+        ctx.set(dut.wdata, 0xAB)
+        ctx.set(dut.we, 0b01)  # low lane only
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))  # read-first: the word before the write
+        ctx.set(dut.we, 0b10)
+        ctx.set(dut.wdata, 0xCD)
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))  # the low lane's write, not yet the high one's
+        ctx.set(dut.we, 0)
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))
+        ctx.set(dut.re, 0)
+        ctx.set(dut.raddr, 0)
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))  # re low: held
+        ctx.set(dut.re, 1)
+        await ctx.tick()
+        seen.append(ctx.get(dut.rdata))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [0x00, 0x0B, 0xCB, 0xCB, 0x00]
+
+
+def test_amaranth_controller_with_srams_matches_golden():
+    """The Amaranth SimTop (stores as the macros' Amaranth models) runs the spec's cycles."""
+    cfg = SMALL.replace(sram_min_bits=1)
+    rng = np.random.default_rng(17)
+    model = QuantizedModel.random(cfg, rng, mask_keep=0.6, per_pass=True)
+    images = random_images(cfg, rng, 3)
+    budgets = [2, 1, 0]
+    out = run_pysim(cfg, build_image(model).program(), images, budgets)
+    assert matches_golden(cfg, model, images, budgets, out)
