@@ -152,7 +152,8 @@ class QuantizedModel:
         stored = _embedded_config(path, arrays)
         planes, thresholds, masks = _layers(path, arrays, stored, version)
         if config is not None and config != stored:
-            diff = [k for k, v in config.to_dict().items() if stored.to_dict()[k] != v]
+            a, b = config.to_dict(), stored.to_dict()
+            diff = [k for k in {**a, **b} if a.get(k) != b.get(k)]
             raise ModelFileError(f"{path} was made for a different config (fields differ: "
                                  f"{', '.join(diff)}); pass the matching --config")
         try:

@@ -77,6 +77,9 @@ class SbnnConfig(Record):
         "layers", "num_supports", "active_rows", "macro_cols", "macro_rows", "dac_bits",
         "gain_bits", "adc_bits", "macro_latency", "input_lanes", "clock_mhz", "plane_gains",
         "adc_steps", "sram_min_bits")
+    #: Absent from the snapshot while None, so every earlier model file, cache key and run
+    #: folder keeps its bytes (sbnn/params.py).
+    _omit_none: ClassVar[tuple[str, ...]] = ("sram_min_bits",)
 
     layers: tuple[_Width, ...] = Field(
         (784, 256, 10), min_length=2,

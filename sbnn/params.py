@@ -90,6 +90,9 @@ class Record(BaseModel):
     #: When several fields are wrong, the first of them in this order is named (fields not
     #: listed follow, in declaration order); an unknown field always comes first.
     _check_order: ClassVar[tuple[str, ...]] = ()
+    #: Fields left out of the snapshot while None (their absence reads as None): a field
+    #: added later keeps every earlier snapshot's text, and the records equal to it.
+    _omit_none: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **data: Any) -> None:
         for name in _TUPLE_FIELDS[type(self)]:
@@ -160,8 +163,10 @@ class Record(BaseModel):
     # ------------------------------------------------------------------ I/O
 
     def to_dict(self) -> dict[str, Any]:
-        """Field values as JSON types: tuples as lists, enums as their values."""
-        return {name: _plain(getattr(self, name)) for name in type(self).model_fields}
+        """Field values as JSON types: tuples as lists, enums as their values (a field of
+        ``_omit_none`` only when it is not None)."""
+        return {name: _plain(getattr(self, name)) for name in type(self).model_fields
+                if not (name in self._omit_none and getattr(self, name) is None)}
 
     def to_json(self) -> str:
         """The snapshot text: sorted keys, indent 2, a trailing newline."""

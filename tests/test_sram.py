@@ -50,9 +50,11 @@ def test_sram_min_bits_is_validated_by_name(value):
         SbnnConfig(sram_min_bits=value)
 
 
-def test_sram_min_bits_defaults_to_none_and_is_in_every_snapshot(tmp_path):
+def test_sram_min_bits_defaults_to_none_and_is_in_every_snapshot_that_sets_it(tmp_path):
+    """Absent reads as None, and None is left out (earlier snapshots keep their bytes)."""
     assert SbnnConfig().sram_min_bits is None
-    assert json.loads(SbnnConfig().to_json())["sram_min_bits"] is None
+    assert "sram_min_bits" not in json.loads(SbnnConfig().to_json())
+    assert SbnnConfig.from_dict({"sram_min_bits": None}) == SbnnConfig()
     cfg = SMALL.replace(sram_min_bits=100)
     assert json.loads(cfg.to_json())["sram_min_bits"] == 100
     files = emit_all(cfg, tmp_path)
@@ -181,3 +183,11 @@ def test_cosim_passes_with_sram_macros(cosim_build_root, tmp_path, verilator, en
         run_cosim(job, cosim_build_root)
     assert rep.mismatches == 0, rep.first_mismatch
     assert rep.results_checked == 4 * count
+
+
+def test_a_model_names_sram_min_bits_when_only_it_differs(tmp_path):
+    from sbnn.golden.qmodel import ModelFileError
+
+    path = QuantizedModel.random(SMALL, np.random.default_rng(1)).save(tmp_path / "m.npz")
+    with pytest.raises(ModelFileError, match=r"fields differ: sram_min_bits\)"):
+        QuantizedModel.load(path, SMALL.replace(sram_min_bits=64))
