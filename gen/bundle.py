@@ -4,7 +4,8 @@ Layout (paths relative to the bundle folder; ``BUNDLE_FILES`` is the one list):
 
 * ``src/``: the controller Verilog (top ``sbnn_controller``), the macro's black-box stub and
   the SDC file;
-* ``macro/``: PLACEHOLDER LEF and Liberty views of the macro (gen/macro_views.py);
+* ``macro/``: PLACEHOLDER LEF and Liberty views of the macro (gen/macro_views.py), and of
+  each SRAM macro when the config has some (``sram_min_bits``; :func:`sram_files`);
 * ``sim/``: the simulation top (controller + behavioral macro), not for the flow;
 * ``image/``: the hardware image as $readmemh files and the ``prog`` command sequence;
 * ``manifest.json``, ``config.json``, ``librelane_config.json``, ``README.md``.
@@ -28,14 +29,17 @@ from sbnn import __version__
 from sbnn.config import SbnnConfig
 from sbnn.fileio import staged_folder
 from sbnn.gen.image import build_image
-from sbnn.gen.macro_views import lef_text, lib_text
+from sbnn.gen.macro_views import lef_text, lib_text, sram_lef_text, sram_lib_text
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_FILE, SIM_TOP, emit_all, manifest
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
+from sbnn.rtl.sram import SRAM_PREFIX
+from sbnn.rtl.stores import sram_macros
 from sbnn.rtl.top import MACRO_MODULE
 
 __all__ = ["BUNDLE_FILES", "IMAGE_FILES", "CLOCK_PORT", "RESET_PORT", "write_bundle",
-           "sdc_text", "flow_config", "verilog_ports", "macro_instance"]
+           "sdc_text", "flow_config", "verilog_ports", "macro_instance", "sram_files",
+           "sram_instance"]
 
 #: Amaranth's default clock domain ports, as ``verilog.convert`` names them.
 CLOCK_PORT = "clk"
@@ -74,6 +78,16 @@ _EMITTED = {f"{CONTROLLER_TOP}.v": "controller", SIM_FILE: "sim_top",
             f"{MACRO_MODULE}_stub.v": "macro_stub"}
 
 
+def sram_files(cfg: SbnnConfig) -> dict[str, str]:
+    """role -> path of the SRAM macros' PLACEHOLDER views (``sram_lef_<store>``,
+    ``sram_lib_<store>``; none without SRAM macros)."""
+    files = {}
+    for spec in sram_macros(cfg):
+        files[f"sram_lef_{spec.store}"] = f"macro/{spec.module}.lef"
+        files[f"sram_lib_{spec.store}"] = f"macro/{spec.module}.lib"
+    return files
+
+
 def verilog_ports(verilog: str, module: str) -> list[tuple[str, str, int]]:
     """(name, direction, width) of ``module``'s ports, read from Yosys-written Verilog."""
     match = re.search(rf"^module {re.escape(module)}\(.*?^endmodule", verilog, re.M | re.S)
@@ -92,6 +106,17 @@ def macro_instance(verilog: str) -> str:
     if match is None:
         raise ValueError(f"no {MACRO_MODULE} instance in the controller Verilog")
     return match.group(1)
+
+
+def sram_instance(store: str, verilog: str | None = None) -> str:
+    """Hierarchical instance name (as a flattening flow names it) of ``store``'s SRAM macro;
+    with ``verilog``, checked to be in the controller Verilog."""
+    name = f"ctrl.{store}.sram.macro"
+    if verilog is not None and not re.search(
+            rf"^module \\{CONTROLLER_TOP}\.ctrl\.{store}\.sram\b.*?^\s*{SRAM_PREFIX}_"
+            rf"{store}_\w+ macro \(", verilog, re.M | re.S):
+        raise ValueError(f"no SRAM macro instance {name} in the controller Verilog")
+    return name
 
 
 def sdc_text(cfg: SbnnConfig, ports: list[tuple[str, str, int]]) -> str:
@@ -137,8 +162,12 @@ def flow_config(cfg: SbnnConfig) -> dict:
         "SIGNOFF_SDC_FILE": f"dir::{BUNDLE_FILES['sdc']}",
         # PLACEHOLDER views: replace with the real macro's, and add its GDS (EXTRA_GDS_FILES
         # or a MACROS entry); see README.md.
-        "EXTRA_LEFS": [f"dir::{BUNDLE_FILES['macro_lef']}"],
-        "EXTRA_LIBS": [f"dir::{BUNDLE_FILES['macro_lib']}"],
+        # The SRAM macros' placeholder views follow (sram_min_bits; their stubs are in
+        # the macro stub's file).
+        "EXTRA_LEFS": [f"dir::{BUNDLE_FILES['macro_lef']}",
+                       *(f"dir::{p}" for r, p in sram_files(cfg).items() if "_lef_" in r)],
+        "EXTRA_LIBS": [f"dir::{BUNDLE_FILES['macro_lib']}",
+                       *(f"dir::{p}" for r, p in sram_files(cfg).items() if "_lib_" in r)],
     }
 
 
@@ -154,9 +183,13 @@ def write_bundle(cfg: SbnnConfig, out_dir: str | Path,
         raise ValueError("the model was made for a different config than the bundle's")
     if out.exists() and not out.is_dir():
         raise ValueError(f"bundle folder {str(out)!r} exists and is not a folder")
-    roles = {**BUNDLE_FILES, **(IMAGE_FILES if model is not None else {})}
-    # Without a model, an image from an earlier run would not match this bundle: removed.
+    roles = {**BUNDLE_FILES, **sram_files(cfg), **(IMAGE_FILES if model is not None else {})}
+    # Without a model, an image from an earlier run would not match this bundle: removed;
+    # so are SRAM views of an earlier config (those of this one are written again).
     stale = tuple(IMAGE_FILES.values()) if model is None else ()
+    if out.is_dir():
+        stale += tuple(f"macro/{p.name}" for p in sorted((out / "macro").glob(
+            f"{SRAM_PREFIX}_*")) if p.is_file())
     with tempfile.TemporaryDirectory(prefix="sbnn_bundle_") as tmp, \
             staged_folder(out, remove=stale) as stage:
         _render(cfg, model, out, stage, Path(tmp))
@@ -184,6 +217,9 @@ def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Pat
     _put(stage, BUNDLE_FILES["sdc"], sdc_text(cfg, ports))
     _put(stage, BUNDLE_FILES["macro_lef"], lef_text(cfg))
     _put(stage, BUNDLE_FILES["macro_lib"], lib_text(cfg))
+    for spec in sram_macros(cfg):
+        _put(stage, f"macro/{spec.module}.lef", sram_lef_text(spec))
+        _put(stage, f"macro/{spec.module}.lib", sram_lib_text(cfg, spec))
     _put(stage, BUNDLE_FILES["config"], emitted["config"].read_text())
     _put(stage, BUNDLE_FILES["flow_config"], json.dumps(flow_config(cfg), indent=2) + "\n")
     if model is not None:
@@ -200,9 +236,16 @@ def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Pat
         {"name": n, "direction": d, "width": w} for n, d, w in ports]
     man["macro"]["stub"] = BUNDLE_FILES["macro_stub"]
     man["macro"]["instance"] = macro_instance(controller)
+    srams = sram_files(cfg)
+    for entry in man["sram_macros"]:
+        entry["stub"] = BUNDLE_FILES["macro_stub"]
+        entry["lef"] = srams[f"sram_lef_{entry['store']}"]
+        entry["lib"] = srams[f"sram_lib_{entry['store']}"]
+        entry["instance"] = sram_instance(entry["store"], controller)
     man["bundle"] = {
-        "files": {**BUNDLE_FILES, **(IMAGE_FILES if model is not None else {})},
-        "placeholders": [BUNDLE_FILES["macro_lef"], BUNDLE_FILES["macro_lib"]],
+        "files": {**BUNDLE_FILES, **srams, **(IMAGE_FILES if model is not None else {})},
+        "placeholders": [BUNDLE_FILES["macro_lef"], BUNDLE_FILES["macro_lib"],
+                         *srams.values()],
         "clock": {"port": CLOCK_PORT, "period_ns": round(1000.0 / cfg.clock_mhz, 3)},
         "reset": {"port": RESET_PORT, "kind": "synchronous, active high"},
         "image": model is not None,
@@ -252,6 +295,9 @@ def _readme(cfg: SbnnConfig, man: dict) -> str:
         "geometry |",
         f"| `{files['macro_lib']}` | **PLACEHOLDER** Liberty model: real pins, assumed "
         "timing |",
+        *[f"| `{e['lef']}`, `{e['lib']}` | **PLACEHOLDER** views of SRAM macro `{e['module']}` "
+          f"(the {e['store']} store, {e['words']} x {e['word_bits']} bits, instance "
+          f"`{e['instance']}`) |" for e in man["sram_macros"]],
         f"| `{files['sim_top']}` | simulation top and behavioral macro, SystemVerilog; compile "
         f"with `{files['controller']}` (not for the flow) |",
         f"| `{files['manifest']}` | every parameter, derived size and port |",
@@ -292,4 +338,19 @@ def _readme(cfg: SbnnConfig, man: dict) -> str:
         "and the macro's power pins in its Verilog header (`VERILOG_POWER_DEFINE`).",
         "",
     ]
+    if man["sram_macros"]:
+        lines += [
+            "## SRAM macros",
+            "",
+            f"`sram_min_bits` = {cfg.sram_min_bits}: "
+            + ", ".join(f"the {e['store']} store ({e['bits']} bits)"
+                        for e in man["sram_macros"])
+            + ": each a black-box SRAM macro (ports-only in the stub file, behavioral model in "
+            "the simulation top), not flip-flops. Each is 1R1W with a registered, read-first "
+            "read (`manifest.json` `sram_macros`: geometry, write lanes, ports). Generate the "
+            "real macros with a memory compiler (e.g. OpenRAM) for these geometries and "
+            "replace the placeholder views (`macro/sbnn_sram_*`: invented geometry, assumed "
+            "area and timing) with theirs, as for the analog macro.",
+            "",
+        ]
     return "\n".join(lines)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from sbnn import __version__
 from sbnn.config import SbnnConfig
+from sbnn.rtl.sram import SramSpec
 from sbnn.rtl.top import MACRO_MODULE, macro_port_list
 
-__all__ = ["lef_text", "lib_text", "pin_table"]
+__all__ = ["lef_text", "lib_text", "pin_table", "sram_lef_text", "sram_lib_text",
+           "sram_area_um2", "SRAM_UM2_PER_BIT"]
 
 # Placeholder geometry: sky130-style routing layer name and pitch; a real LEF has its own.
 PIN_LAYER = "met2"
@@ -33,6 +35,11 @@ OUTPUT_THRESHOLD_PCT = 50.0
 SLEW_THRESHOLDS_PCT = (20.0, 80.0)
 NOMINAL = (1.0, 25.0, 1.8)
 MAX_TRANSITION_NS = 1.5
+# Placeholder SRAM macros (sram_min_bits): area per bit, periphery included, of the order of
+# small SKY130 SRAM macros (a compiled macro of a few kbit spends most of its area on
+# decoders, sense amplifiers and I/O, not bitcells); and the read's clock-to-output.
+SRAM_UM2_PER_BIT = 20.0
+SRAM_CLK_TO_OUT_FRACTION = 0.3
 
 
 def pin_table(cfg: SbnnConfig, prefix: str) -> list[str]:
@@ -65,17 +72,24 @@ def _um(x: float) -> str:
 
 def lef_text(cfg: SbnnConfig) -> str:
     """LEF abstract: a block with every pin bit on the bottom edge (placeholder geometry)."""
-    pins = [(bit, direction, name) for name, direction, width in macro_port_list(cfg)
-            for bit in _bits(name, width)]
-    width_um = max(MACRO_HEIGHT_UM, (len(pins) + 2) * PIN_PITCH_UM)
-    pw, ph = PIN_SIZE_UM
+    ports = macro_port_list(cfg)
+    pins = sum(width for _, _, width in ports)
+    width_um = max(MACRO_HEIGHT_UM, (pins + 2) * PIN_PITCH_UM)
     lines = _header(cfg, "#", "LEF abstract")
-    lines += [f"# Assumed: layer {PIN_LAYER}, pin pitch {PIN_PITCH_UM} um, height "
-              f"{MACRO_HEIGHT_UM} um, no power pins and no obstructions.",
-              "VERSION 5.8 ;", 'BUSBITCHARS "[]" ;', 'DIVIDERCHAR "/" ;',
-              f"MACRO {MACRO_MODULE}", "  CLASS BLOCK ;", f"  FOREIGN {MACRO_MODULE} ;",
-              "  ORIGIN 0 0 ;", f"  SIZE {_um(width_um)} BY {_um(MACRO_HEIGHT_UM)} ;",
-              "  SYMMETRY X Y ;"]
+    lines.append(f"# Assumed: layer {PIN_LAYER}, pin pitch {PIN_PITCH_UM} um, height "
+                 f"{MACRO_HEIGHT_UM} um, no power pins and no obstructions.")
+    return _lef(lines, MACRO_MODULE, ports, width_um, MACRO_HEIGHT_UM)
+
+
+def _lef(lines: list[str], module: str, ports: list[tuple[str, str, int]], width_um: float,
+         height_um: float) -> str:
+    pins = [(bit, direction, name) for name, direction, width in ports
+            for bit in _bits(name, width)]
+    pw, ph = PIN_SIZE_UM
+    lines = [*lines, "VERSION 5.8 ;", 'BUSBITCHARS "[]" ;', 'DIVIDERCHAR "/" ;',
+             f"MACRO {module}", "  CLASS BLOCK ;", f"  FOREIGN {module} ;",
+             "  ORIGIN 0 0 ;", f"  SIZE {_um(width_um)} BY {_um(height_um)} ;",
+             "  SYMMETRY X Y ;"]
     for i, (bit, direction, name) in enumerate(pins):
         x = (i + 1) * PIN_PITCH_UM
         use = "CLOCK" if name == "clk" else "SIGNAL"
@@ -83,20 +97,25 @@ def lef_text(cfg: SbnnConfig) -> str:
                   "    PORT", f"      LAYER {PIN_LAYER} ;",
                   f"        RECT {_um(x - pw / 2)} 0.000 {_um(x + pw / 2)} {_um(ph)} ;",
                   "    END", f"  END {bit}"]
-    lines += [f"END {MACRO_MODULE}", "END LIBRARY", ""]
+    lines += [f"END {module}", "END LIBRARY", ""]
     return "\n".join(lines)
 
 
 def lib_text(cfg: SbnnConfig) -> str:
     """Liberty model: inputs with setup/hold to clk, outputs launched by clk."""
     period = 1000.0 / cfg.clock_mhz
-    setup, clk_to_out = SETUP_FRACTION * period, CLK_TO_OUT_FRACTION * period
-    ports = macro_port_list(cfg)
-    lines = ["/*", *_header(cfg, " *", "Liberty timing model"),
-             f" * Assumed: setup {SETUP_FRACTION:g} and clk-to-output {CLK_TO_OUT_FRACTION:g} "
-             f"of the {period:.3f} ns period,", f" * {PIN_CAP_PF} pF per input pin, "
-             "no power data.", " */",
-             f"library ({MACRO_MODULE}_placeholder) {{",
+    header = ["/*", *_header(cfg, " *", "Liberty timing model"),
+              f" * Assumed: setup {SETUP_FRACTION:g} and clk-to-output {CLK_TO_OUT_FRACTION:g} "
+              f"of the {period:.3f} ns period,", f" * {PIN_CAP_PF} pF per input pin, "
+              "no power data.", " */"]
+    return _lib(header, MACRO_MODULE, macro_port_list(cfg), SETUP_FRACTION * period,
+                CLK_TO_OUT_FRACTION * period)
+
+
+def _lib(header: list[str], module: str, ports: list[tuple[str, str, int]], setup: float,
+         clk_to_out: float, area_um2: float | None = None) -> str:
+    lines = [*header,
+             f"library ({module}_placeholder) {{",
              "  delay_model : table_lookup;", '  time_unit : "1ns";', '  voltage_unit : "1V";',
              '  current_unit : "1mA";', '  pulling_resistance_unit : "1kohm";',
              '  leakage_power_unit : "1nW";', "  capacitive_load_unit (1, pf);",
@@ -105,7 +124,9 @@ def lib_text(cfg: SbnnConfig) -> str:
         lines += [f"  type (bus{width}) {{", "    base_type : array;", "    data_type : bit;",
                   f"    bit_width : {width};", f"    bit_from : {width - 1};", "    bit_to : 0;",
                   "    downto : true;", "  }"]
-    lines += [f"  cell ({MACRO_MODULE}) {{", "    interface_timing : true;"]
+    lines += [f"  cell ({module}) {{", "    interface_timing : true;"]
+    if area_um2 is not None:
+        lines.append(f"    area : {area_um2:.3f};")
     for name, direction, width in ports:
         group = f"bus ({name})" if width > 1 else f"pin ({name})"
         lines.append(f"    {group} {{")
@@ -124,6 +145,48 @@ def lib_text(cfg: SbnnConfig) -> str:
         lines.append("    }")
     lines += ["  }", "}", ""]
     return "\n".join(lines)
+
+
+def sram_area_um2(spec: SramSpec) -> float:
+    """PLACEHOLDER area of one SRAM macro: ``SRAM_UM2_PER_BIT`` per bit."""
+    return spec.bits * SRAM_UM2_PER_BIT
+
+
+def _sram_header(spec: SramSpec, prefix: str, what: str) -> list[str]:
+    return [
+        f"{prefix} PLACEHOLDER {what} of SRAM macro '{spec.module}' (the {spec.store} store:",
+        f"{prefix} {spec.words} words x {spec.word_bits} bits, 1R1W, {spec.lanes} write "
+        f"lane(s), registered read-first read).",
+        f"{prefix} Generated by sbnn {__version__}. NOT a real macro view: only the pin names,",
+        f"{prefix} directions and widths are real. Replace it with the view of the SRAM a",
+        f"{prefix} memory compiler makes for this geometry before tapeout (see README.md).",
+        f"{prefix} Assumed: {SRAM_UM2_PER_BIT:g} um^2 per bit ({sram_area_um2(spec):.0f} um^2), "
+        f"setup {SETUP_FRACTION:g} and clk-to-output",
+        f"{prefix} {SRAM_CLK_TO_OUT_FRACTION:g} of the period, {PIN_CAP_PF} pF per input pin, "
+        f"layer {PIN_LAYER}, no power pins.",
+        f"{prefix} Pins (name, direction, width), as in sbnn_macro_stub.v and manifest.json:",
+        *[f"{prefix}   {n:<10} {d:<6} {w}" for n, d, w in spec.ports()],
+    ]
+
+
+def sram_lef_text(spec: SramSpec) -> str:
+    """LEF abstract of one SRAM macro: a square of its placeholder area (wider when its
+    pins need it), every pin bit on the bottom edge."""
+    pins = sum(width for _, _, width in spec.ports())
+    area = sram_area_um2(spec)
+    width_um = max(area ** 0.5, (pins + 2) * PIN_PITCH_UM)
+    height_um = max(area / width_um, 2 * PIN_SIZE_UM[1])
+    return _lef(_sram_header(spec, "#", "LEF abstract"), spec.module, spec.ports(),
+                width_um, height_um)
+
+
+def sram_lib_text(cfg: SbnnConfig, spec: SramSpec) -> str:
+    """Liberty model of one SRAM macro: its area, inputs with setup/hold to clk, ``rdata``
+    launched by clk."""
+    period = 1000.0 / cfg.clock_mhz
+    return _lib(["/*", *_sram_header(spec, " *", "Liberty timing model"), " */"],
+                spec.module, spec.ports(), SETUP_FRACTION * period,
+                SRAM_CLK_TO_OUT_FRACTION * period, sram_area_um2(spec))
 
 
 def _library_header() -> list[str]:

@@ -26,10 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sbnn.config import SbnnConfig
-from sbnn.gen.bundle import BUNDLE_FILES, sdc_text, verilog_ports
-from sbnn.gen.macro_views import lib_text
+from sbnn.gen.bundle import BUNDLE_FILES, sdc_text, sram_files, verilog_ports
+from sbnn.gen.macro_views import lib_text, sram_area_um2, sram_lib_text
 from sbnn.gen.synth import SynthError, run_yosys
 from sbnn.gen.verilog import CONTROLLER_TOP, macro_stub, top_verilog
+from sbnn.rtl.stores import sram_macros
 
 __all__ = ["LIBERTY_ENV", "LibertyError", "SiliconResult", "resolve_liberty", "yosys_script",
            "sta_script", "parse_sta", "synthesize_silicon", "sequential_cells", "sta_path"]
@@ -67,8 +68,8 @@ class SiliconResult:
     sequential_area_um2: float
     cells: int  # standard cells, black boxes not counted
     flip_flops: int
-    memory_bits: int  # register-file bits (thresholds, column masks, stored accumulators)
-    sram_bits: int  # of those, bits held in SRAM macros instead of flip-flops
+    memory_bits: int  # register-file bits in flip-flops (thresholds, column masks, sums)
+    sram_bits: int  # register-file bits held in SRAM macros instead (sram_min_bits)
     wns_ns: float  # worst setup slack (negative: violated)
     tns_ns: float  # total negative setup slack
     whs_ns: float  # worst hold slack
@@ -121,8 +122,11 @@ def _bundle_sources(cfg: SbnnConfig, bundle: Path) -> None:
     texts = {"controller": controller, "macro_stub": macro_stub(cfg),
              "sdc": sdc_text(cfg, verilog_ports(controller, CONTROLLER_TOP)),
              "macro_lib": lib_text(cfg)}
+    paths = {**BUNDLE_FILES, **sram_files(cfg)}
+    for spec in sram_macros(cfg):
+        texts[f"sram_lib_{spec.store}"] = sram_lib_text(cfg, spec)
     for role, text in texts.items():
-        path = bundle / BUNDLE_FILES[role]
+        path = bundle / paths[role]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
@@ -296,7 +300,9 @@ def synthesize_silicon(cfg: SbnnConfig, liberty: Path, name: str = "default",
         stat = json.loads((work / _STAT).read_text())
         mems = json.loads((work / _MEMS).read_text())
         t0 = time.time()
-        sta_out = _run_sta(work, sta_script([f"bundle/{BUNDLE_FILES['macro_lib']}"],
+        libs = [BUNDLE_FILES["macro_lib"],
+                *(p for r, p in sram_files(cfg).items() if r.startswith("sram_lib_"))]
+        sta_out = _run_sta(work, sta_script([f"bundle/{lib}" for lib in libs],
                                             f"bundle/{BUNDLE_FILES['sdc']}", CONTROLLER_TOP))
         sta_s = time.time() - t0
         (work / "sta.log").write_text(sta_out)
@@ -321,16 +327,22 @@ def _result(cfg: SbnnConfig, liberty: Path, name: str, stat: dict, mems: dict, s
     black = {t: n for t, n in by_type.items() if t not in std and not t.startswith("$")}
     area = float(design.get("area", 0.0))
     seq_area = float(design.get("sequential_area", 0.0))
-    memory_bits = sum(int(c["parameters"]["SIZE"], 2) * int(c["parameters"]["WIDTH"], 2)
-                      for m in mems["modules"].values() for c in m.get("cells", {}).values()
-                      if c["type"] == "$mem_v2")
+    # Register files left in flip-flops; those held in SRAM macros are black boxes here.
+    srams = sram_macros(cfg)
+    sram_bits = sum(spec.bits for spec in srams)
+    memory_bits = sum(
+        int(c["parameters"]["SIZE"], 2) * int(c["parameters"]["WIDTH"], 2)
+        for m in mems["modules"].values() for c in m.get("cells", {}).values()
+        if c["type"] == "$mem_v2")
     period = 1000.0 / cfg.clock_mhz
     return SiliconResult(
         config=name, liberty=liberty.name, clock_mhz=cfg.clock_mhz,
-        area_um2=round(area, 2), logic_area_um2=round(area, 2),
+        # the SRAM macros at their placeholder area (gen/macro_views.py), the analog macro not
+        area_um2=round(area + sum(sram_area_um2(spec) for spec in srams), 2),
+        logic_area_um2=round(area, 2),
         sequential_area_um2=round(seq_area, 2), cells=sum(std.values()),
         flip_flops=sum(n for t, n in std.items() if t in seq), memory_bits=memory_bits,
-        sram_bits=0, wns_ns=sta["wns_ns"], tns_ns=sta["tns_ns"], whs_ns=sta["whs_ns"],
+        sram_bits=sram_bits, wns_ns=sta["wns_ns"], tns_ns=sta["tns_ns"], whs_ns=sta["whs_ns"],
         # The period at which the worst setup path would just close, with the SDC's I/O
         # delays and the macro's arcs held as they are.
         fmax_mhz=round(1000.0 / (period - sta["worst_slack_ns"]), 1),

@@ -166,8 +166,7 @@ def _targets(results: list[dict]) -> list[str]:
         ok = "met" if d["logic_area_um2"] <= 150_000 else "NOT met"
         lines.append(f"* default logic area <= 0.15 mm^2 (SRAM macros excluded): {ok} "
                      f"({d['logic_area_um2'] / 1e6:.3f} mm^2; {d['sram_bits']:,} bits in SRAM "
-                     f"macros, {d['memory_bits']:,} register-file bits still in flip-flops: "
-                     "SRAM macros for the register files are not implemented yet).")
+                     f"macros, {d['memory_bits']:,} register-file bits in flip-flops).")
     return lines
 
 
@@ -189,10 +188,12 @@ def markdown(results: list[dict], meta: dict) -> str:
         "the bundle's SDC and its placeholder macro .lib. No placement: wires have no "
         "capacitance, the clock is ideal; read WNS as the logic's, before routing.",
         "",
-        "`area` = every standard cell; `logic area` = the cells that stay in the controller "
-        "when register files go to SRAM macros (the same here: no SRAM macros in these "
-        "runs); the analog macro `sbnn_macro` is a black box in both. Register-file bits "
-        "(thresholds, column masks, stored accumulators) are flip-flops here. Fmax = 1 / "
+        "`area` = every standard cell plus the SRAM macros' placeholder area "
+        "(`gen/macro_views.py` `SRAM_UM2_PER_BIT`); `logic area` = the standard cells "
+        "only, the logic that stays in the controller; the analog macro `sbnn_macro` is a "
+        "black box in both. Register-file bits (thresholds, column masks, stored "
+        "accumulators) are flip-flops unless the config's `sram_min_bits` puts a store in "
+        "an SRAM macro (`SRAM bits`). Fmax = 1 / "
         "(period - worst setup slack), with the SDC's I/O delays (20 % of the period) and "
         "the macro's placeholder setup and clock-to-output (20 % each) held fixed. Power: "
         "OpenSTA `report_power`, every non-clock net toggling at 10 % of the cycles "

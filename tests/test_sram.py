@@ -9,6 +9,8 @@ acc_bits; depth at least 2) of at least ``sram_min_bits`` bits is a macro
 """
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -191,3 +193,80 @@ def test_a_model_names_sram_min_bits_when_only_it_differs(tmp_path):
     path = QuantizedModel.random(SMALL, np.random.default_rng(1)).save(tmp_path / "m.npz")
     with pytest.raises(ModelFileError, match=r"fields differ: sram_min_bits\)"):
         QuantizedModel.load(path, SMALL.replace(sram_min_bits=64))
+
+
+def test_bundle_has_sram_views_in_manifest_flow_config_and_readme(tmp_path):
+    from sbnn.gen.bundle import write_bundle
+
+    cfg = SMALL.replace(sram_min_bits=1)
+    files = write_bundle(cfg, tmp_path / "b")
+    views = {f"macro/{m}.{ext}" for m in (THRESHOLDS, SUMS) for ext in ("lef", "lib")}
+    assert views <= {str(p.relative_to(tmp_path / "b")) for p in files.values()}
+    assert all((tmp_path / "b" / v).is_file() for v in views)
+    man = json.loads(files["manifest"].read_text())
+    assert views <= set(man["bundle"]["placeholders"])
+    assert {e["instance"] for e in man["sram_macros"]} == {
+        "ctrl.thresholds.sram.macro", "ctrl.first_layer_sums.sram.macro"}
+    flow = json.loads(files["flow_config"].read_text())
+    assert {f"dir::macro/{m}.lef" for m in (THRESHOLDS, SUMS)} <= set(flow["EXTRA_LEFS"])
+    assert {f"dir::macro/{m}.lib" for m in (THRESHOLDS, SUMS)} <= set(flow["EXTRA_LIBS"])
+    assert THRESHOLDS in files["readme"].read_text()
+    lef = (tmp_path / "b" / f"macro/{THRESHOLDS}.lef").read_text()
+    assert f"MACRO {THRESHOLDS}" in lef and "PIN wdata[23]" in lef and "PIN rdata[0]" in lef
+    # the same folder without SRAM macros: their views are gone, the rest as without them
+    files = write_bundle(SMALL, tmp_path / "b")
+    assert not list((tmp_path / "b" / "macro").glob("sbnn_sram_*"))
+    assert json.loads(files["manifest"].read_text())["sram_macros"] == []
+    plain = write_bundle(SMALL, tmp_path / "plain")
+    for role, path in plain.items():
+        assert files[role].read_bytes() == path.read_bytes(), role
+
+
+@pytest.mark.skipif(shutil.which("sta") is None, reason="OpenSTA ('sta') not installed")
+def test_sram_libs_read_in_opensta_without_errors_or_warnings(tmp_path):
+    from sbnn.gen.macro_views import sram_area_um2, sram_lib_text
+    from sbnn.rtl.stores import sram_macros
+
+    specs = sram_macros(SMALL.replace(sram_min_bits=1))
+    for spec in specs:
+        (tmp_path / f"{spec.module}.lib").write_text(sram_lib_text(SMALL, spec))
+        assert f"area : {sram_area_um2(spec):.3f};" in sram_lib_text(SMALL, spec)
+    (tmp_path / "r.tcl").write_text("".join(f"read_liberty {s.module}.lib\n" for s in specs)
+                                    + "puts DONE\nexit\n")
+    proc = subprocess.run(["sta", "-no_splash", "-exit", "r.tcl"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "DONE" in out
+    assert "Warning" not in out and "Error" not in out, out
+
+
+def test_synthesis_keeps_the_macros_as_black_boxes_and_drops_their_flip_flops():
+    from sbnn.gen.synth import synthesize_config
+
+    regs = synthesize_config(SMALL)
+    srams = synthesize_config(SMALL.replace(sram_min_bits=1))
+    thr, acc = _sizes(SMALL)
+    assert regs.black_boxes == {"sbnn_macro": 1}
+    assert srams.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1}
+    # every stored bit and both read registers (one word each) leave the flip-flops
+    assert regs.memory_bits - srams.memory_bits == thr + acc
+    assert regs.flip_flops - srams.flip_flops >= thr + acc + 24 + 22
+    assert srams.cells < regs.cells
+
+
+@pytest.mark.skipif(shutil.which("sta") is None, reason="OpenSTA ('sta') not installed")
+def test_silicon_flow_reports_sram_bits_and_logic_area(tmp_path):
+    from sbnn.gen.macro_views import SRAM_UM2_PER_BIT
+    from sbnn.gen.silicon import resolve_liberty, synthesize_silicon
+
+    try:
+        liberty = resolve_liberty(None)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    res, _ = synthesize_silicon(SMALL.replace(sram_min_bits=1), liberty, "small-sram")
+    thr, acc = _sizes(SMALL)
+    assert res.sram_bits == thr + acc
+    assert res.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1}
+    assert res.area_um2 == pytest.approx(res.logic_area_um2 + (thr + acc) * SRAM_UM2_PER_BIT,
+                                         abs=0.02)
+    assert res.memory_bits == SMALL.total_col_blocks * SMALL.macro_cols  # column enables
