@@ -9,6 +9,10 @@ The controller's Verilog is cached by content in a per-user folder (:func:`cache
 by the config, the RTL sources and the Amaranth version, so `sbnn sim` after `sbnn gen` (or a
 test after another) does not convert again. Outputs are written only when their content
 changes, so Verilator builds stay cached too.
+
+With ``sram_min_bits``, the stores that are SRAM macros (rtl/sram.py) are instances in the
+controller; their black-box stubs go into the macro stub's file and their behavioral models
+into the simulation top (:func:`sram_stub`, :func:`sram_model`).
 """
 
 from __future__ import annotations

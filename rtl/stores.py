@@ -25,7 +25,6 @@ from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
 
-from .sram import SramMacro, SramSpec
 from .interfaces import (
     HeldReadSignature,
     IndexShapes,
@@ -36,6 +35,7 @@ from .interfaces import (
     ThresholdWriteSignature,
     WriteSignature,
 )
+from .sram import SramMacro, SramSpec
 
 __all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore", "threshold_memory",
            "sram_candidates", "sram_macros"]
