@@ -30,7 +30,7 @@ KHWA_COLUMN_PJ = round(COLUMN_OPS / 55.8, 3)  # 2.294
 VALAVI_COLUMN_PJ = round(COLUMN_OPS / 866.0, 3)  # 0.148
 #: Controller energy per clock cycle, from docs/silicon.md (default design, SKY130 hd tt,
 #: OpenSTA report_power at a 10 % toggle rate, no clock gating) divided by 100 MHz.
-CONTROLLER_CYCLE_PJ = 1212.0  # 121.193 mW / 100 MHz
+CONTROLLER_CYCLE_PJ = 1659.2  # 165.921 mW / 100 MHz (the retimed controller, 2026-12-03)
 
 ENERGY_SOURCES: dict[str, str] = {
     "macro_eval_pj": "0: word-line drive, precharge and sequencing are inside the macro-level "
