@@ -20,7 +20,8 @@ def confirm_on_rtl(model: QuantizedModel, model_path: Path, images: Path, count:
                    log: Callable[[str], None] = print) -> list[dict]:
     """Rerun every budget on the first ``count`` of ``images`` without early exit and with
     the largest of ``margins``; returns one entry per (margin, budget) run and adds the
-    RTL's cycles to the ``latency`` rows (indexed by budget) of the run without exit."""
+    RTL's cycles to the ``latency`` rows of the model's own design (its ``num_macros`` and
+    macro interval) of the run without exit."""
     from .runner import CosimJob, run_cosim
 
     k = model.config.num_supports
@@ -36,7 +37,10 @@ def confirm_on_rtl(model: QuantizedModel, model_path: Path, images: Path, count:
                      "rtl_macro_evals": run["macro_evals"] / run["images"]}
             confirmed.append(entry)
             if margin is None:
-                row = latency[run["budget"]]
+                cfg = model.config
+                row = next(r for r in latency if r["budget"] == run["budget"] and
+                           r.get("num_macros", 1) == cfg.num_macros and
+                           r.get("macro_interval", cfg.interval) == cfg.interval)
                 if row["cycles_per_inference"] != run["cycles_per_inference"]:
                     raise RtlDisagreement(f"budget {run['budget']}: RTL took "
                                           f"{run['cycles_per_inference']} cycles, the timing "

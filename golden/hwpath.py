@@ -57,6 +57,7 @@ class Evaluation:
     gain: int
     col_en: int  # column-enable bits, bit c = column c
     adc_shift: int
+    macro: int = 0  # which of the num_macros macros evaluates it (timing.macro_of)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,20 @@ class Schedule:
         stops after ``last_pass`` (default: runs every pass)."""
         last_pass = self.passes[-1] if last_pass is None else last_pass
         return self.result_cycles[int(np.searchsorted(self.passes, last_pass, "right")) - 1]
+
+    def macro_busy(self, last_pass: int | None = None) -> tuple[int, ...]:
+        """Per macro: cycles with at least one of its evaluations in flight, for an image
+        that stops after ``last_pass`` (default: runs every pass)."""
+        last_pass = self.passes[-1] if last_pass is None else last_pass
+        evals = self.upto(last_pass)
+        return tuple(timing.busy_cycles([e.cycle for e in evals if e.macro == m],
+                                        self.config.macro_latency)
+                     for m in range(self.config.num_macros))
+
+    def macro_utilization(self, last_pass: int | None = None) -> tuple[float, ...]:
+        """Per macro: the fraction of the inference's cycles it is busy (``macro_busy``)."""
+        cycles = self.total_cycles(last_pass)
+        return tuple(b / cycles for b in self.macro_busy(last_pass))
 
     def column_evals(self, last_pass: int) -> int:
         return sum(bin(e.col_en).count("1") for e in self.upto(last_pass))
@@ -151,39 +166,72 @@ def _layer_plan(model: QuantizedModel, pass_: int, layer: int
 
 
 def schedule(model: QuantizedModel, budget: int) -> Schedule:
-    """Evaluation order and start cycles under the controller's timing contract.
+    """Evaluation order, macros and start cycles under the controller's timing contract
+    (docs/architecture.md, "Timing contract" and "Parallel and pipelined macros").
 
-    Consecutive evaluations are ``macro_latency`` cycles apart in the same layer and pass,
-    ``macro_latency + LAYER_GAP`` apart across a layer change (ADC codes accumulate, then
-    thresholds produce the activations the next layer reads) and ``macro_latency +
-    PASS_GAP`` apart across a pass (plus the exit decision; sbnn/timing.py). A rethreshold
-    step takes the place of an evaluation with ``RETHRESHOLD_LATENCY`` for
-    ``macro_latency``. The first step starts at cycle 0. Every pass 0 .. budget runs: each
-    has at least its first layer's column blocks.
+    Steps go in issue order; each starts at the earliest cycle that every rule allows:
+
+    * not before the previous step (issue order; several evaluations may start in one
+      cycle, on different macros);
+    * an evaluation: not before ``macro_interval`` cycles after the last start of its macro
+      (the j-th evaluation of its layer and pass goes to macro ``j mod num_macros``);
+    * it retires (an evaluation ``macro_latency`` cycles after its start, a rethreshold
+      step ``RETHRESHOLD_LATENCY``) not before the previous step retires (in-order
+      retirement), and, when it is the last step of its column block, after the previous
+      block's last step retires (one block reaches the threshold stage per cycle);
+    * a rethreshold step: not before the previous step retires; the step after it not
+      before it retires;
+    * the first step of a new layer: ``LAYER_GAP`` cycles after the previous step retires;
+      of a new pass: ``PASS_GAP`` cycles after.
+
+    The result is valid ``RESULT_GAP`` cycles after the last step retires. With one macro
+    and ``macro_interval = macro_latency`` this is the one-step-in-flight schedule
+    (consecutive starts ``timing.start_gap`` apart). The first step starts at cycle 0. Every
+    pass 0 .. budget runs: each has at least its first layer's column blocks.
     """
     cfg = model.config
     tiling = cfg.tiling
     _check_budget(cfg, budget)
+    n_macros, interval, latency = cfg.num_macros, cfg.interval, cfg.macro_latency
     evals: list[Evaluation] = []
     rethresholds: list[Rethreshold] = []
     result_cycles = []
-    prev = None  # (start, latency, layer, pass) of the previous step
+    macro_next = [0] * n_macros  # earliest next start of each macro
+    prev = None  # (start, retire, layer, pass, rethreshold) of the previous step
+    block_end = -1  # retire cycle of the last step of the previous column block
     for p in range(budget + 1):
         for layer in range(cfg.num_layers):
-            for cb, rb, k in _layer_plan(model, p, layer):
-                cycle = 0 if prev is None else prev[0] + timing.start_gap(
-                    prev[1], new_layer=prev[2] != layer, new_pass=prev[3] != p)
+            plan = _layer_plan(model, p, layer)
+            j = 0  # evaluations of this layer and pass so far (round-robin)
+            for i, (cb, rb, k) in enumerate(plan):
+                ends_block = i + 1 == len(plan) or plan[i + 1][0] != cb
+                lat = timing.RETHRESHOLD_LATENCY if rb is None else latency
+                if prev is None:
+                    cycle = 0
+                elif prev[2] != layer or prev[3] != p:
+                    cycle = prev[1] + (timing.PASS_GAP if prev[3] != p else timing.LAYER_GAP)
+                else:
+                    cycle = max(prev[0], prev[1] - lat)
+                    if prev[4] or rb is None:
+                        cycle = max(cycle, prev[1])
+                if rb is not None:
+                    macro = timing.macro_of(j, n_macros)
+                    cycle = max(cycle, macro_next[macro])
+                if ends_block:
+                    cycle = max(cycle, block_end + 1 - lat)
+                    block_end = cycle + lat
+                prev = (cycle, cycle + lat, layer, p, rb is None)
                 if rb is None:
                     rethresholds.append(Rethreshold(cycle=cycle, pass_=p, col_block=cb))
-                    prev = (cycle, timing.RETHRESHOLD_LATENCY, layer, p)
                     continue
+                macro_next[macro] = cycle + interval
+                j += 1
                 evals.append(Evaluation(
                     index=len(evals), cycle=cycle, pass_=p, layer=layer, col_block=cb,
                     row_block=rb, plane=k, tile=tiling.tile(layer, cb, rb),
                     gain=cfg.plane_gains[k], col_en=column_enables(cfg, model, layer, cb, k),
-                    adc_shift=cfg.adc_steps[layer].bit_length() - 1))
-                prev = (cycle, cfg.macro_latency, layer, p)
-        result_cycles.append(timing.result_cycle(prev[0], prev[1]))
+                    adc_shift=cfg.adc_steps[layer].bit_length() - 1, macro=macro))
+        result_cycles.append(prev[1] + timing.RESULT_GAP)
     return Schedule(cfg, tuple(evals), tuple(range(budget + 1)), tuple(rethresholds),
                     tuple(result_cycles))
 

@@ -43,7 +43,23 @@ from .program import ProgramDecoder
 from .sequencer import Sequencer
 from .stores import AccumulatorStore, ColumnEnableStore, ThresholdStore
 
-__all__ = ["Controller"]
+__all__ = ["Controller", "check_rtl_macros"]
+
+
+def check_rtl_macros(config: SbnnConfig) -> None:
+    """The RTL drives one macro with one evaluation in flight: refuse a config with more
+    macros or a pipelined macro (the golden model and the timing contract already have
+    them, docs/architecture.md "Parallel and pipelined macros"), naming the field."""
+    from sbnn.config import ConfigError
+
+    if config.num_macros != 1:
+        raise ConfigError("num_macros", f"the RTL generator supports one macro so far, got "
+                                        f"{config.num_macros} (the golden schedule and "
+                                        f"latency table support any)")
+    if config.interval != config.macro_latency:
+        raise ConfigError("macro_interval", f"the RTL generator supports macro_interval = "
+                                            f"macro_latency ({config.macro_latency}) so far, "
+                                            f"got {config.interval}")
 
 #: Macro bus member of each WeightWriteSignature member.
 _WEIGHT_WRITE_MEMBERS = {"en": "wr_en", "group": "wr_group", "row": "wr_row",
@@ -62,6 +78,7 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, config: SbnnConfig, sram_instances: bool = False):
+        check_rtl_macros(config)
         self._cfg = config
         self._sram_instances = sram_instances
         members = controller_members(config)

@@ -76,10 +76,12 @@ class SbnnConfig(Record):
     _check_order: ClassVar[tuple[str, ...]] = (
         "layers", "num_supports", "active_rows", "macro_cols", "macro_rows", "dac_bits",
         "gain_bits", "adc_bits", "macro_latency", "input_lanes", "clock_mhz", "plane_gains",
-        "adc_steps", "sram_min_bits")
+        "adc_steps", "sram_min_bits", "num_macros", "macro_interval")
     #: Absent from the snapshot while None, so every earlier model file, cache key and run
     #: folder keeps its bytes (sbnn/params.py).
-    _omit_none: ClassVar[tuple[str, ...]] = ("sram_min_bits",)
+    _omit_none: ClassVar[tuple[str, ...]] = ("sram_min_bits", "macro_interval")
+    #: Absent while at the default (one macro), for the same reason.
+    _omit_default: ClassVar[tuple[str, ...]] = ("num_macros",)
 
     layers: tuple[_Width, ...] = Field(
         (784, 256, 10), min_length=2,
@@ -125,6 +127,17 @@ class SbnnConfig(Record):
                     "layer's kept sums) of at least this many bits is emitted as an SRAM "
                     "macro instance (a black box in the tapeout Verilog, a behavioral model "
                     "for simulation). Omitted or null: every store stays flip-flops.")
+    num_macros: int = Field(
+        1, ge=1, le=64,
+        description="Identical macros (each holds every tile) evaluating at once: the "
+                    "evaluations of a layer and pass go to them round-robin in issue order "
+                    "(docs/architecture.md, timing contract).")
+    macro_interval: int | None = Field(
+        None, ge=1, le=64,
+        description="Cycles between two starts on one macro (pipelined when less than "
+                    "macro_latency: up to ceil(macro_latency / macro_interval) evaluations "
+                    "in flight per macro), 1 .. macro_latency. Omitted or null: "
+                    "macro_latency (one evaluation in flight per macro).")
 
     @field_validator("layers")
     @classmethod
@@ -227,6 +240,10 @@ class SbnnConfig(Record):
         if self.acc_bits > 30:
             raise ConfigError("adc_bits", f"accumulators would need {self.acc_bits} bits "
                                           f"(> 30); lower adc_bits or active_rows")
+        if self.macro_interval is not None and self.macro_interval > self.macro_latency:
+            raise ConfigError("macro_interval", f"must be in 1..macro_latency "
+                                                f"({self.macro_latency}), got "
+                                                f"{self.macro_interval}")
         self._check_wires()
 
     def _check_wires(self) -> None:
@@ -256,6 +273,17 @@ class SbnnConfig(Record):
     def planes(self) -> int:
         """Weight planes per neuron: the base plane plus K supports."""
         return self.num_supports + 1
+
+    @property
+    def interval(self) -> int:
+        """Cycles between two starts on one macro (``macro_interval``, default the
+        latency)."""
+        return self.macro_latency if self.macro_interval is None else self.macro_interval
+
+    @property
+    def in_flight_per_macro(self) -> int:
+        """Evaluations one macro may have in flight: ceil(latency / interval)."""
+        return _ceil_div(self.macro_latency, self.interval)
 
     @property
     def num_layers(self) -> int:

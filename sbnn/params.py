@@ -93,6 +93,9 @@ class Record(BaseModel):
     #: Fields left out of the snapshot while None (their absence reads as None): a field
     #: added later keeps every earlier snapshot's text, and the records equal to it.
     _omit_none: ClassVar[tuple[str, ...]] = ()
+    #: Fields left out of the snapshot while equal to their default (their absence reads as
+    #: the default), for the same reason.
+    _omit_default: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **data: Any) -> None:
         for name in _TUPLE_FIELDS[type(self)]:
@@ -166,7 +169,9 @@ class Record(BaseModel):
         """Field values as JSON types: tuples as lists, enums as their values (a field of
         ``_omit_none`` only when it is not None)."""
         return {name: _plain(getattr(self, name)) for name in type(self).model_fields
-                if not (name in self._omit_none and getattr(self, name) is None)}
+                if not (name in self._omit_none and getattr(self, name) is None)
+                and not (name in self._omit_default and
+                         getattr(self, name) == type(self).model_fields[name].default)}
 
     def to_json(self) -> str:
         """The snapshot text: sorted keys, indent 2, a trailing newline."""

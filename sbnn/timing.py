@@ -10,12 +10,21 @@ that a pass after pass 0 does not evaluate (no enabled column of that pass's pla
 (golden/hwpath.py) schedules with these names, the cosim checkers place the logged cycles
 with them, and the RTL (rtl/controller.py) must produce the same cycles, which the cosim
 proves.
+
+Parallel and pipelined macros (``num_macros`` N, ``macro_interval`` I; docs/architecture.md
+"Parallel and pipelined macros"): the j-th evaluation of a layer and pass goes to macro
+``j mod N`` (:func:`macro_of`); a macro starts again I cycles after its last start at the
+earliest; steps start in issue order (several in one cycle on different macros) and retire
+in issue order; no two column blocks end (their last step retires) in the same cycle; a
+rethreshold step starts no earlier than the previous step retires, and the next step no
+earlier than it retires. With N = 1 and I = ``macro_latency`` these rules give exactly the
+consecutive-step gaps of :func:`start_gap`.
 """
 
 from __future__ import annotations
 
 __all__ = ["COMPUTE_START_DELAY", "LAYER_GAP", "PASS_GAP", "RESULT_GAP",
-           "RETHRESHOLD_LATENCY", "start_gap", "result_cycle"]
+           "RETHRESHOLD_LATENCY", "start_gap", "result_cycle", "macro_of", "busy_cycles"]
 
 #: Cycles from the clock edge that takes an image's last input beat to its compute cycle 0
 #: ("cycle 0 is the cycle after the last input beat is accepted").
@@ -53,3 +62,22 @@ def result_cycle(last_start: int, latency: int) -> int:
     started at ``last_start`` with ``latency`` (``macro_latency`` for an evaluation) is
     valid: the reported cycle count."""
     return last_start + latency + RESULT_GAP
+
+
+def macro_of(index_in_layer_pass: int, num_macros: int) -> int:
+    """Macro of the ``index_in_layer_pass``-th evaluation (from 0) of a layer and pass:
+    round-robin in issue order, restarting at macro 0 with every layer and pass."""
+    return index_in_layer_pass % num_macros
+
+
+def busy_cycles(starts, latency: int) -> int:
+    """Cycles in which a macro that starts evaluations at ``starts`` (ascending) has at
+    least one in flight: the union of ``[start, start + latency)``."""
+    busy, end = 0, None
+    for start in starts:
+        if end is None or start >= end:
+            busy += latency
+        else:
+            busy += start + latency - end
+        end = start + latency
+    return busy

@@ -6,6 +6,8 @@ Everything here is the golden model (hardware-exact integer path and the timing 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from sbnn.fileio import atomic_file
@@ -14,7 +16,7 @@ from sbnn.golden.hwpath import Schedule, input_codes, run_hw, schedule
 from sbnn.golden.qmodel import QuantizedModel
 
 __all__ = ["pass_counters", "rank_support_columns", "keep_support_fraction", "sweep",
-           "latency_table", "plot_sweep"]
+           "latency_table", "plot_sweep", "MACRO_VARIANTS"]
 
 
 def pass_counters(model: QuantizedModel, sched: Schedule, pixels: np.ndarray) -> dict:
@@ -98,20 +100,45 @@ def sweep(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
     return rows
 
 
-def latency_table(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """Per budget: cycles, the physical minimum (evaluations x latency), utilization, error."""
+#: The macro arrangements (num_macros, macro_interval; None = macro_latency) that
+#: :func:`latency_table` reports beside the model's own design.
+MACRO_VARIANTS = ((1, None), (1, 1), (2, None), (2, 1), (4, None), (4, 1))
+
+
+def latency_table(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
+                  variants=MACRO_VARIANTS) -> list[dict]:
+    """Per macro arrangement and budget: cycles, the physical minimum, the macros'
+    utilization, error. The model's own design comes first (one row per budget, in budget
+    order), then each of ``variants`` (num_macros, macro_interval) that differs from it.
+
+    ``minimum_cycles``: the evaluations on the macros without any dependency (the last of
+    ``ceil(evaluations / num_macros)`` starts per macro, ``macro_interval`` apart, plus its
+    latency); ``macro_utilization_pct`` / ``min_macro_utilization_pct``: the mean / least
+    over the macros of the cycles with an evaluation in flight (``Schedule.macro_busy``).
+    The error does not depend on the arrangement.
+    """
     cfg = model.config
+    own = (cfg.num_macros, cfg.interval)
+    arrangements = [own] + [v for v in dict.fromkeys(
+        (n, cfg.macro_latency if i is None else i) for n, i in variants) if v != own]
+    errors = [round(float((run_hw(model, pixels, b).classes != labels).mean() * 100), 3)
+              for b in range(cfg.num_supports + 1)]
     out = []
-    for budget in range(cfg.num_supports + 1):
-        sched = schedule(model, budget)
-        last = sched.passes[-1]
-        cycles = sched.total_cycles(last)
-        minimum = len(sched.upto(last)) * cfg.macro_latency
-        err = float((run_hw(model, pixels, budget).classes != labels).mean() * 100)
-        out.append({"budget": budget, "cycles_per_inference": cycles,
-                    "minimum_cycles": minimum,
-                    "macro_utilization_pct": round(100 * minimum / cycles, 2),
-                    "error_pct": round(err, 3)})
+    for n, interval in arrangements:
+        arranged = dataclasses.replace(model, config=cfg.replace(
+            num_macros=n, macro_interval=None if interval == cfg.macro_latency else interval))
+        for budget in range(cfg.num_supports + 1):
+            sched = schedule(arranged, budget)
+            last = sched.passes[-1]
+            cycles = sched.total_cycles(last)
+            evals = len(sched.upto(last))
+            minimum = -(-evals // n) * interval + cfg.macro_latency - interval if evals else 0
+            busy = [100 * b / cycles for b in sched.macro_busy(last)]
+            out.append({"num_macros": n, "macro_interval": interval, "budget": budget,
+                        "cycles_per_inference": cycles, "minimum_cycles": minimum,
+                        "macro_utilization_pct": round(sum(busy) / n, 2),
+                        "min_macro_utilization_pct": round(min(busy), 2),
+                        "error_pct": errors[budget]})
     return out
 
 

@@ -37,11 +37,18 @@ def sweep_markdown(command: str, rows: list[dict], latency: list[dict], confirme
              f"Energy model (pJ per event, illustrative defaults): {energy.to_dict()}.", "",
              "![error vs cycles and energy](sweep.png)", "",
              "## Latency per budget", "",
-             "| budget | cycles/inference | minimum (evals x latency) | macro utilization % "
-             "| error % | RTL cycles |", "| --- | --- | --- | --- | --- | --- |"]
+             "Macros: `num_macros` x start interval (cycles); minimum: the evaluations "
+             "without dependencies; utilization: cycles with an evaluation in flight, mean "
+             "and least over the macros.", "",
+             "| macros x interval | budget | cycles/inference | minimum | macro utilization % "
+             "| least macro % | error % | RTL cycles |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in latency:
-        lines.append(f"| {r['budget']} | {r['cycles_per_inference']} | {r['minimum_cycles']} "
-                     f"| {r['macro_utilization_pct']} | {r['error_pct']} "
+        lines.append(f"| {r.get('num_macros', 1)} x {r.get('macro_interval', '-')} "
+                     f"| {r['budget']} | {r['cycles_per_inference']} | {r['minimum_cycles']} "
+                     f"| {r['macro_utilization_pct']} "
+                     f"| {r.get('min_macro_utilization_pct', r['macro_utilization_pct'])} "
+                     f"| {r['error_pct']} "
                      f"| {r.get('rtl_cycles_per_inference', 'not run')} |")
     lines += ["", "## All points", "",
               "| support kept % | budget | exit margin | error % | mean cycles | "

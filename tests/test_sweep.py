@@ -60,9 +60,20 @@ def test_sweep_rows_and_latency(setup):
     assert len(rows) == 2 * (1 + 2 * 2)  # budget 0: no-exit only; budgets 1, 2: two margins
     full = [r for r in rows if r["support_kept_pct"] == 100.0]
     assert full[-2]["mean_cycles"] >= full[-1]["mean_cycles"]  # exit never costs cycles
-    lat = latency_table(model, pixels, labels)
-    assert [r["budget"] for r in lat] == [0, 1, 2]
+    table = latency_table(model, pixels, labels)
+    lat = table[:3]  # the model's own design first, by budget
+    assert [(r["budget"], r["num_macros"], r["macro_interval"]) for r in lat] == \
+        [(b, 1, CFG.macro_latency) for b in range(3)]
+    arrangements = {(r["num_macros"], r["macro_interval"]) for r in table}
+    assert arrangements == {(n, i) for n in (1, 2, 4) for i in (1, CFG.macro_latency)}
+    assert len(table) == 3 * len(arrangements)
+    for r in table:
+        assert r["min_macro_utilization_pct"] <= r["macro_utilization_pct"] <= 100
+        assert r["minimum_cycles"] <= r["cycles_per_inference"]
+        assert r["error_pct"] == lat[r["budget"]]["error_pct"]
     for r in lat:
+        assert r["min_macro_utilization_pct"] == r["macro_utilization_pct"] == \
+            round(100 * r["minimum_cycles"] / r["cycles_per_inference"], 2)
         passes = r["budget"] + 1
         # overhead: 2 cycles per layer change inside a pass, 3 per pass (decision)
         overhead = passes * (2 * (CFG.num_layers - 1) + 3)
