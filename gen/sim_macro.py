@@ -86,7 +86,42 @@ def macro_sv(cfg: SbnnConfig, module: str = MACRO_MODULE,
     integer, without the wide left shift). Sums fit a longint for every valid config
     (|x| <= 2^8, factors < 2^16, 2^10 rows, gain < 2^8: < 2^58).
     """
-    return _macro_header(cfg, module, plusarg) + _MACRO_LOGIC + _macro_init(module, plusarg)
+    text = _macro_header(cfg, module, plusarg) + _MACRO_LOGIC + _macro_init(module, plusarg)
+    return _pipelined(cfg, text) if cfg.interval < cfg.macro_latency else text
+
+
+#: (one-evaluation text, pipelined text) of :func:`macro_sv` with ``macro_interval`` <
+#: ``macro_latency``: a start may come every cycle; the inputs latched at a start are used in
+#: the next cycle only (the codes are computed there, as before), and the codes go down a
+#: delay line of L - 1 registers (``codes_p``) to ``adc`` in cycle I+L; ``vld[k]``: an
+#: evaluation started k+1 cycles ago (``rtl/macro.py`` ``BehavioralMacro._pipelined``).
+_PIPELINED = (
+    ("  logic [CW-1:0] cnt;  // L in cycle I+1 (codes computed), 1 in cycle I+L (done)\n"
+     "  logic [C*AB-1:0] codes;\n",
+     "  localparam int L = {latency};  // pipelined: a start every macro_interval cycles\n"
+     "  logic [L-1:0] vld;  // vld[k]: an evaluation started k+1 cycles ago\n"
+     "  logic [C*AB-1:0] codes_p [L-1];  // codes_p[k]: its codes k+2 cycles after start\n"),
+    ("  assign done = cnt == CW'(1);\n  assign adc = codes;\n",
+     "  assign done = vld[L-1];\n  assign adc = codes_p[L-2];\n"),
+    ("      cnt <= '0;\n      codes <= '0;\n",
+     "      vld <= '0;\n      for (int k = 0; k < L-1; k++) codes_p[k] <= '0;\n"),
+    ("        cnt <= LAT;\n      end else if (cnt != '0) begin\n        cnt <= cnt - CW'(1);\n"
+     "      end\n      if (cnt == LAT) codes <= eval_codes();\n",
+     "      end\n      vld <= {{vld[L-2:0], start}};\n"
+     "      if (vld[0]) codes_p[0] <= eval_codes();\n"
+     "      for (int k = 1; k < L-1; k++) codes_p[k] <= codes_p[k-1];\n"),
+    ("    cnt = '0;\n    codes = '0;\n",
+     "    vld = '0;\n    for (int k = 0; k < L-1; k++) codes_p[k] = '0;\n"),
+)
+
+
+def _pipelined(cfg: SbnnConfig, text: str) -> str:
+    """The pipelined macro's text from the one-evaluation macro's (:data:`_PIPELINED`)."""
+    for old, new in _PIPELINED:
+        if text.count(old) != 1:
+            raise AssertionError(f"sim_macro: pipelined rewrite lost its anchor {old!r}")
+        text = text.replace(old, new.format(latency=cfg.macro_latency))
+    return text
 
 
 def _macro_header(cfg: SbnnConfig, module: str, plusarg: str) -> str:

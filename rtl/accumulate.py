@@ -16,6 +16,7 @@ from .interfaces import (
     IndexShapes,
     IssueSignature,
     RegisteredReadSignature,
+    RetireContext,
     RetireSignature,
     ScoreSignature,
     StageSignature,
@@ -23,7 +24,7 @@ from .interfaces import (
     WriteSignature,
 )
 
-__all__ = ["InFlight", "Accumulator", "ThresholdStage"]
+__all__ = ["InFlight", "InFlightQueue", "Accumulator", "ThresholdStage"]
 
 
 def _stored_address(cfg: SbnnConfig) -> range:
@@ -61,6 +62,88 @@ class InFlight(wiring.Component):
             m.d.sync += [self.busy.eq(0), rethreshold.eq(0)]
         with m.If(self.clear):
             m.d.sync += [self.busy.eq(0), rethreshold.eq(0)]
+        return m
+
+
+class InFlightQueue(wiring.Component):
+    """The retire contexts of the steps in flight on one pipelined macro (``macro_interval``
+    < ``macro_latency``): a queue of ``ceil(latency / interval)`` entries, retiring in issue
+    order (docs/architecture.md, "Parallel and pipelined macros", rules 2, 3 and 5).
+
+    An evaluation retires when the macro is ``done`` (its codes are the head's), a
+    rethreshold step the cycle after its start (it is then the only step in flight: it starts
+    only when every earlier step has retired). Ports: ``issue``, ``done``, ``clear`` as
+    :class:`InFlight`; ``retire`` (the head retires now); ``eval_ready`` (an evaluation may
+    start now: ``macro_interval`` cycles since the last macro start); ``drained`` (every step
+    in flight retires by now: a rethreshold step may start, and so may the step after one);
+    ``fetch``/``fetch_en`` (the first layer's kept sums read: the cycle before an
+    evaluation that resumes from them retires, or as a rethreshold step starts, so that a
+    later block's start cannot overwrite the read register while the step is in flight).
+    """
+
+    def __init__(self, cfg: SbnnConfig):
+        self._cfg = cfg
+        super().__init__({"issue": In(IssueSignature(cfg)), "done": In(1), "clear": In(1),
+                          "eval_ready": Out(1), "drained": Out(1),
+                          "retire": Out(RetireSignature(cfg)),
+                          "fetch": Out(IndexShapes(cfg).col_block), "fetch_en": Out(1)})
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        lat, interval, depth = cfg.macro_latency, cfg.interval, cfg.in_flight_per_macro
+        m = Module()
+        entries = Array(Signal(RetireContext(cfg), name=f"entry{i}") for i in range(depth))
+        head = Signal(range(depth), name="head")
+        tail = Signal(range(depth), name="tail")
+        count = Signal(range(depth + 1), name="count")
+        rethreshold = Signal(name="rethreshold_in_flight")  # the only step, retires now
+        issue, retire = self.issue, self.retire
+
+        def following(pointer):
+            return Mux(pointer == depth - 1, 0, pointer + 1)
+
+        m.d.comb += [retire.done.eq((count != 0) & (self.done | rethreshold)),
+                     retire.context.eq(entries[head]),
+                     self.drained.eq((count == 0) | ((count == 1) & retire.done))]
+        with m.If(issue.start):
+            m.d.sync += [entries[tail].eq(issue.context), tail.eq(following(tail)),
+                         rethreshold.eq(issue.context.rethreshold)]
+        with m.Elif(retire.done):
+            m.d.sync += rethreshold.eq(0)
+        with m.If(retire.done):
+            m.d.sync += head.eq(following(head))
+        m.d.sync += count.eq(count + issue.start - retire.done)
+
+        macro_start = Signal(name="macro_start")
+        m.d.comb += macro_start.eq(issue.start & ~issue.context.rethreshold)
+        # Cycles since the last macro start, saturating at the interval.
+        if interval == 1:
+            m.d.comb += self.eval_ready.eq(1)
+        else:
+            since = Signal(range(interval + 1), name="since_start", init=interval)
+            with m.If(macro_start):
+                m.d.sync += since.eq(1)
+            with m.Elif(since != interval):
+                m.d.sync += since.eq(since + 1)
+            m.d.comb += self.eval_ready.eq(since == interval)
+            with m.If(self.clear):
+                m.d.sync += since.eq(interval)
+        # started[k]: a macro evaluation started k + 1 cycles ago; started[lat - 2] retires
+        # in the next cycle, and is the head unless the head retires now.
+        started = Signal(lat - 1, name="started")
+        m.d.sync += started.eq(Cat(macro_start, started[:-1]))
+        soon = entries[Mux(retire.done, following(head), head)]
+        resumes = Signal(name="resume_soon")
+        m.d.comb += resumes.eq(started[lat - 2] & soon.first & soon.resume)
+        starting_rethreshold = issue.start & issue.context.rethreshold
+        m.d.comb += [
+            self.fetch.eq(Mux(starting_rethreshold, issue.context.block.col_block,
+                              soon.block.col_block)),
+            self.fetch_en.eq(starting_rethreshold | resumes),
+        ]
+        with m.If(self.clear):
+            m.d.sync += [head.eq(0), tail.eq(0), count.eq(0), rethreshold.eq(0),
+                         started.eq(0)]
         return m
 
 

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import Out
 
 from sbnn.config import SbnnConfig
 
-from .accumulate import Accumulator, InFlight, ThresholdStage
+from .accumulate import Accumulator, InFlight, InFlightQueue, ThresholdStage
 from .activations import ActivationBuffers
 from .counters import Counters
 from .exit import ExitDecision
@@ -40,26 +40,22 @@ from .interfaces import (
 )
 from .loader import ImageLoader
 from .program import ProgramDecoder
-from .sequencer import Sequencer
+from .sequencer import Sequencer, pipelined
 from .stores import AccumulatorStore, ColumnEnableStore, ThresholdStore
 
 __all__ = ["Controller", "check_rtl_macros"]
 
 
 def check_rtl_macros(config: SbnnConfig) -> None:
-    """The RTL drives one macro with one evaluation in flight: refuse a config with more
-    macros or a pipelined macro (the golden model and the timing contract already have
-    them, docs/architecture.md "Parallel and pipelined macros"), naming the field."""
+    """The RTL drives one macro, pipelined or not (any ``macro_interval``): refuse a config
+    with more macros (the golden model and the timing contract already have them,
+    docs/architecture.md "Parallel and pipelined macros"), naming the field."""
     from sbnn.config import ConfigError
 
     if config.num_macros != 1:
         raise ConfigError("num_macros", f"the RTL generator supports one macro so far, got "
                                         f"{config.num_macros} (the golden schedule and "
                                         f"latency table support any)")
-    if config.interval != config.macro_latency:
-        raise ConfigError("macro_interval", f"the RTL generator supports macro_interval = "
-                                            f"macro_latency ({config.macro_latency}) so far, "
-                                            f"got {config.interval}")
 
 #: Macro bus member of each WeightWriteSignature member.
 _WEIGHT_WRITE_MEMBERS = {"en": "wr_en", "group": "wr_group", "row": "wr_row",
@@ -99,7 +95,8 @@ class Controller(wiring.Component):
             "column_enables": ColumnEnableStore(cfg),
             "first_layer_sums": AccumulatorStore(cfg, sram_instance=self._sram_instances),
             "loader": ImageLoader(cfg), "activations": ActivationBuffers(cfg),
-            "sequencer": Sequencer(cfg), "in_flight": InFlight(cfg),
+            "sequencer": Sequencer(cfg),
+            "in_flight": InFlightQueue(cfg) if pipelined(cfg) else InFlight(cfg),
             "accumulator": Accumulator(cfg), "threshold_stage": ThresholdStage(cfg),
             "decision": ExitDecision(cfg), "counters": Counters(cfg),
         }
@@ -134,14 +131,24 @@ class Controller(wiring.Component):
                      for name in EvaluationSignature.EVALUATION_MEMBERS]
         m.d.comb += [self.trace.eq(sequencer.trace), loader.default_budget.eq(program.budget)]
         # The issue side: when the next evaluation may start, which planes it may skip.
-        m.d.comb += [sequencer.plane_any.eq(column_enables.plane_any),
-                     sequencer.busy.eq(in_flight.busy),
-                     sequencer.step_done.eq(in_flight.retire.done),
-                     sequencer.layer_ready.eq(threshold_stage.layer_ready)]
+        m.d.comb += sequencer.plane_any.eq(column_enables.plane_any)
+        if pipelined(cfg):
+            m.d.comb += [sequencer.eval_ready.eq(in_flight.eval_ready),
+                         sequencer.drained.eq(in_flight.drained)]
+        else:
+            m.d.comb += [sequencer.busy.eq(in_flight.busy),
+                         sequencer.step_done.eq(in_flight.retire.done)]
+        m.d.comb += sequencer.layer_ready.eq(threshold_stage.layer_ready)
         m.d.comb += [in_flight.done.eq(macro.done), accumulator.adc.eq(macro.adc)]
-        # The first layer's stored sums are read (a registered read) as the step starts.
-        m.d.comb += [accumulator.fetch.eq(sequencer.issue.context.block.col_block),
-                     accumulator.fetch_en.eq(sequencer.issue.start)]
+        if pipelined(cfg):
+            # Several steps in flight: the stored sums are read the cycle before the step
+            # that resumes from them retires (a rethreshold step's: as it starts).
+            m.d.comb += [accumulator.fetch.eq(in_flight.fetch),
+                         accumulator.fetch_en.eq(in_flight.fetch_en)]
+        else:
+            # The first layer's stored sums are read (a registered read) as the step starts.
+            m.d.comb += [accumulator.fetch.eq(sequencer.issue.context.block.col_block),
+                         accumulator.fetch_en.eq(sequencer.issue.start)]
         # Every block of a pass is thresholded before the decision that starts the next
         # (pass_done comes with the last one), so the sequencer's pass is the block's pass.
         # The block's thresholds are fetched (a registered read) as its last step retires.

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -82,7 +82,8 @@ class MismatchTable:
 
 
 class BehavioralMacro(wiring.Component):
-    """R x C bitcells in word-line groups of ``active_rows``; one evaluation at a time.
+    """R x C bitcells in word-line groups of ``active_rows``; one evaluation at a time, or
+    with ``macro_interval`` < ``macro_latency`` a start in any cycle (pipelined).
 
     Cycle ``I`` (start): inputs latched, bitcell group read. Cycle ``I+1``: product sums,
     gain, ADC; codes registered. Cycle ``I+L``: ``done`` with the codes on ``adc``.
@@ -133,6 +134,9 @@ class BehavioralMacro(wiring.Component):
             m.d.sync += [row_x.eq(bus.row_x), gain.eq(bus.gain), col_en.eq(bus.col_en),
                          shift.eq(bus.adc_shift)]
 
+        if cfg.interval < lat:
+            return self._pipelined(m, rd, row_x, gain, col_en, shift)
+
         # cnt == lat in cycle I+1 (codes computed), == 1 in cycle I+L (done).
         cnt = Signal(range(lat + 1))
         with m.If(bus.start):
@@ -142,9 +146,38 @@ class BehavioralMacro(wiring.Component):
 
         codes = Signal(data.ArrayLayout(signed(cfg.adc_bits), c))
         if self._mismatch is not None:
-            self._varied_columns(m, rd, row_x, gain, col_en, shift, cnt, codes)
+            self._varied_columns(m, rd, row_x, gain, col_en, shift,
+                                 lambda: cnt == cfg.macro_latency, codes)
             m.d.comb += [bus.done.eq(cnt == 1), bus.adc.eq(codes)]
             return m
+        self._ideal_columns(m, rd, row_x, gain, col_en, shift, lambda: cnt == lat, codes)
+        m.d.comb += [bus.done.eq(cnt == 1), bus.adc.eq(codes)]
+        return m
+
+    def _pipelined(self, m, rd, row_x, gain, col_en, shift):
+        """A start every ``macro_interval`` cycles (< latency): the inputs latched at a start
+        are used in the next cycle only (cycle I+1 computes the codes, as the one-evaluation
+        macro does), and the codes go down a delay line of L - 1 registers to ``adc`` in
+        cycle I+L. ``valid[k]``: an evaluation started k+1 cycles ago; ``done`` = valid[L-1]."""
+        cfg, bus = self._cfg, self.bus
+        lat = cfg.macro_latency
+        layout = data.ArrayLayout(signed(cfg.adc_bits), cfg.macro_cols)
+        valid = Signal(lat, name="valid")
+        m.d.sync += valid.eq(Cat(bus.start, valid[:-1]))
+        stages = [Signal(layout, name=f"codes{k}") for k in range(lat - 1)]
+        if self._mismatch is not None:
+            self._varied_columns(m, rd, row_x, gain, col_en, shift, lambda: valid[0], stages[0])
+        else:
+            self._ideal_columns(m, rd, row_x, gain, col_en, shift, lambda: valid[0], stages[0])
+        m.d.sync += [stages[k].eq(stages[k - 1]) for k in range(1, lat - 1)]
+        m.d.comb += [bus.done.eq(valid[lat - 1]), bus.adc.eq(stages[-1])]
+        return m
+
+    def _ideal_columns(self, m, rd, row_x, gain, col_en, shift, load, codes):
+        """The ideal columns' codes, registered into ``codes`` when ``load()`` (a fresh
+        expression per column, as before the pipelined macro: the same netlist)."""
+        cfg = self._cfg
+        a, c = cfg.active_rows, cfg.macro_cols
         for col in range(c):
             column = [Mux(rd.data[r][col], row_x[r], -row_x[r]) for r in range(a)]
             total = Signal(signed(cfg.x_bits + cfg.gain_bits + a.bit_length() + 2),
@@ -153,13 +186,10 @@ class BehavioralMacro(wiring.Component):
             q = Signal(signed(total.shape().width), name=f"q{col}")
             m.d.comb += q.eq(total >> shift)
             sat = Mux(q > cfg.adc_max, cfg.adc_max, Mux(q < cfg.adc_min, cfg.adc_min, q))
-            with m.If(cnt == lat):
+            with m.If(load()):
                 m.d.sync += codes[col].eq(Mux(col_en[col], sat, 0))
 
-        m.d.comb += [bus.done.eq(cnt == 1), bus.adc.eq(codes)]
-        return m
-
-    def _varied_columns(self, m, rd, row_x, gain, col_en, shift, cnt, codes):
+    def _varied_columns(self, m, rd, row_x, gain, col_en, shift, load, codes):
         """Columns with mismatch: a ROM of cell factors is read with the bitcell group."""
         cfg, mm = self._cfg, self._mismatch
         a, c, f = cfg.active_rows, cfg.macro_cols, mm.frac_bits
@@ -201,5 +231,5 @@ class BehavioralMacro(wiring.Component):
             q = Signal(t.shape(), name=f"vq{col}")
             m.d.comb += q.eq((t >> (2 * f)) >> shift)
             sat = Mux(q > cfg.adc_max, cfg.adc_max, Mux(q < cfg.adc_min, cfg.adc_min, q))
-            with m.If(cnt == cfg.macro_latency):
+            with m.If(load()):
                 m.d.sync += codes[col].eq(Mux(col_en[col], sat, 0))

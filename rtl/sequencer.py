@@ -32,7 +32,14 @@ from .interfaces import (
 )
 from .select import lowest_set, lut
 
-__all__ = ["Sequencer"]
+__all__ = ["Sequencer", "pipelined"]
+
+
+def pipelined(cfg: SbnnConfig) -> bool:
+    """Whether the config has more than one step in flight at a time (a pipelined macro,
+    ``macro_interval`` < ``macro_latency``); the default arrangement keeps the one-entry
+    in-flight holder and its netlist."""
+    return cfg.interval < cfg.macro_latency
 
 
 class Sequencer(wiring.Component):
@@ -54,8 +61,13 @@ class Sequencer(wiring.Component):
     def __init__(self, cfg: SbnnConfig):
         self._cfg = cfg
         shapes = IndexShapes(cfg)
+        #: Several steps in flight (a pipelined macro): the in-flight queue says when an
+        #: evaluation (``eval_ready``) and a rethreshold step (``drained``) may start.
+        self._queued = pipelined(cfg)
+        starts = ({"eval_ready": In(1), "drained": In(1)} if self._queued else
+                  {"busy": In(1), "step_done": In(1)})
         super().__init__({
-            "clear": In(1), "run": In(1), "busy": In(1), "step_done": In(1),
+            "clear": In(1), "run": In(1), **starts,
             "layer_ready": In(1), "pass_control": In(PassControlSignature(cfg)),
             "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
             "column_enables": Out(ReadSignature(shapes.global_col_block, cfg.macro_cols)),
@@ -79,9 +91,14 @@ class Sequencer(wiring.Component):
         self._have_next = Signal()  # a step (evaluation or rethreshold) is left in this pass
         self._layer_wait = Signal()  # the pointer is at a layer whose inputs are not ready
         issue = Signal()  # a step (evaluation or rethreshold) starts
-        m.d.comb += issue.eq(self.run & self._have_next & ~self._layer_wait &
-                             (~self.busy | self.step_done))
-        self._drive_evaluation(m, issue)
+        if self._queued:
+            self._drive_evaluation(m, issue)
+            m.d.comb += issue.eq(self.run & self._have_next & ~self._layer_wait &
+                                 Mux(self._rethreshold, self.drained, self.eval_ready))
+        else:
+            m.d.comb += issue.eq(self.run & self._have_next & ~self._layer_wait &
+                                 (~self.busy | self.step_done))
+            self._drive_evaluation(m, issue)
         self._advance(m, issue)
         with m.If(self.layer_ready):
             m.d.sync += self._layer_wait.eq(0)
