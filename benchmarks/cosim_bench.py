@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,19 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIV_CONFIGS = 20
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def golden_alone(model, pixels: np.ndarray, budget: int, chunk: int = 1000) -> float:
@@ -216,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_run_s": first_s, "rerun_s": rerun_s,
         "golden_wall_s": round(golden_s, 2),
         "golden_images_per_s": round(args.count / golden_s, 1),
-        "machine": f"{os.cpu_count()} cores, {_cpu_name()}",
+        "machine": f"{os.cpu_count()} cores, {cpu_name()}",
         "command": "python benchmarks/cosim_bench.py " + " ".join(argv or sys.argv[1:]),
     }
     levels = args.out / "build.json"  # benchmarks/build_bench.py, recorded separately

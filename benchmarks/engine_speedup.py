@@ -49,6 +49,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.8
 
@@ -77,16 +79,6 @@ case = "ii"
 confirm_images = {confirm}
 """
 DEFAULT_VARY = ("num_supports=[0, 1]", "adc_bits=[4, 6]")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _load_average() -> list[float] | None:
@@ -439,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp_ctx.cleanup()
     summary = {
         "command": command,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "load_before": load_before,
                     "load_after": _load_average()},
         "target_speedup": TARGET,
