@@ -173,7 +173,8 @@ def results_section(results: dict) -> str:
         lines += [f"* {key}: {_met(value)}" + (f" ({why[key]})" if key in why else "")
                   for key, value in met.items()]
     lines += ["", "### Every variant tried", ""] + _variant_lines(results)
-    lines += ["", f"Rebuilt by `{results['eval_command']}` (`nox -s results`) from "
+    nox = " (`nox -s results`)" if results.get("targets") is not None else ""
+    lines += ["", f"Rebuilt by `{results['eval_command']}`{nox} from "
               f"`{results['manifest']}`; every figure is in `results.json`.", "", END]
     return "\n".join(lines) + "\n"
 
