@@ -34,7 +34,8 @@ def sweep_markdown(command: str, rows: list[dict], latency: list[dict], confirme
     lines = ["# Accuracy, latency and energy sweep", "",
              f"Made by `{command}` on {images} MNIST test images (hardware-exact golden path;",
              "cycles from the timing contract, confirmed on the RTL where noted below).",
-             f"Energy model (pJ per event, illustrative defaults): {energy.to_dict()}.", "",
+             f"Energy model (pJ per event; defaults: golden/energy.py, each with its published "
+             f"source in docs/silicon.md): {energy.to_dict()}.", "",
              "![error vs cycles and energy](sweep.png)", "",
              "## Latency per budget", "",
              "Macros: `num_macros` x start interval (cycles); minimum: the evaluations "
