@@ -108,12 +108,14 @@ def macro_instance(verilog: str) -> str:
     return match.group(1)
 
 
-def sram_instance(store: str, verilog: str | None = None) -> str:
-    """Hierarchical instance name (as a flattening flow names it) of ``store``'s SRAM macro;
-    with ``verilog``, checked to be in the controller Verilog."""
-    name = f"ctrl.{store}.sram.macro"
+def sram_instance(store: str, verilog: str | None = None, submodule: str | None = None) -> str:
+    """Hierarchical instance name (as a flattening flow names it) of ``store``'s SRAM macro,
+    held by the controller's ``submodule`` (default: ``store``); with ``verilog``, checked
+    to be in the controller Verilog."""
+    submodule = submodule or store
+    name = f"ctrl.{submodule}.sram.macro"
     if verilog is not None and not re.search(
-            rf"^module \\{CONTROLLER_TOP}\.ctrl\.{store}\.sram\b.*?^\s*{SRAM_PREFIX}_"
+            rf"^module \\{CONTROLLER_TOP}\.ctrl\.{submodule}\.sram\b.*?^\s*{SRAM_PREFIX}_"
             rf"{store}_\w+ macro \(", verilog, re.M | re.S):
         raise ValueError(f"no SRAM macro instance {name} in the controller Verilog")
     return name
@@ -241,7 +243,7 @@ def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Pat
         entry["stub"] = BUNDLE_FILES["macro_stub"]
         entry["lef"] = srams[f"sram_lef_{entry['store']}"]
         entry["lib"] = srams[f"sram_lib_{entry['store']}"]
-        entry["instance"] = sram_instance(entry["store"], controller)
+        entry["instance"] = sram_instance(entry["store"], controller, entry["submodule"])
     man["bundle"] = {
         "files": {**BUNDLE_FILES, **srams, **(IMAGE_FILES if model is not None else {})},
         "placeholders": [BUNDLE_FILES["macro_lef"], BUNDLE_FILES["macro_lib"],

@@ -1,5 +1,13 @@
 """The activation buffers: the image's row codes, kept for every pass, and two ping-pong
-buffers of hidden activations."""
+buffers of hidden activations.
+
+The image's row codes are the controller's biggest store (``row_blocks(0) * active_rows *
+x_bits`` bits, 4,160 on the default design). With ``sram_min_bits`` at or below that, and
+where :func:`~.stores.pixel_sram_fits`, they live in an SRAM macro of a word per row
+block: a beat writes one lane of its word, and the read is registered, so the macro reads
+the row block the sequencer's pointer holds in the next cycle (``read.next_row_block``),
+and the word is there when the pointer is. No cycle changes; only layer 0 reads it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ from sbnn.config import SbnnConfig
 
 from .interfaces import HiddenWriteSignature, PixelWriteSignature, RowReadSignature
 from .select import lut
+from .sram import SramMacro
+from .stores import pixel_sram
 
 __all__ = ["ActivationBuffers"]
 
@@ -30,22 +40,30 @@ class ActivationBuffers(wiring.Component):
     (their row codes are forced to 0), so the function is unchanged.
     """
 
-    def __init__(self, cfg: SbnnConfig):
+    def __init__(self, cfg: SbnnConfig, sram_instance: bool = False):
         self._cfg = cfg
+        #: The image's row codes in an SRAM macro (module docstring), or None.
+        self._sram = pixel_sram(cfg)
+        self._sram_instance = sram_instance
         super().__init__({"pixel_write": In(PixelWriteSignature(cfg)),
                           "hidden_write": In(HiddenWriteSignature(cfg)),
-                          "read": In(RowReadSignature(cfg))})
+                          "read": In(RowReadSignature(cfg, prefetch=self._sram is not None))})
 
     def elaborate(self, platform):
         cfg = self._cfg
         rows, x_bits, neurons = cfg.active_rows, cfg.x_bits, cfg.neurons_per_tile
         m = Module()
-        pixels = Signal(cfg.pixel_buffer_rows * x_bits, name="pix")
+        if self._sram is None:
+            pixels = Signal(cfg.pixel_buffer_rows * x_bits, name="pix")
         hidden = [Signal(cfg.hidden_buffer_rows * x_bits, name=f"hid{i}") for i in range(2)]
-
-        with m.If(self.pixel_write.en):
-            m.d.sync += pixels.word_select(self.pixel_write.beat, cfg.input_lanes * x_bits).eq(
-                self.pixel_write.codes)
+        if self._sram is None:
+            with m.If(self.pixel_write.en):
+                m.d.sync += pixels.word_select(self.pixel_write.beat,
+                                               cfg.input_lanes * x_bits).eq(
+                    self.pixel_write.codes)
+            pixel_word = pixels.word_select(self.read.row_block, rows * x_bits)
+        else:
+            pixel_word = self._pixel_macro(m)
         write = self.hidden_write
         codes = Cat(*[Mux(write.activations[i], Const(1, signed(x_bits)),
                           Const(-1, signed(x_bits))) for i in range(neurons)])
@@ -56,7 +74,7 @@ class ActivationBuffers(wiring.Component):
                                                            neurons * x_bits).eq(codes)
 
         layer, row_block = self.read.layer, self.read.row_block
-        words = [buf.word_select(row_block, rows * x_bits) for buf in (pixels, *hidden)]
+        words = [pixel_word, *(buf.word_select(row_block, rows * x_bits) for buf in hidden)]
         # A signal, not an expression: Amaranth lowers an expression once per use, so the
         # per-row slices below would each rebuild the whole selection (quadratic in rows).
         row_word = Signal(rows * x_bits)
@@ -69,3 +87,19 @@ class ActivationBuffers(wiring.Component):
             Mux((first_row + r) < inputs, row_word[r * x_bits:(r + 1) * x_bits], 0)
             for r in range(rows)]))
         return m
+
+    def _pixel_macro(self, m: Module):
+        """The image's SRAM macro: beat ``b`` writes lane ``b % lanes`` of word ``b //
+        lanes`` (``lanes`` beats a row block); the read is the next row block's word."""
+        spec = self._sram
+        m.submodules.sram = sram = SramMacro(spec, self._sram_instance)
+        write = self.pixel_write
+        m.d.comb += [sram.waddr.eq(write.beat // spec.lanes),
+                     sram.wdata.eq(write.codes.as_value().replicate(spec.lanes)),
+                     sram.re.eq(1), sram.raddr.eq(self.read.next_row_block)]
+        if spec.lanes > 1:
+            m.d.comb += sram.we.eq(Mux(write.en, Const(1, spec.lanes) << (write.beat %
+                                                                         spec.lanes), 0))
+        else:
+            m.d.comb += sram.we.eq(write.en)
+        return sram.rdata

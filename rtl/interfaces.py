@@ -292,11 +292,17 @@ class HiddenWriteSignature(wiring.Signature):
 
 class RowReadSignature(wiring.Signature):
     """Row codes of one row block, seen from the sequencer: ``layer`` and ``row_block``
-    out, ``row_x`` in (``active_rows`` signed codes, 0 past the layer's inputs)."""
+    out, ``row_x`` in (``active_rows`` signed codes, 0 past the layer's inputs).
 
-    def __init__(self, cfg: SbnnConfig):
+    ``prefetch`` (the image's row codes in an SRAM macro, whose read is registered):
+    ``next_row_block`` out as well, the row block the pointer holds in the next cycle,
+    which the macro reads a cycle ahead."""
+
+    def __init__(self, cfg: SbnnConfig, prefetch: bool = False):
         shapes = IndexShapes(cfg)
+        ahead = {"next_row_block": Out(shapes.row_block)} if prefetch else {}
         super().__init__({"layer": Out(shapes.layer), "row_block": Out(shapes.row_block),
+                          **ahead,
                           "row_x": In(data.ArrayLayout(signed(cfg.x_bits), cfg.active_rows))})
 
 

@@ -31,6 +31,7 @@ from .interfaces import (
     trace_layout,
 )
 from .select import lowest_set, lut
+from .stores import pixel_sram
 
 __all__ = ["Sequencer", "pipelined"]
 
@@ -71,7 +72,7 @@ class Sequencer(wiring.Component):
             "layer_ready": In(1), "pass_control": In(PassControlSignature(cfg)),
             "plane_any": In(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
             "column_enables": Out(ReadSignature(shapes.global_col_block, cfg.macro_cols)),
-            "rows": Out(RowReadSignature(cfg)),
+            "rows": Out(RowReadSignature(cfg, prefetch=pixel_sram(cfg) is not None)),
             "evaluation": Out(EvaluationSignature(cfg)),
             "issue": Out(IssueSignature(cfg)),
             "trace": Out(trace_layout(cfg)),
@@ -103,6 +104,8 @@ class Sequencer(wiring.Component):
         with m.If(self.layer_ready):
             m.d.sync += self._layer_wait.eq(0)
         self._begin_pass(m)
+        if pixel_sram(cfg) is not None:
+            self._next_row_block(m, issue)
         with m.If(self.clear):
             m.d.sync += [self._pass.eq(0), self._layer.eq(0), self._col_block.eq(0),
                          self._row_block.eq(0), self._plane.eq(0), self._tile.eq(0),
@@ -206,6 +209,22 @@ class Sequencer(wiring.Component):
                              self._layer_wait.eq(1)]
             with m.Else():
                 m.d.sync += self._have_next.eq(0)
+
+    def _next_row_block(self, m: Module, issue: Signal) -> None:
+        """``rows.next_row_block``: the row block the pointer holds in the next cycle (what
+        :meth:`_advance`, :meth:`_begin_pass` and ``clear`` write into it), for the image's
+        SRAM macro, whose read is registered (rtl/activations.py)."""
+        ahead = self.rows.next_row_block
+        m.d.comb += ahead.eq(self._row_block)
+        with m.If(issue):
+            with m.If(~self._fixed_plane & self._has_later_plane):
+                pass  # the next plane of this row block
+            with m.Elif(~self._last_row_block & ~self._rethreshold):
+                m.d.comb += ahead.eq(self._row_block + 1)
+            with m.Elif(~self._last_col_block | (self._layer != self._cfg.num_layers - 1)):
+                m.d.comb += ahead.eq(0)  # the next column block or layer
+        with m.If(self.pass_control.begin | self.clear):
+            m.d.comb += ahead.eq(0)
 
     def _begin_pass(self, m: Module) -> None:
         """Load the pointer for pass ``next_pass``: the first layer's first column block

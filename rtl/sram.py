@@ -42,6 +42,13 @@ class SramSpec:
     words: int
     word_bits: int
     lanes: int = 1
+    #: The controller submodule that holds the macro (as submodule ``sram``), when it is
+    #: not named ``store``: the image's row codes live in the activation buffers.
+    owner: str = ""
+
+    @property
+    def submodule(self) -> str:
+        return self.owner or self.store
 
     @property
     def module(self) -> str:
@@ -67,7 +74,8 @@ class SramSpec:
                 ("rdata", "output", self.word_bits)]
 
     def to_dict(self) -> dict:
-        return {"store": self.store, "module": self.module, "words": self.words,
+        return {"store": self.store, "submodule": self.submodule, "module": self.module,
+                "words": self.words,
                 "word_bits": self.word_bits, "bits": self.bits, "write_lanes": self.lanes,
                 "lane_bits": self.lane_bits, "kind": "1R1W",
                 "read": "registered, 1 cycle, read-first, held while re is low",

@@ -38,7 +38,7 @@ from .interfaces import (
 from .sram import SramMacro, SramSpec
 
 __all__ = ["ThresholdStore", "ColumnEnableStore", "AccumulatorStore", "threshold_memory",
-           "sram_candidates", "sram_macros"]
+           "sram_candidates", "sram_macros", "pixel_sram", "pixel_sram_fits"]
 
 
 def _depth(entries: int) -> int:
@@ -48,14 +48,37 @@ def _depth(entries: int) -> int:
 def sram_candidates(cfg: SbnnConfig) -> dict[str, SramSpec]:
     """The stores that can be SRAM macros (a registered read), by controller submodule
     name, with the macro each would be: the threshold store (written one neuron's lane at a
-    time) and the first layer's kept sums (whole words)."""
-    return {
+    time), the first layer's kept sums (whole words) and, where :func:`pixel_sram_fits`,
+    the image's row codes (rtl/activations.py: a word per row block, written a beat's lane
+    at a time, read a cycle ahead from the sequencer's next row block)."""
+    out = {
         "thresholds": SramSpec("thresholds", _depth(threshold_memory(cfg)["words"]),
                                cfg.neurons_per_tile * cfg.threshold_bits,
                                cfg.neurons_per_tile),
         "first_layer_sums": SramSpec("first_layer_sums", _depth(cfg.col_blocks(0)),
                                      cfg.neurons_per_tile * cfg.acc_bits),
     }
+    if pixel_sram_fits(cfg):
+        out["activations"] = SramSpec("pixels", cfg.row_blocks(0),
+                                      cfg.active_rows * cfg.x_bits,
+                                      cfg.active_rows // cfg.input_lanes, owner="activations")
+    return out
+
+
+def pixel_sram_fits(cfg: SbnnConfig) -> bool:
+    """Whether the image's row codes can live in an SRAM macro: every input beat falls in
+    one row block (``input_lanes`` divides ``active_rows``), so a beat writes one lane of
+    one word; the first layer has at least two row blocks, so the image's last beat (the
+    write in the cycle the pointer is reset to row block 0) never goes to word 0, which the
+    read-first macro reads in that cycle; and one macro (N macros would read N row blocks a
+    cycle: N read ports)."""
+    return (cfg.active_rows % cfg.input_lanes == 0 and cfg.row_blocks(0) >= 2
+            and cfg.num_macros == 1)
+
+
+def pixel_sram(cfg: SbnnConfig) -> SramSpec | None:
+    """The image's SRAM macro in ``cfg``'s controller, or None (flip-flops)."""
+    return _sram(cfg, "pixels")
 
 
 def sram_macros(cfg: SbnnConfig) -> list[SramSpec]:

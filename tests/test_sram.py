@@ -4,8 +4,10 @@ behavioral models, lint, simulation (Amaranth and Verilator) and synthesis.
 Expected values come from the spec (docs/architecture.md, "SRAM macros"): a store with a
 registered read (thresholds: planes * total_col_blocks words of neurons_per_tile *
 threshold_bits; the first layer's kept sums: col_blocks(0) words of neurons_per_tile *
-acc_bits; depth at least 2) of at least ``sram_min_bits`` bits is a macro
-``sbnn_sram_<store>_<words>x<bits>``; the column-enable store never is.
+acc_bits; depth at least 2; the image's row codes: row_blocks(0) words of active_rows *
+x_bits, active_rows / input_lanes lanes, where a beat falls in one row block, the first
+layer has two row blocks or more and there is one macro) of at least ``sram_min_bits`` bits
+is a macro ``sbnn_sram_<store>_<words>x<bits>``; the column-enable store never is.
 """
 
 import json
@@ -24,6 +26,7 @@ from sbnn.gen.lint import lint
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_TOP, emit_all, macro_stub, top_verilog
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.sram import SramMacro, SramSpec
+from sbnn.rtl.stores import pixel_sram_fits, sram_macros
 
 #: 20-9-4, K=2: thresholds 3 passes x 7 column blocks = 21 words of 2 x 12 bits (504 bits);
 #: first-layer sums 5 blocks of 2 x 11 bits (110 bits); column enables 7 x 6 (42 bits).
@@ -31,6 +34,8 @@ SMALL = SbnnConfig(layers=(20, 9, 4), active_rows=8, macro_cols=6, macro_rows=25
                    num_supports=2, input_lanes=8, adc_bits=6)
 THRESHOLDS = "sbnn_sram_thresholds_21x24"
 SUMS = "sbnn_sram_first_layer_sums_5x22"
+#: the image: ceil(20 / 8) = 3 row blocks of 8 rows x 5-bit codes (120 bits), one beat each
+PIXELS = "sbnn_sram_pixels_3x40"
 
 
 def _sizes(cfg):
@@ -41,9 +46,15 @@ def _sizes(cfg):
     return thr, acc
 
 
+def _pixel_bits(cfg):
+    """The image's row codes: whole row blocks of ``active_rows`` codes of ``x_bits``."""
+    return -(-cfg.layers[0] // cfg.active_rows) * cfg.active_rows * (cfg.dac_bits + 1)
+
+
 def test_small_config_sizes_are_the_spec_ones():
     assert (SMALL.neurons_per_tile, SMALL.threshold_bits, SMALL.acc_bits) == (2, 12, 11)
     assert _sizes(SMALL) == (504, 110)
+    assert _pixel_bits(SMALL) == 120
 
 
 @pytest.mark.parametrize("value", [0, -1, "8k", 1.5, True, 1 << 31])
@@ -76,15 +87,16 @@ def test_no_store_large_enough_gives_the_register_verilog_byte_for_byte():
     assert "sbnn_sram" not in macro_stub(SMALL)
 
 
-@pytest.mark.parametrize("min_bits, macros", [(504, [THRESHOLDS]), (110, [THRESHOLDS, SUMS]),
-                                              (1, [THRESHOLDS, SUMS])])
+@pytest.mark.parametrize("min_bits, macros", [(504, [THRESHOLDS]), (120, [THRESHOLDS, PIXELS]),
+                                              (110, [THRESHOLDS, SUMS, PIXELS]),
+                                              (1, [THRESHOLDS, SUMS, PIXELS])])
 def test_big_stores_become_macro_instances_with_stub_and_model(tmp_path, min_bits, macros):
     cfg = SMALL.replace(sram_min_bits=min_bits)
     files = emit_all(cfg, tmp_path)
     ctl = files["controller"].read_text()
     stub = files["macro_stub"].read_text()
     sim = files["sim_top"].read_text()
-    for module in (THRESHOLDS, SUMS):
+    for module in (THRESHOLDS, SUMS, PIXELS):
         used = module in macros
         # instantiated, never defined, in the controller
         assert (f"\n  {module} " in ctl) == used
@@ -102,6 +114,8 @@ def test_big_stores_become_macro_instances_with_stub_and_model(tmp_path, min_bit
     assert {k: entry[THRESHOLDS][k] for k in want} == want
     if SUMS in macros:
         assert entry[SUMS]["bits"] == 110 and entry[SUMS]["write_lanes"] == 1
+    if PIXELS in macros:
+        assert (entry[PIXELS]["bits"], entry[PIXELS]["write_lanes"]) == (120, 1)
     stub_ports = {p["name"]: (p["direction"], p["width"]) for p in entry[THRESHOLDS]["ports"]}
     assert stub_ports == {"clk": ("input", 1), "we": ("input", 2), "waddr": ("input", 5),
                           "wdata": ("input", 24), "re": ("input", 1), "raddr": ("input", 5),
@@ -115,6 +129,19 @@ def test_sram_verilog_lints_clean(tmp_path, verilator, wall):
     assert sim.returncode == 0, sim.stderr
     ctl = lint([files["controller"], files["macro_stub"]], CONTROLLER_TOP, wall=wall)
     assert ctl.returncode == 0, ctl.stderr
+
+
+@pytest.mark.parametrize("change, fits", [
+    ({}, True),
+    ({"input_lanes": 3}, False),  # 3 does not divide 8: a beat would straddle two words
+    ({"layers": (8, 9, 4)}, False),  # one row block: the last beat writes word 0
+    ({"num_macros": 2}, False),  # two macros read two row blocks a cycle
+])
+def test_image_goes_to_sram_only_where_one_read_port_and_lane_writes_do(change, fits):
+    cfg = SMALL.replace(**change)
+    assert pixel_sram_fits(cfg) == fits
+    stores = [spec.store for spec in sram_macros(cfg.replace(sram_min_bits=1))]
+    assert ("pixels" in stores) == fits
 
 
 def test_amaranth_sram_model_is_lane_written_read_first_and_held():
@@ -154,13 +181,26 @@ def test_amaranth_sram_model_is_lane_written_read_first_and_held():
     assert seen == [0x00, 0x0B, 0xCB, 0xCB, 0x00]
 
 
-def test_amaranth_controller_with_srams_matches_golden():
-    """The Amaranth SimTop (stores as the macros' Amaranth models) runs the spec's cycles."""
-    cfg = SMALL.replace(sram_min_bits=1)
+@pytest.mark.parametrize("cfg, pixel_lanes", [
+    (SMALL, 1),
+    # 4-lane beats: each row block's word is written in 2 lanes
+    (SMALL.replace(input_lanes=4), 2),
+    # 3 layers (hidden buffers read between image reads), K=1, a pipelined macro
+    (SbnnConfig(layers=(24, 7, 5, 3), active_rows=8, macro_cols=4, macro_rows=256,
+                num_supports=1, input_lanes=2, adc_bits=6, macro_latency=3,
+                macro_interval=1), 4),
+], ids=["one-lane", "two-lane", "pipelined"])
+def test_amaranth_controller_with_srams_matches_golden(cfg, pixel_lanes):
+    """The Amaranth SimTop (stores as the macros' Amaranth models, the image's row codes
+    read a row block ahead) runs the spec's cycles."""
+    cfg = cfg.replace(sram_min_bits=1)
+    macros = {spec.store: spec for spec in sram_macros(cfg)}
+    assert macros["pixels"].lanes == pixel_lanes
+    assert macros["pixels"].words == -(-cfg.layers[0] // cfg.active_rows)
     rng = np.random.default_rng(17)
     model = QuantizedModel.random(cfg, rng, mask_keep=0.6, per_pass=True)
     images = random_images(cfg, rng, 3)
-    budgets = [2, 1, 0]
+    budgets = [min(2, cfg.num_supports), 1, 0]
     out = run_pysim(cfg, build_image(model).program(), images, budgets)
     assert matches_golden(cfg, model, images, budgets, out)
 
@@ -200,13 +240,14 @@ def test_bundle_has_sram_views_in_manifest_flow_config_and_readme(tmp_path):
 
     cfg = SMALL.replace(sram_min_bits=1)
     files = write_bundle(cfg, tmp_path / "b")
-    views = {f"macro/{m}.{ext}" for m in (THRESHOLDS, SUMS) for ext in ("lef", "lib")}
+    views = {f"macro/{m}.{ext}" for m in (THRESHOLDS, SUMS, PIXELS) for ext in ("lef", "lib")}
     assert views <= {str(p.relative_to(tmp_path / "b")) for p in files.values()}
     assert all((tmp_path / "b" / v).is_file() for v in views)
     man = json.loads(files["manifest"].read_text())
     assert views <= set(man["bundle"]["placeholders"])
     assert {e["instance"] for e in man["sram_macros"]} == {
-        "ctrl.thresholds.sram.macro", "ctrl.first_layer_sums.sram.macro"}
+        "ctrl.thresholds.sram.macro", "ctrl.first_layer_sums.sram.macro",
+        "ctrl.activations.sram.macro"}
     flow = json.loads(files["flow_config"].read_text())
     assert {f"dir::macro/{m}.lef" for m in (THRESHOLDS, SUMS)} <= set(flow["EXTRA_LEFS"])
     assert {f"dir::macro/{m}.lib" for m in (THRESHOLDS, SUMS)} <= set(flow["EXTRA_LIBS"])
@@ -247,10 +288,14 @@ def test_synthesis_keeps_the_macros_as_black_boxes_and_drops_their_flip_flops():
     srams = synthesize_config(SMALL.replace(sram_min_bits=1))
     thr, acc = _sizes(SMALL)
     assert regs.black_boxes == {"sbnn_macro": 1}
-    assert srams.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1}
-    # every stored bit and both read registers (one word each) leave the flip-flops
+    pix = _pixel_bits(SMALL)
+    assert srams.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1, PIXELS: 1}
+    # every stored bit and both read registers (one word each) leave the flip-flops; the
+    # image's row codes were registers, not a memory, before: their live bits (an input's
+    # dac_bits; the sign bit is always 0, rows past the inputs are never read) go too
     assert regs.memory_bits - srams.memory_bits == thr + acc
-    assert regs.flip_flops - srams.flip_flops >= thr + acc + 24 + 22
+    live_pixels = SMALL.layers[0] * SMALL.dac_bits
+    assert regs.flip_flops - srams.flip_flops >= thr + acc + 24 + 22 + live_pixels
     assert srams.cells < regs.cells
 
 
@@ -265,8 +310,9 @@ def test_silicon_flow_reports_sram_bits_and_logic_area(tmp_path):
         pytest.skip(str(exc))
     res, _ = synthesize_silicon(SMALL.replace(sram_min_bits=1), liberty, "small-sram")
     thr, acc = _sizes(SMALL)
-    assert res.sram_bits == thr + acc
-    assert res.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1}
-    assert res.area_um2 == pytest.approx(res.logic_area_um2 + (thr + acc) * SRAM_UM2_PER_BIT,
-                                         abs=0.02)
+    pix = _pixel_bits(SMALL)
+    assert res.sram_bits == thr + acc + pix
+    assert res.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1, PIXELS: 1}
+    assert res.area_um2 == pytest.approx(
+        res.logic_area_um2 + (thr + acc + pix) * SRAM_UM2_PER_BIT, abs=0.02)
     assert res.memory_bits == SMALL.total_col_blocks * SMALL.macro_cols  # column enables
