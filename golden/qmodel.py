@@ -143,7 +143,9 @@ class QuantizedModel:
     @classmethod
     def load(cls, path: str | Path, config: SbnnConfig | None = None) -> QuantizedModel:
         """Load and validate a model in full; with ``config`` given, it must equal the
-        embedded one. Every problem is one :class:`ModelFileError` line."""
+        embedded one but for the implementation fields (``SbnnConfig.IMPLEMENTATION_FIELDS``:
+        SRAM macros, number of macros and their interval), which the model then takes from
+        ``config``. Every problem is one :class:`ModelFileError` line."""
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"model file {str(path)!r} does not exist")
@@ -151,6 +153,13 @@ class QuantizedModel:
         version = _format_version(path, arrays)
         stored = _embedded_config(path, arrays)
         planes, thresholds, masks = _layers(path, arrays, stored, version)
+        if config is not None:
+            # the same network built another way: the model takes the arrangement asked for
+            try:
+                stored = stored.replace(**{f: getattr(config, f)
+                                           for f in SbnnConfig.IMPLEMENTATION_FIELDS})
+            except ConfigError:
+                pass  # not valid with the model's other fields: the difference is named below
         if config is not None and config != stored:
             a, b = config.to_dict(), stored.to_dict()
             diff = [k for k in {**a, **b} if a.get(k) != b.get(k)]

@@ -19,6 +19,7 @@ from amaranth.utils import ceil_log2
 from sbnn.config import SbnnConfig
 
 from .interfaces import IndexShapes, PassControlSignature, ScoreSignature, Sizes
+from .stores import sram_macros
 
 __all__ = ["ExitDecision", "top_two", "merge_levels"]
 
@@ -114,10 +115,15 @@ class ExitDecision(wiring.Component):
     def stage_levels(self) -> int:
         """Tournament levels run in the score cycle: half of the block's and the running
         merge's levels, rounded up (the score cycle also subtracts the thresholds, the
-        decision cycle also tests the margin and moves the state)."""
+        decision cycle also tests the margin and moves the state); one fewer (at least one)
+        when the thresholds come from an SRAM macro, whose read arrives a clock-to-output
+        time into the cycle, not a flip-flop's."""
         levels = ceil_log2(self.block_classes)
         total = levels + (self.output_blocks > 1)
-        return min(levels, (total + 1) // 2)
+        staged = (total + 1) // 2
+        if any(spec.store == "thresholds" for spec in sram_macros(self._cfg)):
+            staged = max(1, staged - 1)
+        return min(levels, staged)
 
     def elaborate(self, platform):
         cfg = self._cfg

@@ -82,6 +82,11 @@ class SbnnConfig(Record):
     _omit_none: ClassVar[tuple[str, ...]] = ("sram_min_bits", "macro_interval")
     #: Absent while at the default (one macro), for the same reason.
     _omit_default: ClassVar[tuple[str, ...]] = ("num_macros",)
+    #: How the controller is built, not what it computes: which stores are SRAM macros and
+    #: how many macros run at which interval. A model trained under one arrangement is the
+    #: same network under another (golden/qmodel.py QuantizedModel.load takes it there).
+    IMPLEMENTATION_FIELDS: ClassVar[tuple[str, ...]] = ("sram_min_bits", "num_macros",
+                                                        "macro_interval")
 
     layers: tuple[_Width, ...] = Field(
         (784, 256, 10), min_length=2,

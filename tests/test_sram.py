@@ -181,6 +181,16 @@ def test_amaranth_sram_model_is_lane_written_read_first_and_held():
     assert seen == [0x00, 0x0B, 0xCB, 0xCB, 0x00]
 
 
+def test_tournament_runs_one_level_fewer_after_a_threshold_macro():
+    from sbnn.rtl.exit import ExitDecision
+
+    cfg = SbnnConfig(layers=(20, 9, 8), active_rows=8, macro_cols=16, macro_rows=256,
+                     num_supports=1, input_lanes=4, adc_bits=6)
+    assert ExitDecision(cfg).stage_levels == 2
+    assert ExitDecision(cfg.replace(sram_min_bits=1)).stage_levels == 1
+    assert ExitDecision(SMALL.replace(sram_min_bits=1)).stage_levels == 1  # never below 1
+
+
 @pytest.mark.parametrize("cfg, pixel_lanes", [
     (SMALL, 1),
     # 4-lane beats: each row block's word is written in 2 lanes
@@ -189,7 +199,11 @@ def test_amaranth_sram_model_is_lane_written_read_first_and_held():
     (SbnnConfig(layers=(24, 7, 5, 3), active_rows=8, macro_cols=4, macro_rows=256,
                 num_supports=1, input_lanes=2, adc_bits=6, macro_latency=3,
                 macro_interval=1), 4),
-], ids=["one-lane", "two-lane", "pipelined"])
+    # 8 classes in one output block: the tournament runs 1 of its 3 levels in the score
+    # cycle with the thresholds in SRAM (2 with flip-flops)
+    (SbnnConfig(layers=(20, 9, 8), active_rows=8, macro_cols=16, macro_rows=256,
+                num_supports=1, input_lanes=4, adc_bits=6), 2),
+], ids=["one-lane", "two-lane", "pipelined", "late-thresholds"])
 def test_amaranth_controller_with_srams_matches_golden(cfg, pixel_lanes):
     """The Amaranth SimTop (stores as the macros' Amaranth models, the image's row codes
     read a row block ahead) runs the spec's cycles."""
@@ -227,12 +241,19 @@ def test_cosim_passes_with_sram_macros(cosim_build_root, tmp_path, verilator, en
     assert rep.results_checked == 4 * count
 
 
-def test_a_model_names_sram_min_bits_when_only_it_differs(tmp_path):
+def test_a_model_loads_under_another_arrangement_but_not_another_network(tmp_path):
+    """sram_min_bits, num_macros and macro_interval say how the controller is built, not
+    what it computes: a model takes them from the config it is loaded with."""
     from sbnn.golden.qmodel import ModelFileError
 
-    path = QuantizedModel.random(SMALL, np.random.default_rng(1)).save(tmp_path / "m.npz")
-    with pytest.raises(ModelFileError, match=r"fields differ: sram_min_bits\)"):
-        QuantizedModel.load(path, SMALL.replace(sram_min_bits=64))
+    model = QuantizedModel.random(SMALL, np.random.default_rng(1))
+    path = model.save(tmp_path / "m.npz")
+    chip = SMALL.replace(sram_min_bits=64, macro_interval=2)
+    loaded = QuantizedModel.load(path, chip)
+    assert loaded.config == chip
+    assert all((a == b).all() for a, b in zip(loaded.thresholds, model.thresholds))
+    with pytest.raises(ModelFileError, match=r"fields differ: adc_bits\)"):
+        QuantizedModel.load(path, chip.replace(adc_bits=5))
 
 
 def test_bundle_has_sram_views_in_manifest_flow_config_and_readme(tmp_path):
@@ -288,7 +309,6 @@ def test_synthesis_keeps_the_macros_as_black_boxes_and_drops_their_flip_flops():
     srams = synthesize_config(SMALL.replace(sram_min_bits=1))
     thr, acc = _sizes(SMALL)
     assert regs.black_boxes == {"sbnn_macro": 1}
-    pix = _pixel_bits(SMALL)
     assert srams.black_boxes == {"sbnn_macro": 1, THRESHOLDS: 1, SUMS: 1, PIXELS: 1}
     # every stored bit and both read registers (one word each) leave the flip-flops; the
     # image's row codes were registers, not a memory, before: their live bits (an input's
