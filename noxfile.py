@@ -80,12 +80,13 @@ def synth(session: nox.Session) -> None:
 @nox.session
 def silicon(session: nox.Session) -> None:
     """SKY130 area, flip-flops, OpenSTA slack and Fmax, energy per inference of the default
-    design and configs/mnist_large.toml (docs/silicon.md, docs/silicon.json). Needs OpenSTA
+    design (all flip-flops and with its stores in SRAM macros, configs/default_sram.toml)
+    and configs/mnist_large.toml (docs/silicon.md, docs/silicon.json). Needs OpenSTA
     (`sta`; Debian: apt-get install opensta) and the library (--liberty, SBNN_LIBERTY or
     ../shared/pdk)."""
     _install(session)
-    session.run("sbnn", "synth", "--config", "default", "--config", "configs/mnist_large.toml",
-                "--out", "docs", *session.posargs)
+    session.run("sbnn", "synth", "--config", "default", "--config", "configs/default_sram.toml",
+                "--config", "configs/mnist_large.toml", "--out", "docs", *session.posargs)
 
 
 @nox.session
