@@ -1,0 +1,107 @@
+"""Parallel macros (``num_macros`` N > 1) in the RTL: controller + N behavioral macros follow
+the golden schedule cycle by cycle (docs/architecture.md, "Parallel and pipelined macros"):
+every start's cycle, macro, context, row codes and column enables, every done's cycle and
+codes, and every result field. Expected values come from the golden model (golden/hwpath.py)
+and the spec, never from the RTL."""
+
+import numpy as np
+import pytest
+from rtl_harness import random_images, run_pysim
+from test_rtl import SINGLE, TINY, TINY_K2
+
+from sbnn.config import SbnnConfig
+from sbnn.cosim.scoreboard import Scoreboard
+from sbnn.gen.image import build_image
+from sbnn.golden import hwpath
+from sbnn.golden.qmodel import QuantizedModel
+
+
+def _with(cfg: SbnnConfig, **fields) -> SbnnConfig:
+    return SbnnConfig(**{**cfg.model_dump(), **fields})
+
+
+def expected_parallel_trace(model, sched, gold, image: int) -> list[dict]:
+    """The golden trace of one image with each evaluation's macro and done cycle, in (start
+    cycle, macro) order, the order the harness records the macros' starts in."""
+    cfg = model.config
+    trace = hwpath.expected_trace(model, sched, gold, image)
+    evals = sched.upto(int(gold.exit_pass[image]))
+    assert len(evals) == len(trace)
+    for tx, ev in zip(trace, evals):
+        tx["macro"] = ev.macro
+        tx["done"] = ev.cycle + cfg.macro_latency
+    return sorted(trace, key=lambda tx: (tx["cycle"], tx["macro"]))
+
+
+def check_parallel(cfg, model, images, budgets, out, exit_margin=None) -> list[int]:
+    """Every image's trace and result against the golden model; returns the exit passes."""
+    sb = Scoreboard()
+    exits = []
+    for i, (image, budget) in enumerate(zip(images, budgets)):
+        sched = hwpath.schedule(model, budget)
+        gold = hwpath.run_hw(model, image[None], budget, exit_margin, keep_adc=True)
+        trace = expected_parallel_trace(model, sched, gold, 0)
+        expected = hwpath.expected_result(sched, gold, 0, trace)
+        assert sb.check_image(i, trace, out[i][0], expected, out[i][1]), str(sb.first)
+        exits.append(out[i][1]["exit_plane"])
+    assert sb.transactions > 0 and sb.results == len(images)
+    return exits
+
+
+def _masked(model: QuantizedModel, blocks: tuple[int, ...]) -> QuantizedModel:
+    """Every support column of these first-layer blocks masked: rethreshold steps."""
+    cfg = model.config
+    mask = [m.copy() for m in model.support_mask]
+    nt = cfg.neurons_per_tile
+    for b in blocks:
+        mask[0][b * nt:(b + 1) * nt, :] = False
+    return QuantizedModel(cfg, model.planes, model.thresholds, tuple(mask))
+
+
+def _intervals(cfg: SbnnConfig) -> list[int]:
+    """1, a mid value and the latency (the one-evaluation-per-macro arrangement)."""
+    lat = cfg.macro_latency
+    return sorted({1, max(1, lat // 2), lat})
+
+
+CASES = [(cfg_name, n, interval)
+         for cfg_name, cfg in (("3layer-K1", TINY), ("K2-lat2", TINY_K2))
+         for n in (2, 3, 4) for interval in _intervals(cfg)]
+CONFIGS = {"3layer-K1": TINY, "K2-lat2": TINY_K2, "1layer": SINGLE}
+
+
+@pytest.mark.parametrize("name,n,interval", CASES,
+                         ids=[f"{c}-N{n}-I{i}" for c, n, i in CASES])
+def test_parallel_controller_matches_golden_cycle_by_cycle(name, n, interval):
+    """Rethreshold steps (masked first-layer blocks), disabled support columns, every pass,
+    and an exit margin that lets some images stop early."""
+    cfg = _with(CONFIGS[name], num_macros=n, macro_interval=interval)
+    rng = np.random.default_rng(100 + 10 * n + interval)
+    model = _masked(QuantizedModel.random(cfg, rng, mask_keep=0.6, per_pass=True), (0, 2))
+    full = hwpath.schedule(model, cfg.num_supports)
+    assert full.rethresholds  # the case has rethreshold steps
+    assert {ev.macro for ev in full.evals} == set(range(n))
+    starts = [ev.cycle for ev in full.evals]
+    assert any(a == b for a, b in zip(starts, starts[1:]))  # several starts in one cycle
+    images = random_images(cfg, rng, 5)
+    budgets = [cfg.num_supports, 0, cfg.num_supports, min(1, cfg.num_supports),
+               cfg.num_supports]
+    gold = hwpath.run_hw(model, np.stack(images), cfg.num_supports)
+    first = hwpath.margins(gold.pass_logits[0])
+    # The largest first-pass margin of the images with a budget: that one exits after
+    # pass 0, those with a smaller margin go on.
+    margin = int(max(first[i] for i, b in enumerate(budgets) if b))
+    out = run_pysim(cfg, build_image(model).program(), images, budgets, exit_margin=margin)
+    exits = check_parallel(cfg, model, images, budgets, out, exit_margin=margin)
+    assert any(e < b for e, b in zip(exits, budgets))  # an early exit happened
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_parallel_single_layer_network(n):
+    cfg = _with(SINGLE, num_macros=n, macro_interval=1)
+    rng = np.random.default_rng(7)
+    model = QuantizedModel.random(cfg, rng, mask_keep=0.5, per_pass=True)
+    images = random_images(cfg, rng, 3)
+    budgets = [cfg.num_supports, 0, 1]
+    out = run_pysim(cfg, build_image(model).program(), images, budgets)
+    assert check_parallel(cfg, model, images, budgets, out) == budgets
