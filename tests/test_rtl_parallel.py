@@ -105,3 +105,28 @@ def test_parallel_single_layer_network(n):
     budgets = [cfg.num_supports, 0, 1]
     out = run_pysim(cfg, build_image(model).program(), images, budgets)
     assert check_parallel(cfg, model, images, budgets, out) == budgets
+
+
+@pytest.mark.cosim
+@pytest.mark.parametrize("n,interval", [(3, 1), (2, 2)], ids=["N3-I1", "N2-I2"])
+def test_fast_cosim_parallel_macros(tmp_path, verilator, n, interval):
+    """The generated Verilog with N SystemVerilog macros on Verilator (the digest check, and
+    one image rerun with the full per-transaction log), budgets 1 and 0, an exit margin and
+    random controls (masks with rethreshold steps), against the golden model."""
+    from sbnn.cosim.fast import execute, plan_job, run_fast
+    from sbnn.cosim.runner import CosimJob
+
+    cfg = _with(TINY, num_macros=n, macro_interval=interval)
+    model = QuantizedModel.random(cfg, np.random.default_rng(3), mask_keep=0.5, per_pass=True)
+    images = np.random.default_rng(4).integers(0, 256, (40, cfg.layers[0]), dtype=np.uint8)
+    np.savez(tmp_path / "s.npz", images=images, labels=np.zeros(40, dtype=np.int64))
+    job = CosimJob(cfg, model.save(tmp_path / "m.npz"), tmp_path / "s.npz", count=40,
+                   budgets=(1, 0), exit_margin=5, random_seed=11)
+    rep = run_fast(job, tmp_path / "build", workers=1)
+    assert rep.mismatches == 0, rep.first_mismatch
+    assert rep.results_checked == 120 and rep.transactions_checked > 0
+    # The full log (every field of every transaction, macros included) agrees too.
+    full = execute(cfg, tmp_path / "build", plan_job(job, model, 8), tmp_path / "s.npz", model,
+                   job.model, workers=1, full=True)
+    assert full.mismatches == 0, full.first_mismatch
+    assert full.transactions_checked > 0
