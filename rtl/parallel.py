@@ -64,6 +64,8 @@ class IssueGroupLayout(data.StructLayout):
 
 def _macro_of_slot(first_macro, slot: int, n: int):
     """Macro of slot ``slot`` of a group whose slot 0 runs on ``first_macro``."""
+    if slot == 0:
+        return first_macro
     total = first_macro + slot
     return Mux(total >= n, total - n, total).as_unsigned()  # never negative
 
@@ -174,7 +176,8 @@ class ParallelSequencer(wiring.Component):
         # Macro j gets slot (j - rr) mod N: a crossbar from slots to macros.
         for j in range(n):
             slot = Signal(range(n), name=f"slot_of_macro{j}")
-            m.d.comb += slot.eq(Mux(rr > j, j + n - rr, j - rr))
+            # (macro N-1: rr <= j always; a constant compare is a Verilator lint warning)
+            m.d.comb += slot.eq(j - rr if j == n - 1 else Mux(rr > j, j + n - rr, j - rr))
             bus, trace = self.evaluation[j], self.trace[j]
             for name in EvaluationSignature.EVALUATION_MEMBERS:
                 choice = Array([slot_bus[k][name] for k in range(n)])[slot]

@@ -189,3 +189,16 @@ def test_bundle_and_manifest_list_every_macro(tmp_path, verilator):
     assert lint([files["controller"], files["sim_top"]], SIM_TOP, wall=True).returncode == 0
     assert lint([files["controller"], files["macro_stub"]], CONTROLLER_TOP,
                 wall=True).returncode == 0
+
+
+def test_random_configs_draw_macros_and_intervals():
+    """The random-config equivalence run draws N = 1 .. 4 and intervals below the latency,
+    from a stream of their own (the other fields of a seed are unchanged)."""
+    from sbnn.cosim.equivalence import random_config
+
+    cfgs = [random_config(s) for s in range(60)]
+    assert {c.num_macros for c in cfgs} == {1, 2, 3, 4}
+    assert any(c.interval == 1 < c.macro_latency for c in cfgs)
+    assert any(1 < c.interval < c.macro_latency for c in cfgs)
+    assert any(c.macro_interval is None for c in cfgs)
+    assert any(c.num_macros > 1 and c.interval < c.macro_latency for c in cfgs)
