@@ -202,3 +202,55 @@ def test_random_configs_draw_macros_and_intervals():
     assert any(1 < c.interval < c.macro_latency for c in cfgs)
     assert any(c.macro_interval is None for c in cfgs)
     assert any(c.num_macros > 1 and c.interval < c.macro_latency for c in cfgs)
+
+
+def test_a_model_runs_on_any_macro_arrangement(tmp_path):
+    """``--config`` may arrange the macros otherwise than the model's design (the cycles
+    change, not the results); any other field must match."""
+    from sbnn.cli.loaders import load_model
+    from sbnn.golden.qmodel import ModelFileError
+
+    model = QuantizedModel.random(TINY, np.random.default_rng(1))
+    path = model.save(tmp_path / "m.npz")
+    arranged = _with(TINY, num_macros=4, macro_interval=1)
+    loaded = load_model(path, arranged)
+    assert loaded.config == arranged
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.planes[0], model.planes[0]))
+    with pytest.raises(ModelFileError, match="different config"):
+        load_model(path, _with(TINY, num_macros=4, adc_bits=6))
+
+
+def test_cycle_engine_refuses_several_macros(tmp_path, capsys):
+    from sbnn.cli import main
+
+    config = tmp_path / "c.toml"
+    config.write_text("[sbnn]\nnum_macros = 2\n")
+    assert main(["sim", "--config", str(config), "--engine", "cycle", "--count", "1",
+                 "--build", str(tmp_path / "b")]) != 0
+    assert "--engine fast" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.cosim
+def test_fast_cosim_default_design_four_macros(cosim_build_root, verilator):
+    """The target arrangement (docs/latency.json): the default model on 4 macros starting
+    every cycle, 100 images at budgets 1 and 0 with random controls, on Verilator; 129
+    cycles per inference at budget 1 (<= 0.1 x 1,722), every macro busy >= 90 %."""
+    from sbnn.cli import _default_model, _default_sample
+    from sbnn.cli.loaders import load_model
+    from sbnn.cosim.fast import run_fast
+    from sbnn.cosim.runner import CosimJob
+
+    cfg = SbnnConfig(num_macros=4, macro_interval=1)
+    model = load_model(_default_model(), cfg)
+    sched = hwpath.schedule(model, 1)
+    assert sched.total_cycles() == 129 <= 0.1 * 1722
+    assert min(sched.macro_utilization()) >= 0.9
+    path = model.save(cosim_build_root / "default_model_n4_i1.npz")
+    job = CosimJob(cfg, path, _default_sample(), count=100, budgets=(1, 0), random_seed=5)
+    rep = run_fast(job, cosim_build_root, workers=2)
+    assert rep.mismatches == 0, rep.first_mismatch
+    assert rep.results_checked == 300
+    full = next(r for r in rep.runs if r.run == "budget" and r.budget == 1)
+    assert full.images == 100
+    assert {p.cycles for p in rep.per_image if p.run == "budget" and p.budget == 1} == {129}

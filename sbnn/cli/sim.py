@@ -7,6 +7,7 @@ build; a mismatch ends with exit status 1 and the first mismatch printed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the cosim; 0 with no mismatch, 1 otherwise."""
     from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob, run_cosim
+    from sbnn.golden.qmodel import QuantizedModel
 
     model = model_from_args(args)
     if args.budgets is None:  # every plane, then the base plane alone
@@ -82,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         args.budgets = (k, 0) if k else (0,)
     images = check_sim_inputs(args, model.config)
     path = model_path(args)
+    if QuantizedModel.load(path).config != model.config:
+        # --config arranges the macros otherwise (loaders.ARRANGEMENT_FIELDS): the cosim
+        # loads the model from a file, so it gets one made for that arrangement.
+        digest = hashlib.sha256(model.config.to_json().encode()).hexdigest()[:10]
+        path = model.save(Path(args.build) / "models" / f"{path.stem}_{digest}.npz")
     print(f"cosim ({args.engine} engine): {args.count} images x budgets {list(args.budgets)}"
           f"{' + random controls' if args.random_seed is not None else ''} on Verilator, "
           f"model {path}", flush=True)
@@ -151,6 +158,9 @@ def check_sim_inputs(args: argparse.Namespace, cfg: SbnnConfig) -> Path:
         check_margin("--exit-margin", [args.exit_margin], cfg)
     check_seed("--random-seed", args.random_seed)
     check_int("--workers", args.workers, 1, WORKERS_MAX, " simulator processes")
+    if cfg.num_macros > 1 and args.engine != "fast":
+        raise CliError(f"--engine cycle monitors one macro; the design has {cfg.num_macros} "
+                       f"(num_macros): use --engine fast")
     if args.image is not None and args.engine != "fast":
         raise CliError("--image (one image, e.g. with --waves) needs --engine fast")
     check_output_path(args.build, "--build", folder=True)
