@@ -52,6 +52,7 @@ def parallel(config: SbnnConfig) -> bool:
     one macro keeps the components, and the Verilog, of the one-macro controller."""
     return config.num_macros > 1
 
+
 #: Macro bus member of each WeightWriteSignature member.
 _WEIGHT_WRITE_MEMBERS = {"en": "wr_en", "group": "wr_group", "row": "wr_row",
                          "data": "wr_data"}
@@ -62,7 +63,8 @@ class Controller(wiring.Component):
 
     Ports: ``prog`` (in stream), ``pixels`` (in stream), ``result`` (out stream), ``macro``
     (to the analog macro), ``trace`` (layer, plane and pass of the evaluation being started;
-    for monitors, may be left unconnected).
+    for monitors, may be left unconnected). With ``num_macros`` N > 1 both are arrays, one
+    entry per macro (``macro[j]``, ``trace[j]``; rtl/parallel.py).
 
     ``sram_instances``: the stores that are SRAM macros (``sram_min_bits``) as instances of
     the macros' modules (the tapeout top), else as their Amaranth models (simulation).
