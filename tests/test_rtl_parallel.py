@@ -209,8 +209,8 @@ def test_random_configs_draw_macros_and_intervals():
 
 
 def test_a_model_runs_on_any_macro_arrangement(tmp_path):
-    """``--config`` may arrange the macros otherwise than the model's design (the cycles
-    change, not the results); any other field must match."""
+    """``--config`` may arrange the macros otherwise than the model's design (implementation
+    fields: the cycles change, not the results); any other field must match."""
     from sbnn.cli.loaders import load_model
     from sbnn.golden.qmodel import ModelFileError
 

@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # numpy-only, but imported when a command runs, not for --hel
     from sbnn.golden.qmodel import QuantizedModel
 
 __all__ = ["SAMPLE_IMAGES", "assets_dir", "default_model_path", "default_sample_path",
-           "design_config", "config_override", "load_model", "model_path", "model_from_args",
-           "ARRANGEMENT_FIELDS"]
+           "design_config", "config_override", "load_model", "model_path", "model_from_args"]
 
 #: Images in the embedded MNIST sample (golden/assets/mnist_test_sample.npz).
 SAMPLE_IMAGES = 300
@@ -52,26 +51,12 @@ def config_override(args: argparse.Namespace) -> SbnnConfig | None:
     return load_config(args.config) if args.config else None
 
 
-#: Config fields that arrange the macros without changing what they compute (the number of
-#: macros and their start interval change cycles only): a model runs on any arrangement.
-ARRANGEMENT_FIELDS = ("num_macros", "macro_interval")
-
-
 def load_model(path: Path | None, cfg: SbnnConfig | None) -> QuantizedModel:
     """The QuantizedModel at ``path`` (None: the embedded default), checked against ``cfg``
-    where given; a ``cfg`` that differs from the model's design only in
-    :data:`ARRANGEMENT_FIELDS` gives the model on that arrangement."""
-    import dataclasses
-
+    where given."""
     from sbnn.golden.qmodel import QuantizedModel
 
-    path = path or default_model_path()
-    if cfg is not None:
-        model = QuantizedModel.load(path)
-        own = {f: getattr(model.config, f) for f in ARRANGEMENT_FIELDS}
-        if cfg != model.config and cfg.replace(**own) == model.config:
-            return dataclasses.replace(model, config=cfg)
-    return QuantizedModel.load(path, cfg)
+    return QuantizedModel.load(path or default_model_path(), cfg)
 
 
 def model_path(args: argparse.Namespace) -> Path:

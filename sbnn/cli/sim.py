@@ -7,7 +7,6 @@ build; a mismatch ends with exit status 1 and the first mismatch printed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -76,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the cosim; 0 with no mismatch, 1 otherwise."""
     from sbnn.cosim.fast import run_fast
     from sbnn.cosim.runner import CosimJob, run_cosim
-    from sbnn.golden.qmodel import QuantizedModel
 
     model = model_from_args(args)
     if args.budgets is None:  # every plane, then the base plane alone
@@ -84,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
         args.budgets = (k, 0) if k else (0,)
     images = check_sim_inputs(args, model.config)
     path = model_path(args)
-    if QuantizedModel.load(path).config != model.config:
-        # --config arranges the macros otherwise (loaders.ARRANGEMENT_FIELDS): the cosim
-        # loads the model from a file, so it gets one made for that arrangement.
-        digest = hashlib.sha256(model.config.to_json().encode()).hexdigest()[:10]
-        path = model.save(Path(args.build) / "models" / f"{path.stem}_{digest}.npz")
     print(f"cosim ({args.engine} engine): {args.count} images x budgets {list(args.budgets)}"
           f"{' + random controls' if args.random_seed is not None else ''} on Verilator, "
           f"model {path}", flush=True)
