@@ -258,3 +258,20 @@ def test_fast_cosim_default_design_four_macros(cosim_build_root, verilator):
     full = next(r for r in rep.runs if r.run == "budget" and r.budget == 1)
     assert full.images == 100
     assert {p.cycles for p in rep.per_image if p.run == "budget" and p.budget == 1} == {129}
+
+
+@pytest.mark.parametrize("interval", [1, None])
+def test_parallel_macros_with_sram_stores(interval):
+    """N = 3 with the stores in SRAM macros (sram_min_bits): the thresholds and the first
+    layer's kept sums (one read per cycle: the sums are read for the block that ends); the
+    image's row codes stay flip-flops with several macros (stores.pixel_sram_fits)."""
+    from sbnn.rtl.stores import sram_macros
+
+    cfg = _with(TINY, num_macros=3, macro_interval=interval, sram_min_bits=1)
+    assert {s.store for s in sram_macros(cfg)} == {"thresholds", "first_layer_sums"}
+    rng = np.random.default_rng(31)
+    model = _masked(QuantizedModel.random(cfg, rng, mask_keep=0.6, per_pass=True), (1,))
+    images = random_images(cfg, rng, 3)
+    budgets = [1, 0, 1]
+    out = run_pysim(cfg, build_image(model).program(), images, budgets)
+    assert check_parallel(cfg, model, images, budgets, out) == budgets
