@@ -23,6 +23,7 @@ from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
 
 from .codec import Codec
+from .digest import fold_order
 from .harness import HarnessLayout
 from .scoreboard import Mismatch
 
@@ -96,6 +97,9 @@ class Log:
     image_cycle: np.ndarray  # edge at which each image's last beat was taken
     result_cycle: np.ndarray
     results: list[dict]
+    #: the macro of each start and of each done (all 0 with one macro)
+    macro: np.ndarray | None = None
+    done_macro: np.ndarray | None = None
 
 
 def read_logs(cfg: SbnnConfig, prefix: str | Path) -> Log:
@@ -120,7 +124,9 @@ def read_logs(cfg: SbnnConfig, prefix: str | Path) -> Log:
         col_en=_bits(s["col_en"], cfg.macro_cols),
         row_x=_lanes(s["row_x"], h.x_lane), done_cycle=_int(d["cycle"]),
         adc=_lanes(d["adc"], h.adc_lane), image_cycle=_int(img["cycle"]),
-        result_cycle=_int(r["cycle"]), results=results)
+        result_cycle=_int(r["cycle"]), results=results,
+        macro=_int(s["macro"]) if "macro" in s else np.zeros(len(s["cycle"]), np.int64),
+        done_macro=_int(d["macro"]) if "macro" in d else np.zeros(len(d["cycle"]), np.int64))
 
 
 @dataclass
@@ -139,6 +145,7 @@ class Expected:
     row_x: np.ndarray  # (T, active_rows)
     adc: np.ndarray  # (T, macro_cols)
     results: list[dict] = field(default_factory=list)
+    macro: np.ndarray | None = None  # (T,) the macro of each evaluation
 
 
 def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
@@ -148,13 +155,17 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
     sched = hwpath.schedule(model, budget)
     hw = hwpath.run_hw(model, pixels, budget, exit_margin, keep_adc=True)
     tx = hwpath.expected_transactions(model, sched, hw)
-    keep = tx.issued_mask  # (B, E): each image's prefix
+    # The harness logs several macros' transactions in (cycle, macro) order; an image's
+    # evaluations are a prefix of that order too (cosim/digest.py fold_order).
+    order = np.array(fold_order(sched), dtype=np.int64)
+    keep = tx.issued_mask[:, order]  # (B, E): each image's prefix
     count, evals = keep.shape
 
     def per_eval(name: str) -> np.ndarray:
-        return np.broadcast_to(tx.per_evaluation(name), keep.shape)[keep]
+        return np.broadcast_to(tx.per_evaluation(name)[order], keep.shape)[keep]
 
-    col_en = np.broadcast_to(tx.col_en[None], (count, evals, model.config.macro_cols))[keep]
+    col_en = np.broadcast_to(tx.col_en[order][None],
+                             (count, evals, model.config.macro_cols))[keep]
     dac = tx.dac_conversions
     results = []
     for i in range(count):
@@ -164,7 +175,8 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
     return Expected(images=np.asarray(images), n_evals=tx.issued, cycle=per_eval("cycle"),
                     layer=per_eval("layer"), plane=per_eval("plane"), pass_=per_eval("pass_"),
                     tile=per_eval("tile"), gain=per_eval("gain"), col_en=col_en,
-                    row_x=tx.row_x[keep], adc=tx.adc[keep], results=results)
+                    row_x=tx.row_x[:, order][keep], adc=tx.adc[:, order][keep],
+                    results=results, macro=per_eval("macro"))
 
 
 def concat(blocks: list[Expected]) -> Expected:
@@ -172,7 +184,8 @@ def concat(blocks: list[Expected]) -> Expected:
     return Expected(
         images=cat([x.images for x in blocks]), n_evals=cat([x.n_evals for x in blocks]),
         **{k: cat([getattr(x, k) for x in blocks]) for k in
-           ("cycle", "layer", "plane", "pass_", "tile", "gain", "col_en", "row_x", "adc")},
+           ("cycle", "layer", "plane", "pass_", "tile", "gain", "col_en", "row_x", "adc",
+            "macro")},
         results=[r for x in blocks for r in x.results])
 
 
@@ -187,9 +200,10 @@ class CheckReport:
     bad: np.ndarray  # (images,) True where anything of that image differed
 
 
-_TRACE = (("cycle", "cycle"), ("pass", "pass_"), ("layer", "layer"), ("tile", "tile"),
-          ("plane", "plane"), ("gain", "gain"), ("col_en", "col_en"), ("row_x", "row_x"),
-          ("adc", "adc"), ("done_cycle", "done_cycle"))
+_TRACE = (("cycle", "cycle"), ("macro", "macro"), ("pass", "pass_"), ("layer", "layer"),
+          ("tile", "tile"), ("plane", "plane"), ("gain", "gain"), ("col_en", "col_en"),
+          ("row_x", "row_x"), ("adc", "adc"), ("done_cycle", "done_cycle"),
+          ("done_macro", "done_macro"))
 _RESULT = ("cls", "logits", "cycles", "exit_plane", "macro_evals", "column_evals",
            "dac_conversions", "adc_conversions", "result_cycle")
 
@@ -248,6 +262,10 @@ def compare(cfg: SbnnConfig, log: Log, exp: Expected) -> CheckReport:
                                             f"{len(log.start_cycle)} (one per start)",
                                             len(log.done_cycle)), None)
     n_done = len(log.done_cycle)
+    starts_macro = log.macro if log.macro is not None else np.zeros(len(log.start_cycle),
+                                                                    np.int64)
+    dones_macro = log.done_macro if log.done_macro is not None else np.zeros(n_done, np.int64)
+    exp_macro = exp.macro if exp.macro is not None else np.zeros(len(exp.cycle), np.int64)
     actual = {
         "cycle": log.start_cycle[sel_a] - starts[np.minimum(img_of, len(starts) - 1)],
         "pass_": log.pass_[sel_a], "layer": log.layer[sel_a], "tile": log.tile[sel_a],
@@ -257,13 +275,20 @@ def compare(cfg: SbnnConfig, log: Log, exp: Expected) -> CheckReport:
         np.zeros((len(sel_a), cfg.macro_cols), np.int16),
         "done_cycle": (log.done_cycle[np.minimum(sel_a, n_done - 1)] - log.start_cycle[sel_a])
         if n_done else np.full(len(sel_a), -1),
+        "macro": starts_macro[sel_a],
+        # the done paired with a start (both in (cycle, macro) order) is of its macro
+        "done_macro": dones_macro[np.minimum(sel_a, n_done - 1)] if n_done else
+        np.full(len(sel_a), -1),
     }
-    expected = {k: getattr(exp, k)[sel_e] for _, k in _TRACE if k != "done_cycle"}
+    expected = {k: getattr(exp, k)[sel_e] for _, k in _TRACE
+                if k not in ("done_cycle", "done_macro", "macro")}
+    expected["macro"] = exp_macro[sel_e]
     expected["done_cycle"] = np.full(len(sel_e), cfg.macro_latency)
+    expected["done_macro"] = expected["macro"]
     for name, key in _TRACE:
         a, e = actual[key], expected[key]
         diff = (a != e) if a.ndim == 1 else (a != e).any(axis=1)
-        if key in ("adc", "done_cycle"):
+        if key in ("adc", "done_cycle", "done_macro"):
             diff = diff | (sel_a >= n_done)
         hits = np.flatnonzero(diff)
         if hits.size:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ from sbnn.golden import hwpath
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
 
-__all__ = ["Constants", "constants", "mix64", "expected_block", "expected_block_cached",
+__all__ = ["Constants", "constants", "fold_order", "mix64", "expected_block",
+           "expected_block_cached",
            "ExpectedDigests",
            "sv_functions", "SEED"]
 
@@ -73,6 +74,10 @@ class Constants:
     row_x: np.ndarray  # (active_rows,)
     done_cycle: np.ndarray  # (1,)
     adc: np.ndarray  # (macro_cols,)
+    #: (1,) each: the macro of a start and of a done (several macros; 0 adds nothing, so
+    #: one macro's signatures are those of before)
+    start_macro: np.ndarray = field(default_factory=lambda: _odd_constants(6, 1))
+    done_macro: np.ndarray = field(default_factory=lambda: _odd_constants(7, 1))
 
 
 def constants(cfg: SbnnConfig) -> Constants:
@@ -80,6 +85,18 @@ def constants(cfg: SbnnConfig) -> Constants:
                      col_en=_odd_constants(2, cfg.macro_cols),
                      row_x=_odd_constants(3, cfg.active_rows),
                      done_cycle=_odd_constants(4, 1), adc=_odd_constants(5, cfg.macro_cols))
+
+
+def fold_order(sched: hwpath.Schedule) -> list[int]:
+    """Indices of ``sched``'s evaluations in the order the harness folds them: issue order
+    with one macro; with several, (start cycle, macro), the order in which the harness sees
+    the macros' probes (the dones, ``macro_latency`` after their starts, follow the same
+    order). An image's evaluations are a prefix of the issue order and of this order both,
+    since a later pass starts after every step of the earlier ones."""
+    if sched.config.num_macros == 1:
+        return list(range(len(sched.evals)))
+    return sorted(range(len(sched.evals)),
+                  key=lambda t: (sched.evals[t].cycle, sched.evals[t].macro))
 
 
 def _u64(x: np.ndarray) -> np.ndarray:
@@ -125,7 +142,9 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
     d_start = np.full(b, SEED, dtype=np.uint64)
     d_done = np.full(b, SEED, dtype=np.uint64)
     dac = np.zeros(b, dtype=np.int64)
-    for t, ev in enumerate(sched.evals):
+    parallel = cfg.num_macros > 1
+    for t in fold_order(sched):
+        ev = sched.evals[t]
         active = t < n_evals
         if not active.any():
             break
@@ -135,10 +154,14 @@ def expected_block(model: QuantizedModel, pixels: np.ndarray, budget: int,
         # (1,)-shaped, not scalars: numpy scalars warn on the intended wrap-around
         fixed = _u64([[ev.cycle, ev.layer, ev.plane, ev.pass_, ev.tile, ev.gain]]) @ \
             k.start_fields
+        if parallel:
+            fixed = fixed + _u64([[ev.macro]]) @ k.start_macro
         bits = hwpath.column_bits([ev.col_en], cfg.macro_cols).astype(np.uint64)
         v = mix64(fixed + bits @ k.col_en + _u64(row_x) @ k.row_x)
         d_start = np.where(active, mix64(d_start ^ v), d_start)
         done_fixed = _u64([[ev.cycle + cfg.macro_latency]]) @ k.done_cycle
+        if parallel:
+            done_fixed = done_fixed + _u64([[ev.macro]]) @ k.done_macro
         v = mix64(done_fixed + _u64(adc) @ k.adc)
         d_done = np.where(active, mix64(d_done ^ v), d_done)
     cycles = np.array([per_pass[int(p)][0] for p in exit_pass], dtype=np.int64)
@@ -200,13 +223,20 @@ def sv_functions(cfg: SbnnConfig) -> str:
     k = constants(cfg)
     sz = Sizes(cfg)
     xb, ab, c, r = cfg.x_bits, cfg.adc_bits, cfg.macro_cols, cfg.active_rows
+    # Several macros: each start and done also names its macro (an extra argument).
+    parallel = cfg.num_macros > 1
+    macro_arg = ",\n      input logic [7:0] macro" if parallel else ""
+    start_macro = " + 64'(macro) * K_START_MACRO[0]" if parallel else ""
+    done_macro = " + 64'(macro) * K_DONE_MACRO[0]" if parallel else ""
+    macro_constants = (f"{_sv_array('K_START_MACRO', k.start_macro)}\n"
+                       f"{_sv_array('K_DONE_MACRO', k.done_macro)}\n") if parallel else ""
     return f"""  // Transaction signatures (cosim/digest.py has the numpy twin).
 {_sv_array("K_START", k.start_fields)}
 {_sv_array("K_COL_EN", k.col_en)}
 {_sv_array("K_ROW_X", k.row_x)}
 {_sv_array("K_DONE", k.done_cycle)}
 {_sv_array("K_ADC", k.adc)}
-  function automatic logic [63:0] mix64(input logic [63:0] z0);
+{macro_constants}  function automatic logic [63:0] mix64(input logic [63:0] z0);
     logic [63:0] z;
     z = (z0 ^ (z0 >> 30)) * 64'hbf58476d1ce4e5b9;
     z = (z ^ (z >> 27)) * 64'h94d049bb133111eb;
@@ -216,19 +246,19 @@ def sv_functions(cfg: SbnnConfig) -> str:
       input logic [{sz.layer_bits - 1}:0] layer, input logic [{sz.plane_bits - 1}:0] plane,
       input logic [{sz.plane_bits - 1}:0] pass_, input logic [{sz.group_bits - 1}:0] tile,
       input logic [{cfg.gain_bits - 1}:0] gain, input logic [{c - 1}:0] col_en,
-      input logic [{r * xb - 1}:0] row_x);
+      input logic [{r * xb - 1}:0] row_x{macro_arg});
     logic [63:0] acc;
     acc = 64'(rel) * K_START[0] + 64'(layer) * K_START[1] + 64'(plane) * K_START[2]
-          + 64'(pass_) * K_START[3] + 64'(tile) * K_START[4] + 64'(gain) * K_START[5];
+          + 64'(pass_) * K_START[3] + 64'(tile) * K_START[4] + 64'(gain) * K_START[5]{start_macro};
     for (int i = 0; i < {c}; i++) if (col_en[i]) acc = acc + K_COL_EN[i];
     for (int i = 0; i < {r}; i++)
       acc = acc + 64'($signed(row_x[i * {xb} +: {xb}])) * K_ROW_X[i];
     return mix64(acc);
   endfunction
   function automatic logic [63:0] done_sig(input logic [31:0] rel,
-      input logic [{c * ab - 1}:0] adc);
+      input logic [{c * ab - 1}:0] adc{macro_arg});
     logic [63:0] acc;
-    acc = 64'(rel) * K_DONE[0];
+    acc = 64'(rel) * K_DONE[0]{done_macro};
     for (int i = 0; i < {c}; i++)
       acc = acc + 64'($signed(adc[i * {ab} +: {ab}])) * K_ADC[i];
     return mix64(acc);

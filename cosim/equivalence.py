@@ -4,7 +4,8 @@ A *case* is one inference: a random image with a random latency budget (on the p
 stream) under a random exit margin, on a random model (bitcells, thresholds per pass,
 support mask) programmed just before it. Models are redrawn every ``CASES_PER_MODEL``
 cases, so the run also checks reprogramming between inferences. A *config* (layer widths,
-rows, active rows, columns, K, DAC/ADC bits and steps, gains, latency, lanes) is drawn from
+rows, active rows, columns, K, DAC/ADC bits and steps, gains, latency, lanes, number of
+macros and their interval) is drawn from
 its seed and built once with Verilator; its cases then run on the fast harness
 (cosim/fast.py) with the full cycle-by-cycle bulk check.
 
@@ -82,6 +83,7 @@ def random_config(seed: int) -> SbnnConfig:
             adc_bits=int(rng.integers(2, 17)), adc_steps=steps, macro_latency=latency,
             input_lanes=_wide(rng, (1, 16), (1, 256)),
             macro_rows=active * ((1 << 20) // active))  # the most groups allowed
+        fields |= _macro_arrangement(seed, latency)
         try:
             probe = SbnnConfig(**fields)
             if probe.total_tiles * planes * (latency + 1) > MAX_INFERENCE_CYCLES:
@@ -90,6 +92,20 @@ def random_config(seed: int) -> SbnnConfig:
             return SbnnConfig(**fields | {"macro_rows": active * (probe.total_tiles + extra)})
         except ConfigError:
             continue  # e.g. accumulators too wide: draw again
+
+
+#: Macros drawn for a config: 1 .. MAX_DRAWN_MACROS, uniformly.
+MAX_DRAWN_MACROS = 4
+
+
+def _macro_arrangement(seed: int, latency: int) -> dict:
+    """``num_macros`` (1 .. :data:`MAX_DRAWN_MACROS`) and ``macro_interval`` (left out, the
+    latency, or 1 .. latency) of a drawn config, from a stream of their own, so that the
+    other fields a seed draws are those it drew before these two were drawn."""
+    rng = np.random.default_rng([seed, 3, latency])
+    macros = int(rng.integers(1, MAX_DRAWN_MACROS + 1))
+    interval = None if rng.random() < 0.3 else int(rng.integers(1, latency + 1))
+    return {"num_macros": macros, "macro_interval": interval}
 
 
 def random_model(cfg: SbnnConfig, model_seed: int) -> QuantizedModel:

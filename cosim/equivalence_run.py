@@ -105,7 +105,8 @@ def _describe(seed: int, cases: int) -> str:
     return (f"config seed {seed}: layers {list(cfg.layers)}, K={cfg.num_supports}, "
             f"rows {cfg.active_rows}/{cfg.macro_rows}, cols {cfg.macro_cols}, "
             f"dac {cfg.dac_bits}, adc {cfg.adc_bits} step {list(cfg.adc_steps)}, gains "
-            f"{list(cfg.plane_gains)}, latency {cfg.macro_latency}, lanes {cfg.input_lanes}; "
+            f"{list(cfg.plane_gains)}, latency {cfg.macro_latency}, lanes {cfg.input_lanes}, "
+            f"{cfg.num_macros} macro(s) interval {cfg.interval}; "
             f"cases {seed}:0..{seed}:{cases - 1}")
 
 

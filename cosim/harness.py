@@ -59,6 +59,8 @@ class HarnessLayout:
     adc_bits: int
     x_lane: int
     adc_lane: int
+    #: macros (``num_macros``): with several, start and done lines name theirs
+    macros: int = 1
 
     @classmethod
     def of(cls, cfg: SbnnConfig) -> HarnessLayout:
@@ -67,16 +69,20 @@ class HarnessLayout:
                    result_bits=result_layout(cfg).size, trace_bits=trace_layout(cfg).size,
                    group_bits=sz.group_bits, gain_bits=cfg.gain_bits, cols=cfg.macro_cols,
                    rows=cfg.active_rows, x_bits=cfg.x_bits, adc_bits=cfg.adc_bits,
-                   x_lane=_lane_bits(cfg.x_bits), adc_lane=_lane_bits(cfg.adc_bits))
+                   x_lane=_lane_bits(cfg.x_bits), adc_lane=_lane_bits(cfg.adc_bits),
+                   macros=cfg.num_macros)
+
+    def _macro_field(self) -> list[tuple[str, int]]:
+        return [("macro", 2)] if self.macros > 1 else []
 
     # Field widths in hex digits, in the order they are written on each line.
     def start_fields(self) -> list[tuple[str, int]]:
-        return [("cycle", 8), ("trace", _hex(self.trace_bits)), ("group", _hex(self.group_bits)),
-                ("gain", _hex(self.gain_bits)), ("col_en", _hex(self.cols)),
-                ("row_x", self.rows * self.x_lane // 4)]
+        return [("cycle", 8), *self._macro_field(), ("trace", _hex(self.trace_bits)),
+                ("group", _hex(self.group_bits)), ("gain", _hex(self.gain_bits)),
+                ("col_en", _hex(self.cols)), ("row_x", self.rows * self.x_lane // 4)]
 
     def done_fields(self) -> list[tuple[str, int]]:
-        return [("cycle", 8), ("adc", self.cols * self.adc_lane // 4)]
+        return [("cycle", 8), *self._macro_field(), ("adc", self.cols * self.adc_lane // 4)]
 
     def result_fields(self) -> list[tuple[str, int]]:
         return [("cycle", 8), ("payload", _hex(self.result_bits))]
@@ -112,14 +118,13 @@ def harness_verilog(cfg: SbnnConfig, dut: str, hdl_clock: bool = False) -> str:
     progress before giving up, default 100000).
     """
     h = HarnessLayout.of(cfg)
-    return (_module_header(cfg, h, hdl_clock) + _dut_instance(dut) + _monitor_state(cfg, h)
+    return (_module_header(cfg, h, hdl_clock) + _dut_instance(dut, h) + _monitor_state(cfg, h)
             + _open_files() + _tasks(h) + _cycle_block(cfg, h) + "endmodule\n")
 
 
 def _module_header(cfg: SbnnConfig, h: HarnessLayout, hdl_clock: bool) -> str:
     """Ports, clock (with ``hdl_clock``), reset and stream registers, probe wires and
     their sign-extended log lanes."""
-    rx, ad = h.rows * h.x_lane, h.cols * h.adc_lane
     half_ps = round(500_000 / cfg.clock_mhz)
     clk_port = "" if hdl_clock else "  input  wire clk /*verilator public_flat_rw*/,\n"
     clk_gen = (f"  reg clk = 1'b0;  // half period in ps (built with --timescale 1ps/1ps)\n"
@@ -146,32 +151,59 @@ module {HARNESS_TOP} (
   wire [{h.result_bits - 1}:0] result_payload;
 
   // Probes.
-  wire p_start, p_done;
-  wire [{h.group_bits - 1}:0] p_group;
-  wire [{h.rows * h.x_bits - 1}:0] p_row_x;
-  wire [{h.gain_bits - 1}:0] p_gain;
-  wire [{h.cols - 1}:0] p_col_en;
-  wire [{h.cols * h.adc_bits - 1}:0] p_adc;
-  wire [{h.trace_bits - 1}:0] p_trace;
-  wire [{rx - 1}:0] row_x_lanes;
-  wire [{ad - 1}:0] adc_lanes;
-{_sign_extend_lanes("row_x_lanes", "p_row_x", h.rows, h.x_bits, h.x_lane)}
-{_sign_extend_lanes("adc_lanes", "p_adc", h.cols, h.adc_bits, h.adc_lane)}
+{"".join(_probe_wires(h, suffix) for suffix in _suffixes(h))}"""
+
+
+def _suffixes(h: HarnessLayout) -> list[str]:
+    """Name suffix of each macro's probe wires: none with one macro, ``_j`` for macro j."""
+    return [""] if h.macros == 1 else [f"_{j}" for j in range(h.macros)]
+
+
+def _probe_wires(h: HarnessLayout, suffix: str) -> str:
+    """One macro's probe wires and its sign-extended log lanes."""
+    rx, ad = h.rows * h.x_lane, h.cols * h.adc_lane
+    return f"""  wire p_start{suffix}, p_done{suffix};
+  wire [{h.group_bits - 1}:0] p_group{suffix};
+  wire [{h.rows * h.x_bits - 1}:0] p_row_x{suffix};
+  wire [{h.gain_bits - 1}:0] p_gain{suffix};
+  wire [{h.cols - 1}:0] p_col_en{suffix};
+  wire [{h.cols * h.adc_bits - 1}:0] p_adc{suffix};
+  wire [{h.trace_bits - 1}:0] p_trace{suffix};
+  wire [{rx - 1}:0] row_x_lanes{suffix};
+  wire [{ad - 1}:0] adc_lanes{suffix};
+{_sign_extend_lanes(f"row_x_lanes{suffix}", f"p_row_x{suffix}", h.rows, h.x_bits, h.x_lane)}
+{_sign_extend_lanes(f"adc_lanes{suffix}", f"p_adc{suffix}", h.cols, h.adc_bits, h.adc_lane)}
 
 """
 
 
-def _dut_instance(dut: str) -> str:
-    """The simulation top, every port connected (result always ready)."""
+def _dut_instance(dut: str, h: HarnessLayout | None = None) -> str:
+    """The simulation top, every port connected (result always ready); with several
+    macros, each macro's probe (``probe__J__*``) to its wires and ``probe_trace`` (macro j
+    at bits ``j * trace_bits``) split among them."""
+    macros = 1 if h is None else h.macros
+    if macros == 1:
+        probes = """    .probe__start(p_start), .probe__group(p_group), .probe__row_x(p_row_x),
+    .probe__gain(p_gain), .probe__col_en(p_col_en), .probe__adc_shift(),
+    .probe__done(p_done), .probe__adc(p_adc), .probe__wr_en(), .probe__wr_group(),
+    .probe__wr_row(), .probe__wr_data(), .probe_trace(p_trace)"""
+    else:
+        parts = []
+        for j in range(macros):
+            q, s = f"probe__{j}__", f"_{j}"
+            parts.append(
+                f"    .{q}start(p_start{s}), .{q}group(p_group{s}), .{q}row_x(p_row_x{s}),\n"
+                f"    .{q}gain(p_gain{s}), .{q}col_en(p_col_en{s}), .{q}adc_shift(),\n"
+                f"    .{q}done(p_done{s}), .{q}adc(p_adc{s}), .{q}wr_en(), .{q}wr_group(),\n"
+                f"    .{q}wr_row(), .{q}wr_data(),")
+        traces = ", ".join(f"p_trace_{j}" for j in reversed(range(macros)))
+        probes = "\n".join(parts) + f"\n    .probe_trace({{{traces}}})"
     return f"""  {dut} dut (
     .clk(clk), .rst(rst),
     .prog__valid(prog_valid), .prog__ready(prog_ready), .prog__payload(prog_payload),
     .pixels__valid(pix_valid), .pixels__ready(pix_ready), .pixels__payload(pix_payload),
     .result__valid(result_valid), .result__ready(1'b1), .result__payload(result_payload),
-    .probe__start(p_start), .probe__group(p_group), .probe__row_x(p_row_x),
-    .probe__gain(p_gain), .probe__col_en(p_col_en), .probe__adc_shift(),
-    .probe__done(p_done), .probe__adc(p_adc), .probe__wr_en(), .probe__wr_group(),
-    .probe__wr_row(), .probe__wr_data(), .probe_trace(p_trace)
+{probes}
   );
 
 """
@@ -271,6 +303,7 @@ def _cycle_block(cfg: SbnnConfig, h: HarnessLayout) -> str:
     the progress watchdog and the end."""
     sz = Sizes(cfg)
     lb, pb = sz.layer_bits, sz.plane_bits
+    activity = " || ".join(f"p_start{s} || p_done{s}" for s in _suffixes(h))
     return f"""  always @(posedge clk) begin
     cycle <= cycle + 32'd1;
     if (rst) begin
@@ -281,22 +314,7 @@ def _cycle_block(cfg: SbnnConfig, h: HarnessLayout) -> str:
       end
     end else if (!done) begin
       // Monitors: what the design shows in the cycle ending at this edge.
-      if (p_start) begin
-        sig_start = mix64(sig_start ^ start_sig(cycle - base, p_trace[{lb - 1}:0],
-                                                p_trace[{lb} +: {pb}], p_trace[{lb + pb} +: {pb}],
-                                                p_group, p_gain, p_col_en, p_row_x));
-        n_start = n_start + 1;
-        total_start = total_start + 1;
-        if (full) $fwrite(f_start, "%h %h %h %h %h %h\\n", cycle, p_trace, p_group, p_gain,
-                          p_col_en, row_x_lanes);
-      end
-      if (p_done) begin
-        sig_done = mix64(sig_done ^ done_sig(cycle - base, p_adc));
-        n_done = n_done + 1;
-        total_done = total_done + 1;
-        if (full) $fwrite(f_done, "%h %h\\n", cycle, adc_lanes);
-      end
-      if (result_valid) begin
+{_monitors(h, lb, pb)}      if (result_valid) begin
         $fwrite(f_digest, "%h %h %h %h %h %h %h\\n", base, cycle - base, n_start, n_done,
                 sig_start, sig_done, result_payload);
         sig_start = 64'h{SEED:016x};
@@ -315,7 +333,7 @@ def _cycle_block(cfg: SbnnConfig, h: HarnessLayout) -> str:
         end
         next_cmd();
       end
-      idle <= (p_start || p_done || result_valid || (prog_valid && prog_ready)
+      idle <= ({activity} || result_valid || (prog_valid && prog_ready)
                || (pix_valid && pix_ready)) ? 32'd0 : idle + 32'd1;
       if (eof && !have_cmd && results == sent) begin
         done <= 1'b1;
@@ -330,6 +348,37 @@ def _cycle_block(cfg: SbnnConfig, h: HarnessLayout) -> str:
     end
   end
 """
+
+
+def _monitors(h: HarnessLayout, lb: int, pb: int) -> str:
+    """Every macro's start and done folded into the signatures (and with ``+full`` logged),
+    macro 0 first: with several macros the signatures take the transactions in (cycle,
+    macro) order, and each names its macro (cosim/digest.py)."""
+    parts = []
+    for j, s in enumerate(_suffixes(h)):
+        macro = "" if h.macros == 1 else f", 8'd{j}"
+        logged = "" if h.macros == 1 else f" 8'd{j},"
+        fmt = "" if h.macros == 1 else "%h "
+        tr = f"p_trace{s}"
+        sig_args = f"p_group{s}, p_gain{s}, p_col_en{s}, p_row_x{s}{macro}"
+        log_args = (f"{logged} {tr}, p_group{s}, p_gain{s},\n"
+                    f"                          p_col_en{s}, row_x_lanes{s}")
+        parts.append(f"""      if (p_start{s}) begin
+        sig_start = mix64(sig_start ^ start_sig(cycle - base, {tr}[{lb - 1}:0],
+                                                {tr}[{lb} +: {pb}], {tr}[{lb + pb} +: {pb}],
+                                                {sig_args}));
+        n_start = n_start + 1;
+        total_start = total_start + 1;
+        if (full) $fwrite(f_start, "%h {fmt}%h %h %h %h %h\\n", cycle,{log_args});
+      end
+      if (p_done{s}) begin
+        sig_done = mix64(sig_done ^ done_sig(cycle - base, p_adc{s}{macro}));
+        n_done = n_done + 1;
+        total_done = total_done + 1;
+        if (full) $fwrite(f_done, "%h {fmt}%h\\n", cycle,{logged} adc_lanes{s});
+      end
+""")
+    return "".join(parts)
 
 
 #: C++ main for the harness without cocotb: toggles the clock until ``done``.

@@ -93,7 +93,11 @@ def verilator_build(binary: Path):
 def run_cosim(job: CosimJob, build_root: str | Path, waves: bool = False,
               test_module: str = TB_MODULE) -> BenchReport | ProtocolReport:
     """Run a testbench (default: the inference regression; or the protocol corners); returns
-    its report (raises if it could not run)."""
+    its report (raises if it could not run; ValueError for several macros, whose probes
+    only the fast harness reads: cosim/fast.py)."""
+    if job.config.num_macros > 1:
+        raise ValueError(f"the per-cycle bench monitors one macro, the config has "
+                         f"{job.config.num_macros}: use the fast engine (cosim/fast.py)")
     build_dir = build_sim(job.config, build_root, waves=waves)
     # One folder per distinct job, so parallel runs (pytest -n) of one design do not collide.
     run_dir = build_dir.parent / f"run_{_digest_of(repr((job, test_module, waves)))}"

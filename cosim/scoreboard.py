@@ -61,7 +61,9 @@ class Scoreboard:
                 break
             exp, act = expected_trace[i], actual_trace[i]
             self.transactions += 1
-            bad = [f for f in TRACE_FIELDS if exp[f] != act[f]]
+            # Several macros: the macro is checked too (both traces carry it).
+            fields = TRACE_FIELDS + tuple(f for f in ("macro", "done") if f in exp)
+            bad = [f for f in fields if exp[f] != act.get(f)]
             if bad:
                 f = bad[0]
                 self.mismatches.append(Mismatch(image, f"eval {i}", exp["cycle"],

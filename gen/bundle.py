@@ -29,7 +29,13 @@ from sbnn import __version__
 from sbnn.config import SbnnConfig
 from sbnn.fileio import staged_folder
 from sbnn.gen.image import build_image
-from sbnn.gen.macro_views import lef_text, lib_text, sram_lef_text, sram_lib_text
+from sbnn.gen.macro_views import (
+    lef_text,
+    lib_text,
+    macro_width_um,
+    sram_lef_text,
+    sram_lib_text,
+)
 from sbnn.gen.verilog import CONTROLLER_TOP, SIM_FILE, SIM_TOP, emit_all, manifest
 from sbnn.golden.qmodel import QuantizedModel
 from sbnn.rtl.interfaces import Sizes
@@ -101,11 +107,17 @@ def verilog_ports(verilog: str, module: str) -> list[tuple[str, str, int]]:
 
 
 def macro_instance(verilog: str) -> str:
-    """Instance name of the macro black box in the controller Verilog."""
-    match = re.search(rf"^\s*{MACRO_MODULE}\s+(\S+)\s*\(", verilog, re.M)
-    if match is None:
+    """Instance name of the macro black box in the controller Verilog (the first)."""
+    return macro_instances(verilog)[0]
+
+
+def macro_instances(verilog: str) -> list[str]:
+    """Instance names of the macro black boxes in the controller Verilog, in file order
+    (``num_macros`` of them)."""
+    names = re.findall(rf"^\s*{MACRO_MODULE}\s+(\S+)\s*\(", verilog, re.M)
+    if not names:
         raise ValueError(f"no {MACRO_MODULE} instance in the controller Verilog")
-    return match.group(1)
+    return names
 
 
 def sram_instance(store: str, verilog: str | None = None, submodule: str | None = None) -> str:
@@ -237,7 +249,13 @@ def _render(cfg: SbnnConfig, model: QuantizedModel | None, out: Path, stage: Pat
     man["tops"][CONTROLLER_TOP]["verilog_ports"] = [
         {"name": n, "direction": d, "width": w} for n, d, w in ports]
     man["macro"]["stub"] = BUNDLE_FILES["macro_stub"]
-    man["macro"]["instance"] = macro_instance(controller)
+    instances = macro_instances(controller)
+    if cfg.num_macros > 1:
+        if sorted(instances) != sorted(man["macro"]["instances"]):
+            raise ValueError(f"the controller Verilog has macro instances {instances}, the "
+                             f"config {man['macro']['instances']}")
+    else:
+        man["macro"]["instance"] = instances[0]
     srams = sram_files(cfg)
     for entry in man["sram_macros"]:
         entry["stub"] = BUNDLE_FILES["macro_stub"]
@@ -279,7 +297,9 @@ def _put(stage: Path, rel: str, text: str) -> None:
 
 def _readme(cfg: SbnnConfig, man: dict) -> str:
     files = man["bundle"]["files"]
-    inst = man["macro"]["instance"]
+    instances = man["macro"].get("instances") or [man["macro"]["instance"]]
+    inst = ", ".join(f"`{i}`" for i in instances)
+    pitch = macro_width_um(cfg) + 20.0  # placeholder spacing of several macros' locations
     lines = [
         f"# {CONTROLLER_TOP} tapeout bundle",
         "",
@@ -289,8 +309,8 @@ def _readme(cfg: SbnnConfig, man: dict) -> str:
         "",
         "| file | what |",
         "| --- | --- |",
-        f"| `{files['controller']}` | controller, top `{CONTROLLER_TOP}`, macro instance "
-        f"`{inst}` of black box `{MACRO_MODULE}` |",
+        f"| `{files['controller']}` | controller, top `{CONTROLLER_TOP}`, macro "
+        f"instance{'s' if len(instances) > 1 else ''} {inst} of black box `{MACRO_MODULE}` |",
         f"| `{files['macro_stub']}` | `{MACRO_MODULE}` ports only, `(* blackbox *)` |",
         f"| `{files['sdc']}` | clock `{CLOCK_PORT}` at {cfg.clock_mhz:g} MHz, I/O delays |",
         f"| `{files['macro_lef']}` | **PLACEHOLDER** LEF abstract: real pins, invented "
@@ -332,7 +352,9 @@ def _readme(cfg: SbnnConfig, man: dict) -> str:
         "",
         "```json",
         json.dumps({"MACROS": {MACRO_MODULE: {
-            "instances": {inst: {"location": [0, 0], "orientation": "N"}},
+            # one entry per instance (num_macros), placeholder locations side by side
+            "instances": {name: {"location": [round(pitch * j, 3), 0], "orientation": "N"}
+                          for j, name in enumerate(instances)},
             "gds": [f"dir::macro/{MACRO_MODULE}.gds"], "lef": [f"dir::macro/{MACRO_MODULE}.lef"],
             "lib": {"*": [f"dir::macro/{MACRO_MODULE}.lib"]}}}}, indent=2),
         "```",

@@ -14,7 +14,7 @@ from sbnn.config import SbnnConfig
 from sbnn.rtl.sram import SramSpec
 from sbnn.rtl.top import MACRO_MODULE, macro_port_list
 
-__all__ = ["lef_text", "lib_text", "pin_table", "sram_lef_text", "sram_lib_text",
+__all__ = ["lef_text", "lib_text", "macro_width_um", "pin_table", "sram_lef_text", "sram_lib_text",
            "sram_area_um2", "SRAM_UM2_PER_BIT"]
 
 # Placeholder geometry: sky130-style routing layer name and pitch; a real LEF has its own.
@@ -70,11 +70,16 @@ def _um(x: float) -> str:
     return f"{x:.3f}"
 
 
+def macro_width_um(cfg: SbnnConfig) -> float:
+    """Width of the placeholder LEF block: every pin bit on the bottom edge."""
+    pins = sum(width for _, _, width in macro_port_list(cfg))
+    return max(MACRO_HEIGHT_UM, (pins + 2) * PIN_PITCH_UM)
+
+
 def lef_text(cfg: SbnnConfig) -> str:
     """LEF abstract: a block with every pin bit on the bottom edge (placeholder geometry)."""
     ports = macro_port_list(cfg)
-    pins = sum(width for _, _, width in ports)
-    width_um = max(MACRO_HEIGHT_UM, (pins + 2) * PIN_PITCH_UM)
+    width_um = macro_width_um(cfg)
     lines = _header(cfg, "#", "LEF abstract")
     lines.append(f"# Assumed: layer {PIN_LAYER}, pin pitch {PIN_PITCH_UM} um, height "
                  f"{MACRO_HEIGHT_UM} um, no power pins and no obstructions.")

@@ -26,7 +26,13 @@ from pathlib import Path
 from sbnn import __version__
 from sbnn.config import SbnnConfig
 from sbnn.rtl.macro import MismatchTable
-from sbnn.rtl.top import MACRO_MODULE, SimTop, macro_port_list, signature_ports
+from sbnn.rtl.top import (
+    MACRO_MODULE,
+    SimTop,
+    macro_instance_names,
+    macro_port_list,
+    signature_ports,
+)
 
 __all__ = ["MISMATCH_PLUSARG", "MISMATCH_SUFFIXES", "FACTOR_WIDTH", "OFFSET_WIDTH",
            "macro_sv", "mismatch_prefix", "write_mismatch_files", "sim_top_ports",
@@ -370,14 +376,19 @@ def sim_top_sv(cfg: SbnnConfig, controller: str = "sbnn_controller") -> str:
     """
     ports = sim_top_ports(cfg)
     bus = {name for name, _d, _w in macro_port_list(cfg)} - {"clk", "rst"}
+    instances = macro_instance_names(cfg)
     conns, probes = [], []
     for name, _d, _w in ports:
         if name == "probe_trace":
             conns.append("    .trace(probe_trace)")
         elif name.startswith("probe__"):
             member = name[len("probe__"):]
+            instance = instances[0]
+            if len(instances) > 1:  # probe__J__member: macro J's instance
+                j, member = member.split("__", 1)
+                instance = instances[int(j)]
             assert member in bus, member
-            probes.append(f"  assign {name} = u_controller.macro.{member};")
+            probes.append(f"  assign {name} = u_controller.{instance}.{member};")
         else:
             conns.append(f"    .{name}({name})")
     decls = ",\n".join(_decl(d, w, n) for n, d, w in ports)

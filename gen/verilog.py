@@ -34,7 +34,14 @@ from sbnn.rtl import controller, interfaces
 from sbnn.rtl.interfaces import Sizes
 from sbnn.rtl.sram import SramSpec
 from sbnn.rtl.stores import sram_macros, threshold_memory
-from sbnn.rtl.top import MACRO_MODULE, SimTop, TapeoutTop, macro_port_list, signature_ports
+from sbnn.rtl.top import (
+    MACRO_MODULE,
+    SimTop,
+    TapeoutTop,
+    macro_instance_names,
+    macro_port_list,
+    signature_ports,
+)
 
 __all__ = ["SIM_TOP", "CONTROLLER_TOP", "emit_all", "write_if_changed", "macro_stub",
            "manifest", "top_verilog", "cache_dir", "SIM_FILE", "sram_stub", "sram_model"]
@@ -203,6 +210,10 @@ def manifest(cfg: SbnnConfig) -> dict:
             "ports": [{"name": n, "direction": d, "width": w}
                       for n, d, w in macro_port_list(cfg)],
             "latency_cycles": cfg.macro_latency,
+            # Several macros (num_macros): each an instance of the module, each holding
+            # every tile; one macro keeps the manifest it always had.
+            **({"count": cfg.num_macros, "instances": macro_instance_names(cfg),
+                "interval_cycles": cfg.interval} if cfg.num_macros > 1 else {}),
         },
         "memories": {"thresholds": threshold_memory(cfg)},
         # The stores held in SRAM macros (sram_min_bits; none: every store is flip-flops).

@@ -40,14 +40,19 @@ class ActivationBuffers(wiring.Component):
     (their row codes are forced to 0), so the function is unchanged.
     """
 
-    def __init__(self, cfg: SbnnConfig, sram_instance: bool = False):
+    def __init__(self, cfg: SbnnConfig, sram_instance: bool = False, reads: int = 1):
         self._cfg = cfg
         #: The image's row codes in an SRAM macro (module docstring), or None.
         self._sram = pixel_sram(cfg)
         self._sram_instance = sram_instance
+        #: Several macros: one read per step starting in a cycle (rtl/parallel.py); the row
+        #: codes then stay flip-flops (stores.pixel_sram_fits).
+        self._reads = reads
+        assert reads == 1 or self._sram is None
+        read = In(RowReadSignature(cfg, prefetch=self._sram is not None))
         super().__init__({"pixel_write": In(PixelWriteSignature(cfg)),
                           "hidden_write": In(HiddenWriteSignature(cfg)),
-                          "read": In(RowReadSignature(cfg, prefetch=self._sram is not None))})
+                          "read": read if reads == 1 else read.array(reads)})
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -61,7 +66,8 @@ class ActivationBuffers(wiring.Component):
                 m.d.sync += pixels.word_select(self.pixel_write.beat,
                                                cfg.input_lanes * x_bits).eq(
                     self.pixel_write.codes)
-            pixel_word = pixels.word_select(self.read.row_block, rows * x_bits)
+            pixel_word = (pixels.word_select(self.read.row_block, rows * x_bits)
+                          if self._reads == 1 else None)
         else:
             pixel_word = self._pixel_macro(m)
         write = self.hidden_write
@@ -73,20 +79,32 @@ class ActivationBuffers(wiring.Component):
                     m.d.sync += hidden[buffer].word_select(write.col_block,
                                                            neurons * x_bits).eq(codes)
 
-        layer, row_block = self.read.layer, self.read.row_block
+        if self._reads == 1:
+            self._read(m, self.read, pixel_word, hidden, "")
+        else:
+            for k, port in enumerate(self.read):
+                word = pixels.word_select(port.row_block, rows * x_bits)
+                self._read(m, port, word, hidden, str(k))
+        return m
+
+    def _read(self, m: Module, port, pixel_word, hidden: list[Signal], suffix: str) -> None:
+        """One read: the row codes of ``port``'s layer and row block (``pixel_word``: the
+        image's word of that row block)."""
+        cfg = self._cfg
+        rows, x_bits = cfg.active_rows, cfg.x_bits
+        layer, row_block = port.layer, port.row_block
         words = [pixel_word, *(buf.word_select(row_block, rows * x_bits) for buf in hidden)]
         # A signal, not an expression: Amaranth lowers an expression once per use, so the
         # per-row slices below would each rebuild the whole selection (quadratic in rows).
-        row_word = Signal(rows * x_bits)
+        row_word = Signal(rows * x_bits, name=f"row_word{suffix}")
         m.d.comb += row_word.eq(Mux(layer == 0, words[0], Mux(layer[0], words[1], words[2])))
         inputs = lut(cfg.layers[:-1], layer)
         most_row_blocks = max(cfg.row_blocks(i) for i in range(cfg.num_layers))
-        first_row = Signal(range(most_row_blocks * rows + 1))
+        first_row = Signal(range(most_row_blocks * rows + 1), name=f"first_row{suffix}")
         m.d.comb += first_row.eq(row_block * rows)  # input index of row 0 (once, see above)
-        m.d.comb += self.read.row_x.eq(Cat(*[
+        m.d.comb += port.row_x.eq(Cat(*[
             Mux((first_row + r) < inputs, row_word[r * x_bits:(r + 1) * x_bits], 0)
             for r in range(rows)]))
-        return m
 
     def _pixel_macro(self, m: Module):
         """The image's SRAM macro: beat ``b`` writes lane ``b % lanes`` of word ``b //

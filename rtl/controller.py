@@ -22,7 +22,7 @@ layer store (next pass) or logits -> :class:`~.exit.ExitDecision` -> ``result``.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
 from sbnn.config import SbnnConfig
@@ -39,23 +39,19 @@ from .interfaces import (
     trace_layout,
 )
 from .loader import ImageLoader
+from .parallel import InFlightGroups, ParallelAccumulator, ParallelCounters, ParallelSequencer
 from .program import ProgramDecoder
 from .sequencer import Sequencer, pipelined
 from .stores import AccumulatorStore, ColumnEnableStore, ThresholdStore
 
-__all__ = ["Controller", "check_rtl_macros"]
+__all__ = ["Controller", "parallel"]
 
 
-def check_rtl_macros(config: SbnnConfig) -> None:
-    """The RTL drives one macro, pipelined or not (any ``macro_interval``): refuse a config
-    with more macros (the golden model and the timing contract already have them,
-    docs/architecture.md "Parallel and pipelined macros"), naming the field."""
-    from sbnn.config import ConfigError
+def parallel(config: SbnnConfig) -> bool:
+    """Whether the controller has several macro buses (``num_macros`` > 1, rtl/parallel.py);
+    one macro keeps the components, and the Verilog, of the one-macro controller."""
+    return config.num_macros > 1
 
-    if config.num_macros != 1:
-        raise ConfigError("num_macros", f"the RTL generator supports one macro so far, got "
-                                        f"{config.num_macros} (the golden schedule and "
-                                        f"latency table support any)")
 
 #: Macro bus member of each WeightWriteSignature member.
 _WEIGHT_WRITE_MEMBERS = {"en": "wr_en", "group": "wr_group", "row": "wr_row",
@@ -67,19 +63,23 @@ class Controller(wiring.Component):
 
     Ports: ``prog`` (in stream), ``pixels`` (in stream), ``result`` (out stream), ``macro``
     (to the analog macro), ``trace`` (layer, plane and pass of the evaluation being started;
-    for monitors, may be left unconnected).
+    for monitors, may be left unconnected). With ``num_macros`` N > 1 both are arrays, one
+    entry per macro (``macro[j]``, ``trace[j]``; rtl/parallel.py).
 
     ``sram_instances``: the stores that are SRAM macros (``sram_min_bits``) as instances of
     the macros' modules (the tapeout top), else as their Amaranth models (simulation).
     """
 
     def __init__(self, config: SbnnConfig, sram_instances: bool = False):
-        check_rtl_macros(config)
         self._cfg = config
         self._sram_instances = sram_instances
         members = controller_members(config)
-        members["macro"] = Out(macro_signature(config))
-        members["trace"] = Out(trace_layout(config))
+        if parallel(config):  # macro j's bus is macro[j], its evaluation's context trace[j]
+            members["macro"] = Out(macro_signature(config)).array(config.num_macros)
+            members["trace"] = Out(data.ArrayLayout(trace_layout(config), config.num_macros))
+        else:
+            members["macro"] = Out(macro_signature(config))
+            members["trace"] = Out(trace_layout(config))
         super().__init__(members)
 
     @property
@@ -87,6 +87,8 @@ class Controller(wiring.Component):
         return self._cfg
 
     def elaborate(self, platform):
+        if parallel(self._cfg):
+            return self._elaborate_parallel()
         cfg = self._cfg
         m = Module()
         parts = {
@@ -158,6 +160,77 @@ class Controller(wiring.Component):
         # The decision sees the pass's logits as they are made, the image's budget and the
         # margin.
         m.d.comb += [decision.margin.eq(program.margin), decision.budget.eq(loader.budget),
+                     decision.pass_done.eq(threshold_stage.pass_done)]
+        begin_image, running = Signal(), Signal()
+        for part in (sequencer, in_flight, accumulator, decision, counters):
+            m.d.comb += part.clear.eq(begin_image)
+        for part in (sequencer, decision, counters):
+            m.d.comb += part.run.eq(running)
+        self._phases(m, program, loader, decision, counters, threshold_stage, begin_image,
+                     running)
+        return m
+
+    def _elaborate_parallel(self) -> Module:
+        """N > 1 macros: the components of rtl/parallel.py on the issue and retire sides,
+        and the one-macro controller's stores, threshold stage, decision and phases."""
+        cfg = self._cfg
+        n = cfg.num_macros
+        m = Module()
+        parts = {
+            "program": ProgramDecoder(cfg),
+            "thresholds": ThresholdStore(cfg, sram_instance=self._sram_instances),
+            "column_enables": ColumnEnableStore(cfg, reads=n),
+            "first_layer_sums": AccumulatorStore(cfg, sram_instance=self._sram_instances),
+            "loader": ImageLoader(cfg), "activations": ActivationBuffers(cfg, reads=n),
+            "sequencer": ParallelSequencer(cfg), "in_flight": InFlightGroups(cfg),
+            "accumulator": ParallelAccumulator(cfg), "threshold_stage": ThresholdStage(cfg),
+            "decision": ExitDecision(cfg), "counters": ParallelCounters(cfg),
+        }
+        for name, part in parts.items():
+            m.submodules[name] = part
+        (program, thresholds, column_enables, first_layer_sums, loader, activations, sequencer,
+         in_flight, accumulator, threshold_stage, decision, counters) = parts.values()
+        for driver, receiver in (
+                (wiring.flipped(self.prog), program.prog),
+                (program.threshold_write, thresholds.write),
+                (program.column_enable_write, column_enables.write),
+                (wiring.flipped(self.pixels), loader.pixels),
+                (loader.pixel_write, activations.pixel_write),
+                *zip(sequencer.rows, activations.read),
+                *zip(sequencer.column_enables, column_enables.read),
+                (accumulator.stored, first_layer_sums.read),
+                (accumulator.stage, threshold_stage.stage),
+                (threshold_stage.thresholds, thresholds.read),
+                (threshold_stage.stored, first_layer_sums.write),
+                (threshold_stage.hidden_write, activations.hidden_write),
+                (threshold_stage.scores, decision.scores),
+                (decision.pass_control, sequencer.pass_control)):
+            wiring.connect(m, driver, receiver)
+        # Every macro gets every weight write (each holds every tile); macro j gets the
+        # evaluation the sequencer routes to it.
+        for j in range(n):
+            macro = self.macro[j]
+            m.d.comb += [getattr(macro, _WEIGHT_WRITE_MEMBERS[name]).eq(
+                getattr(program.weight_write, name)) for name in WeightWriteSignature(cfg).members]
+            m.d.comb += [getattr(macro, name).eq(getattr(sequencer.evaluation[j], name))
+                         for name in EvaluationSignature.EVALUATION_MEMBERS]
+            m.d.comb += [getattr(counters.evaluation[j], name).eq(
+                getattr(sequencer.evaluation[j], name))
+                for name in EvaluationSignature.EVALUATION_MEMBERS]
+            m.d.comb += [in_flight.done[j].eq(macro.done),
+                         accumulator.adc[j].eq(macro.adc)]
+        m.d.comb += [self.trace.eq(sequencer.trace), loader.default_budget.eq(program.budget),
+                     sequencer.plane_any.eq(column_enables.plane_any),
+                     sequencer.layer_ready.eq(threshold_stage.layer_ready),
+                     sequencer.drained.eq(in_flight.drained),
+                     in_flight.issue.eq(sequencer.issue),
+                     accumulator.retire.eq(in_flight.retire),
+                     accumulator.macro.eq(in_flight.macro),
+                     accumulator.fetch.eq(in_flight.fetch),
+                     accumulator.fetch_en.eq(in_flight.fetch_en),
+                     threshold_stage.pass_.eq(sequencer.pass_control.current_pass),
+                     threshold_stage.fetch.eq(accumulator.threshold_fetch),
+                     decision.margin.eq(program.margin), decision.budget.eq(loader.budget),
                      decision.pass_done.eq(threshold_stage.pass_done)]
         begin_image, running = Signal(), Signal()
         for part in (sequencer, in_flight, accumulator, decision, counters):

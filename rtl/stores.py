@@ -180,14 +180,17 @@ class ColumnEnableStore(wiring.Component):
     so that they stay consistent with the words, which a reset keeps.
     """
 
-    def __init__(self, cfg: SbnnConfig):
+    def __init__(self, cfg: SbnnConfig, reads: int = 1):
         self._cfg = cfg
+        self._reads = reads
         self._memory = Memory(shape=cfg.macro_cols, depth=_depth(cfg.total_col_blocks),
                               init=[])
         address = IndexShapes(cfg).global_col_block
+        read = In(ReadSignature(address, cfg.macro_cols))
         super().__init__({
             "write": In(WriteSignature(Sizes(cfg).addr_bits, cfg.macro_cols)),
-            "read": In(ReadSignature(address, cfg.macro_cols)),
+            # several macros: one read per step starting in a cycle (rtl/parallel.py)
+            "read": read if reads == 1 else read.array(reads),
             "plane_any": Out(data.ArrayLayout(cfg.planes, cfg.total_col_blocks)),
         })
 
@@ -197,11 +200,12 @@ class ColumnEnableStore(wiring.Component):
         m = Module()
         m.submodules.memory = self._memory
         write = self._memory.write_port()
-        read = self._memory.read_port(domain="comb")
         with m.If(self.write.en):
             m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data),
                          write.en.eq(1)]
-        m.d.comb += [read.addr.eq(self.read.addr), self.read.data.eq(read.data)]
+        for port in [self.read] if self._reads == 1 else list(self.read):
+            read = self._memory.read_port(domain="comb")
+            m.d.comb += [read.addr.eq(port.addr), port.data.eq(read.data)]
 
         word = self.write.data
         summary = Cat(Const(1, 1), *[word[k * nt:(k + 1) * nt].any()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from sbnn.config import SbnnConfig
@@ -12,11 +12,18 @@ from .controller import Controller
 from .interfaces import controller_members, macro_signature, trace_layout
 from .macro import BehavioralMacro, MismatchTable
 
-__all__ = ["SimTop", "TapeoutTop", "MACRO_MODULE", "macro_port_list", "probe_signature",
-           "signature_ports"]
+__all__ = ["SimTop", "TapeoutTop", "MACRO_MODULE", "macro_instance_names", "macro_port_list",
+           "probe_signature", "signature_ports"]
 
 #: Module name of the analog macro black box in the tapeout Verilog.
 MACRO_MODULE = "sbnn_macro"
+
+
+def macro_instance_names(config: SbnnConfig) -> list[str]:
+    """Instance names of the analog macros in the controller Verilog, macro j at j:
+    ``macro`` alone (one macro, the name it always had), else ``macro_0`` .."""
+    n = config.num_macros
+    return ["macro"] if n == 1 else [f"macro_{j}" for j in range(n)]
 
 
 def macro_port_list(config: SbnnConfig) -> list[tuple[str, str, int]]:
@@ -59,18 +66,33 @@ class SimTop(wiring.Component):
         self._cfg = config
         self._mismatch = mismatch
         members = controller_members(config)
-        members["probe"] = Out(probe_signature(config))
-        members["probe_trace"] = Out(trace_layout(config))
+        n = config.num_macros
+        if n > 1:  # one probe per macro, probe[j] and probe_trace[j] (rtl/parallel.py)
+            members["probe"] = Out(probe_signature(config)).array(n)
+            members["probe_trace"] = Out(data.ArrayLayout(trace_layout(config), n))
+        else:
+            members["probe"] = Out(probe_signature(config))
+            members["probe_trace"] = Out(trace_layout(config))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.ctrl = ctrl = Controller(self._cfg)
-        m.submodules.macro = macro = BehavioralMacro(self._cfg, self._mismatch)
-        wiring.connect(m, ctrl.macro, macro.bus)
         wiring.connect(m, wiring.flipped(self.prog), ctrl.prog)
         wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)
         wiring.connect(m, ctrl.result, wiring.flipped(self.result))
+        if self._cfg.num_macros > 1:
+            # N identical macros (each gets every weight write; the same mismatch draw).
+            for j in range(self._cfg.num_macros):
+                macro = BehavioralMacro(self._cfg, self._mismatch)
+                m.submodules[f"macro_{j}"] = macro
+                wiring.connect(m, ctrl.macro[j], macro.bus)
+                for name in macro_signature(self._cfg).members:
+                    m.d.comb += getattr(self.probe[j], name).eq(getattr(ctrl.macro[j], name))
+            m.d.comb += self.probe_trace.eq(ctrl.trace)
+            return m
+        m.submodules.macro = macro = BehavioralMacro(self._cfg, self._mismatch)
+        wiring.connect(m, ctrl.macro, macro.bus)
         for name in macro_signature(self._cfg).members:
             m.d.comb += getattr(self.probe, name).eq(getattr(ctrl.macro, name))
         m.d.comb += self.probe_trace.eq(ctrl.trace)
@@ -89,7 +111,9 @@ class TapeoutTop(wiring.Component):
     def __init__(self, config: SbnnConfig):
         self._cfg = config
         members = controller_members(config)
-        members["trace"] = Out(trace_layout(config))
+        n = config.num_macros
+        members["trace"] = Out(trace_layout(config) if n == 1 else
+                               data.ArrayLayout(trace_layout(config), n))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -99,9 +123,12 @@ class TapeoutTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.pixels), ctrl.pixels)
         wiring.connect(m, ctrl.result, wiring.flipped(self.result))
         m.d.comb += self.trace.eq(ctrl.trace)
-        kwargs = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
-        for name, member in macro_signature(self._cfg).members.items():
-            prefix = "i_" if member.flow == Out else "o_"
-            kwargs[prefix + name] = getattr(ctrl.macro, name)
-        m.submodules.macro = Instance(MACRO_MODULE, **kwargs)
+        n = self._cfg.num_macros
+        for j in range(n):
+            bus = ctrl.macro if n == 1 else ctrl.macro[j]
+            kwargs = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+            for name, member in macro_signature(self._cfg).members.items():
+                prefix = "i_" if member.flow == Out else "o_"
+                kwargs[prefix + name] = getattr(bus, name)
+            m.submodules[macro_instance_names(self._cfg)[j]] = Instance(MACRO_MODULE, **kwargs)
         return m

@@ -18,6 +18,7 @@ def run_pysim(cfg, program, images, budgets, max_cycles=200_000, exit_margin=Non
     the image's first pixel beat."""
     dut = SimTop(cfg)
     codec = Codec(cfg)
+    parallel = cfg.num_macros > 1
     out: list[tuple[list[dict], dict]] = []
 
     async def bench(ctx):
@@ -50,7 +51,17 @@ def run_pysim(cfg, program, images, budgets, max_cycles=200_000, exit_margin=Non
             cycle = 0  # compute start: the cycle after the last beat's handshake
             ctx.set(dut.result.ready, 1)
             pending = []
+            pending_of = [[] for _ in range(cfg.num_macros)]  # per macro, oldest first
             for _ in range(max_cycles):
+                if parallel:
+                    _monitor_macros(ctx, dut, codec, cycle, trace, pending_of)
+                    if ctx.get(dut.result.valid):
+                        result = codec.result(ctx.get(dut.result.payload.as_value()))
+                        await ctx.tick()
+                        break
+                    await ctx.tick()
+                    cycle += 1
+                    continue
                 p = dut.probe
                 if ctx.get(p.start):
                     pending.append({
@@ -80,6 +91,26 @@ def run_pysim(cfg, program, images, budgets, max_cycles=200_000, exit_margin=Non
     sim.add_testbench(bench)
     sim.run()
     return out
+
+
+def _monitor_macros(ctx, dut, codec, cycle, trace, pending_of):
+    """N > 1 macros: every macro's start this cycle (in macro order: the trace is in (start
+    cycle, macro) order, with each transaction's ``macro`` and ``done`` cycle) and done (the
+    codes of that macro's oldest evaluation)."""
+    for j, p in enumerate(dut.probe):
+        t = dut.probe_trace[j]
+        if ctx.get(p.done):
+            tx = pending_of[j].pop(0)
+            tx["adc"] = codec.adc(ctx.get(p.adc.as_value()))
+            tx["done"] = cycle
+        if ctx.get(p.start):
+            tx = {"cycle": cycle, "macro": j, "layer": ctx.get(t.layer),
+                  "pass": ctx.get(t.pass_), "tile": ctx.get(p.group),
+                  "plane": ctx.get(t.plane), "gain": ctx.get(p.gain),
+                  "col_en": ctx.get(p.col_en),
+                  "row_x": codec.row_x(ctx.get(p.row_x.as_value()))}
+            pending_of[j].append(tx)
+            trace.append(tx)
 
 
 def random_images(cfg, rng, count):

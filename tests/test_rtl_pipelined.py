@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from rtl_harness import random_images, run_pysim
 from test_rtl import SINGLE, TINY, TINY_K2, check_against_golden
 
-from sbnn.config import ConfigError, SbnnConfig
+from sbnn.config import SbnnConfig
 from sbnn.cosim.codec import Codec
 from sbnn.gen.image import build_image
 from sbnn.golden import hwpath
@@ -119,10 +119,11 @@ def test_pipelined_rethresholds_and_confidence_exit_match_golden():
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_rtl_still_refuses_several_macros():
-    with pytest.raises(ConfigError, match="num_macros"):
-        Controller(_with(TINY, num_macros=2))
-    Controller(_with(TINY, macro_interval=1))._MustUse__silence = True  # accepted now
+def test_rtl_accepts_several_macros():
+    """N > 1 is built now (rtl/parallel.py, tests/test_rtl_parallel.py): one macro bus each."""
+    ctrl = Controller(_with(TINY, num_macros=2, macro_interval=1))
+    assert len(ctrl.macro) == 2 and len(ctrl.trace) == 2
+    assert not hasattr(Controller(_with(TINY, macro_interval=1)).macro, "__len__")
 
 
 @pytest.mark.cosim

@@ -151,6 +151,9 @@ def check_sim_inputs(args: argparse.Namespace, cfg: SbnnConfig) -> Path:
         check_margin("--exit-margin", [args.exit_margin], cfg)
     check_seed("--random-seed", args.random_seed)
     check_int("--workers", args.workers, 1, WORKERS_MAX, " simulator processes")
+    if cfg.num_macros > 1 and args.engine != "fast":
+        raise CliError(f"--engine cycle monitors one macro; the design has {cfg.num_macros} "
+                       f"(num_macros): use --engine fast")
     if args.image is not None and args.engine != "fast":
         raise CliError("--image (one image, e.g. with --waves) needs --engine fast")
     check_output_path(args.build, "--build", folder=True)
