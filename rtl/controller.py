@@ -29,7 +29,7 @@ from sbnn.config import SbnnConfig
 
 from .accumulate import Accumulator, InFlight, InFlightQueue, ThresholdStage
 from .activations import ActivationBuffers
-from .counters import Counters
+from .counters import Counters, ParallelCounters
 from .exit import ExitDecision
 from .interfaces import (
     EvaluationSignature,
@@ -39,7 +39,7 @@ from .interfaces import (
     trace_layout,
 )
 from .loader import ImageLoader
-from .parallel import InFlightGroups, ParallelAccumulator, ParallelCounters, ParallelSequencer
+from .parallel import InFlightGroups, ParallelAccumulator, ParallelSequencer
 from .program import ProgramDecoder
 from .sequencer import Sequencer, pipelined
 from .stores import AccumulatorStore, ColumnEnableStore, ThresholdStore

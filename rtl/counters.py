@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +11,7 @@ from sbnn.config import SbnnConfig
 from .interfaces import EvaluationSignature, Sizes
 from .macro import tree_sum
 
-__all__ = ["Counters"]
+__all__ = ["Counters", "ParallelCounters"]
 
 
 class Counters(wiring.Component):
@@ -59,4 +59,44 @@ class Counters(wiring.Component):
         with m.If(self.clear):
             m.d.sync += [self.cycles.eq(0), self.macro_evals.eq(0), self.column_evals.eq(0),
                          self.dac_conversions.eq(0), counted.eq(0)]
+        return m
+
+
+class ParallelCounters(wiring.Component):
+    """:class:`Counters` for N macro buses: the starts of a cycle are counted
+    together (macro evaluations in the start cycle, columns and driven rows the cycle
+    after, from registers, as the one-macro counters do)."""
+
+    def __init__(self, cfg: SbnnConfig):
+        count = Sizes(cfg).count_bits
+        super().__init__({"evaluation": In(EvaluationSignature(cfg)).array(cfg.num_macros),
+                          "run": In(1), "clear": In(1), "cycles": Out(32),
+                          "macro_evals": Out(count), "column_evals": Out(count),
+                          "dac_conversions": Out(count)})
+
+    def elaborate(self, platform):
+        m = Module()
+        columns, driven, starts, held = [], [], [], []
+        for j, evaluation in enumerate(self.evaluation):
+            rows = evaluation.row_x.shape().length
+            col = Signal(len(evaluation.col_en), name=f"counted_columns{j}")
+            row = Signal(rows, name=f"counted_rows{j}")
+            # A macro that does not start counts nothing in the next cycle.
+            m.d.sync += [col.eq(Mux(evaluation.start, evaluation.col_en, 0)),
+                         row.eq(Mux(evaluation.start,
+                                    Cat(*[evaluation.row_x[r].any() for r in range(rows)]),
+                                    0))]
+            columns.extend(col)
+            driven.extend(row)
+            held += [col, row]
+            starts.append(evaluation.start)
+        m.d.sync += [self.macro_evals.eq(self.macro_evals + tree_sum(starts)),
+                     self.column_evals.eq(self.column_evals + tree_sum(columns)),
+                     self.dac_conversions.eq(self.dac_conversions + tree_sum(driven))]
+        with m.If(self.run):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.clear):
+            m.d.sync += [self.cycles.eq(0), self.macro_evals.eq(0), self.column_evals.eq(0),
+                         self.dac_conversions.eq(0),
+                         *[s.eq(0) for s in held]]
         return m

@@ -40,15 +40,12 @@ from .interfaces import (
     ReadSignature,
     RetireContext,
     RowReadSignature,
-    Sizes,
     StageSignature,
     trace_layout,
 )
-from .macro import tree_sum
 from .select import lowest_set, lut
 
-__all__ = ["IssueGroupLayout", "ParallelSequencer", "InFlightGroups", "ParallelAccumulator",
-           "ParallelCounters"]
+__all__ = ["IssueGroupLayout", "ParallelSequencer", "InFlightGroups", "ParallelAccumulator"]
 
 
 class IssueGroupLayout(data.StructLayout):
@@ -417,44 +414,4 @@ class ParallelAccumulator(wiring.Component):
         m.d.sync += [running[i].eq(values[i]) for i in range(neurons)]
         with m.If(self.clear):
             m.d.sync += stage.pending.eq(0)
-        return m
-
-
-class ParallelCounters(wiring.Component):
-    """:class:`~.counters.Counters` for N macro buses: the starts of a cycle are counted
-    together (macro evaluations in the start cycle, columns and driven rows the cycle
-    after, from registers, as the one-macro counters do)."""
-
-    def __init__(self, cfg: SbnnConfig):
-        count = Sizes(cfg).count_bits
-        super().__init__({"evaluation": In(EvaluationSignature(cfg)).array(cfg.num_macros),
-                          "run": In(1), "clear": In(1), "cycles": Out(32),
-                          "macro_evals": Out(count), "column_evals": Out(count),
-                          "dac_conversions": Out(count)})
-
-    def elaborate(self, platform):
-        m = Module()
-        columns, driven, starts, held = [], [], [], []
-        for j, evaluation in enumerate(self.evaluation):
-            rows = evaluation.row_x.shape().length
-            col = Signal(len(evaluation.col_en), name=f"counted_columns{j}")
-            row = Signal(rows, name=f"counted_rows{j}")
-            # A macro that does not start counts nothing in the next cycle.
-            m.d.sync += [col.eq(Mux(evaluation.start, evaluation.col_en, 0)),
-                         row.eq(Mux(evaluation.start,
-                                    Cat(*[evaluation.row_x[r].any() for r in range(rows)]),
-                                    0))]
-            columns.extend(col)
-            driven.extend(row)
-            held += [col, row]
-            starts.append(evaluation.start)
-        m.d.sync += [self.macro_evals.eq(self.macro_evals + tree_sum(starts)),
-                     self.column_evals.eq(self.column_evals + tree_sum(columns)),
-                     self.dac_conversions.eq(self.dac_conversions + tree_sum(driven))]
-        with m.If(self.run):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-        with m.If(self.clear):
-            m.d.sync += [self.cycles.eq(0), self.macro_evals.eq(0), self.column_evals.eq(0),
-                         self.dac_conversions.eq(0),
-                         *[s.eq(0) for s in held]]
         return m

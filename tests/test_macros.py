@@ -46,11 +46,11 @@ def test_bad_macro_fields_are_named(field, value):
         SbnnConfig(**{field: value})
 
 
-def test_rtl_refuses_what_it_does_not_implement():
+def test_rtl_implements_every_arrangement():
     from sbnn.rtl.controller import Controller
 
-    with pytest.raises(ConfigError, match="num_macros"):
-        Controller(SbnnConfig(num_macros=2))
+    Controller(SbnnConfig(num_macros=2))  # several macros: implemented (rtl/parallel.py)
+    Controller(SbnnConfig(num_macros=4, macro_interval=1))
     Controller(SbnnConfig(macro_interval=1))  # a pipelined macro: implemented
     Controller(SbnnConfig(macro_interval=4))  # the default interval, given
 
