@@ -132,6 +132,11 @@ def _pipelined(cfg: SbnnConfig, text: str) -> str:
 
 def _macro_header(cfg: SbnnConfig, module: str, plusarg: str) -> str:
     """Module header, ports, sizes and state of :func:`macro_sv`."""
+    # the one-evaluation macro's latency counter (the pipelined rewrite has a delay line
+    # instead, and Verilator -Wall flags a parameter left unused)
+    counter = ("" if cfg.interval < cfg.macro_latency else
+               f"  localparam int CW = {_bits(cfg.macro_latency)};  // counter width\n"
+               f"  localparam logic [CW-1:0] LAT = CW'({cfg.macro_latency});\n")
     ports = macro_port_list(cfg)
     width = {name: w for name, _d, w in ports}
     depth = max(2, cfg.wordline_groups)  # as BehavioralMacro's Memory (no zero-width address)
@@ -154,9 +159,7 @@ module {module} (
   localparam int DEPTH = {depth};  // bitcell memory words (groups, at least 2)
   localparam int ROWS = DEPTH * A;
   localparam int MACRO_ROWS = {cfg.macro_rows};
-  localparam int CW = {_bits(cfg.macro_latency)};  // counter width
-  localparam logic [CW-1:0] LAT = CW'({cfg.macro_latency});
-  localparam longint ADC_MAX = {cfg.adc_max};
+{counter}  localparam longint ADC_MAX = {cfg.adc_max};
   localparam longint ADC_MIN = {cfg.adc_min};
 
   logic [C-1:0] cells [ROWS];  // bitcells: row g*A + r, bit = column (1 = +1)

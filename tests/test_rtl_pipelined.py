@@ -142,3 +142,16 @@ def test_fast_cosim_pipelined_macro(tmp_path, verilator):
     rep = run_fast(job, tmp_path / "build", workers=1)
     assert rep.mismatches == 0, rep.first_mismatch
     assert rep.results_checked == 120 and rep.transactions_checked > 0
+
+
+@pytest.mark.parametrize("macros", [1, 3])
+def test_pipelined_sim_top_lints_clean_with_wall(tmp_path, verilator, macros):
+    """The pipelined SystemVerilog macro keeps no parameter of the one-evaluation macro's
+    counter (Verilator -Wall: UNUSEDPARAM), with one macro or several."""
+    from sbnn.gen.lint import lint
+    from sbnn.gen.verilog import SIM_TOP, emit_all
+
+    cfg = TINY.replace(macro_latency=3, macro_interval=1, num_macros=macros)
+    files = emit_all(cfg, tmp_path)
+    result = lint([files["controller"], files["sim_top"]], SIM_TOP, wall=True)
+    assert result.returncode == 0, result.stderr
