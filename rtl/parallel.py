@@ -44,6 +44,7 @@ from .interfaces import (
     trace_layout,
 )
 from .select import lowest_set, lut
+from .sequencer import block_base, tile_base
 
 __all__ = ["IssueGroupLayout", "ParallelSequencer", "InFlightGroups", "ParallelAccumulator"]
 
@@ -266,19 +267,11 @@ class ParallelSequencer(wiring.Component):
         with m.Elif(p.layer != layers - 1):
             following = p.layer + 1
             m.d.comb += [nxt.layer.eq(following), nxt.col_block.eq(0), nxt.row_block.eq(0),
-                         nxt.plane.eq(0), nxt.tile.eq(lut(self._tile_base(), following)),
-                         nxt.global_col_block.eq(lut(self._block_base(), following))]
+                         nxt.plane.eq(0), nxt.tile.eq(lut(tile_base(cfg), following)),
+                         nxt.global_col_block.eq(lut(block_base(cfg), following))]
         return {"fixed": fixed, "rethreshold": rethreshold, "end_of_block": end_of_block,
                 "end_of_layer": end_of_layer}
 
-    def _tile_base(self) -> list[int]:
-        cfg = self._cfg
-        return [sum(cfg.row_blocks(i) * cfg.col_blocks(i) for i in range(layer))
-                for layer in range(cfg.num_layers)]
-
-    def _block_base(self) -> list[int]:
-        cfg = self._cfg
-        return [sum(cfg.col_blocks(i) for i in range(layer)) for layer in range(cfg.num_layers)]
 
 
 class InFlightGroups(wiring.Component):

@@ -33,7 +33,7 @@ from .interfaces import (
 from .select import lowest_set, lut
 from .stores import pixel_sram
 
-__all__ = ["Sequencer", "pipelined"]
+__all__ = ["Sequencer", "pipelined", "tile_base", "block_base"]
 
 
 def pipelined(cfg: SbnnConfig) -> bool:
@@ -204,8 +204,8 @@ class Sequencer(wiring.Component):
                 following = self._layer + 1
                 m.d.sync += [self._layer.eq(following), self._col_block.eq(0),
                              self._row_block.eq(0), self._plane.eq(0),
-                             self._tile.eq(lut(self._tile_base(), following)),
-                             self._global_col_block.eq(lut(self._block_base(), following)),
+                             self._tile.eq(lut(tile_base(cfg), following)),
+                             self._global_col_block.eq(lut(block_base(cfg), following)),
                              self._layer_wait.eq(1)]
             with m.Else():
                 m.d.sync += self._have_next.eq(0)
@@ -235,13 +235,13 @@ class Sequencer(wiring.Component):
                          self._global_col_block.eq(0), self._tile.eq(0),
                          self._plane.eq(self.pass_control.next_pass)]
 
-    def _tile_base(self) -> list[int]:
-        """First tile of each layer."""
-        cfg = self._cfg
-        return [sum(cfg.row_blocks(i) * cfg.col_blocks(i) for i in range(layer))
-                for layer in range(cfg.num_layers)]
 
-    def _block_base(self) -> list[int]:
-        """First global column block of each layer."""
-        cfg = self._cfg
-        return [sum(cfg.col_blocks(i) for i in range(layer)) for layer in range(cfg.num_layers)]
+def tile_base(cfg: SbnnConfig) -> list[int]:
+    """First tile of each layer."""
+    return [sum(cfg.row_blocks(i) * cfg.col_blocks(i) for i in range(layer))
+            for layer in range(cfg.num_layers)]
+
+
+def block_base(cfg: SbnnConfig) -> list[int]:
+    """First global column block of each layer."""
+    return [sum(cfg.col_blocks(i) for i in range(layer)) for layer in range(cfg.num_layers)]
