@@ -143,8 +143,9 @@ def calibrate_adc_steps(model, codes) -> tuple[int, ...]:
     steps = list(least_error_steps(model, codes))
     was = model.training
     model.eval()
+    on_device = codes.to(next(model.parameters()).device)  # a model trained on CUDA
     with torch.no_grad():
-        float_classes = [model(codes, b).argmax(1).cpu().numpy()
+        float_classes = [model(on_device, b).argmax(1).cpu().numpy()
                          for b in range(cfg.num_supports + 1)]
     model.train(was)
     # pixels whose row codes are ``codes`` (pixel >> (8 - dac_bits) gives them back)

@@ -148,13 +148,15 @@ class TrainSettings(Record):
                                      f"{budgets.stop - 1} are all 0: nothing to train")
         return tuple(w / sum(chosen) for w in chosen)
 
-    def augment(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One epoch's augmented copy of the (N, 28, 28) training images."""
+    def augment(self, images: np.ndarray, rng: np.random.Generator,
+                device: Any = "cpu") -> np.ndarray:
+        """One epoch's augmented copy of the (N, 28, 28) training images; a resampling runs
+        on ``device`` (a torch device: the training's)."""
         from .augment import distort_images, shift_images  # torch: only when training
 
         if self.distorts:
             return distort_images(images, rng, shift=self.shift, rotate=self.rotate,
-                                  scale=self.scale, elastic=self.elastic)
+                                  scale=self.scale, elastic=self.elastic, device=device)
         return shift_images(images, self.shift, rng)
 
 

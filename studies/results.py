@@ -88,6 +88,7 @@ def evaluate_run(run: RunEntry, pixels: np.ndarray, labels: np.ndarray,
     record = {"seed": seed, "model": relative_path(run.model),
               "summary": relative_path(run.summary), "command": summary.get("command"),
               "train_minutes": summary.get(run.minutes), "minutes_field": run.minutes,
+              "train_device": summary.get("device", "cpu"),
               "settings": summary.get("settings"), **ev}
     if anytime_row is not None:
         record["anytime"] = anytime_records(anytime_row, run, qm, seed, ev["budgets"],

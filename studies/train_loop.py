@@ -140,7 +140,7 @@ def _epoch_data(model: SupportedBNN, fit: Split, settings: TrainSettings, epoch:
     rng = np.random.default_rng(settings.seed * 1000 + epoch)
     images = fit[0].reshape(len(fit[0]), 28, 28) if settings.shift or settings.distorts \
         else fit[0]
-    x_np = settings.augment(images, rng).reshape(len(images), -1)
+    x_np = settings.augment(images, rng, device).reshape(len(images), -1)
     codes = pixels_to_codes(torch.from_numpy(np.ascontiguousarray(x_np)), model.cfg)
     labels = torch.from_numpy(fit[1].astype(np.int64))
     return codes.to(device), labels.to(device), torch.randperm(len(codes), generator=gen)
