@@ -130,6 +130,8 @@ class SupportedBNN(nn.Module):
 
     #: Model the first layer's per-tile ADC saturation in training (see _first_layer_adc).
     adc_aware: bool = False
+    #: Model every layer's ADC conversion in training: floor and clipping (_adc_layer).
+    adc_quantize: bool = False
     #: First-layer row codes of calibration images, or None: folding chooses the ADC steps
     #: on them (golden/fold.py fold_model) instead of taking the config's.
     calibration_codes: torch.Tensor | None = None
@@ -151,6 +153,30 @@ class SupportedBNN(nn.Module):
             y = y + s.clamp(cfg.adc_min, cfg.adc_max).sum(0)
         return y * (step / g0)
 
+    def _adc_layer(self, layer: int, x: torch.Tensor, budget: int | None) -> torch.Tensor:
+        """Layer ``layer`` as the macro and the accumulator compute it: every (row block,
+        plane) product-sum floored to the ADC step and clipped to the ADC range, then
+        summed, plus the floor's mean loss that folding adds back (fold.py
+        floor_loss_by_pass), so that the batch norms see what the folded thresholds
+        compare. The floor's gradient is passed straight through. Few ADC bits round a
+        sum away; a network trained through it learns thresholds that tolerate that."""
+        cfg, lin = self.cfg, self.linears[layer]
+        a, n, nb = cfg.active_rows, cfg.layers[layer], cfg.row_blocks(layer)
+        xb = nn.functional.pad(x, (0, nb * a - n)).view(len(x), nb, a).transpose(0, 1)
+        step, g0 = cfg.adc_steps[layer], cfg.plane_gains[0]
+        y = 0
+        for k, w in enumerate(lin.plane_weights(budget)):
+            wk = nn.functional.pad(w, (0, nb * a - n)).view(len(w), nb, a).permute(1, 2, 0)
+            s = torch.bmm(xb, wk) * (g0 / step)  # (nb, B, m): gain_k * sum / step
+            s = s + (torch.floor(s) - s).detach()
+            q = s.clamp(cfg.adc_min, cfg.adc_max).sum(0)
+            gain = cfg.plane_gains[k]
+            loss = (step - math.gcd(gain, step)) / (2 * step) * nb
+            # a masked (or dropped) support column has an all-zero weight row: no conversion
+            kept = (w != 0).any(1).to(q.dtype) if k else 1.0
+            y = y + q + loss * kept
+        return y * (step / g0)
+
     def forward(self, codes: torch.Tensor, budget: int | None = None) -> torch.Tensor:
         """Logits at ``budget`` (None: every plane, K) from first-layer row codes (see
         :func:`pixels_to_codes`), with that budget's norms and output affine."""
@@ -158,9 +184,16 @@ class SupportedBNN(nn.Module):
         own = self.budgets[budget]
         h = codes
         for i, (lin, norm) in enumerate(zip(self.linears[:-1], own.norms)):
-            y = self._first_layer_adc(h, budget) if i == 0 and self.adc_aware else lin(h, budget)
+            if self.adc_quantize:
+                y = self._adc_layer(i, h, budget)
+            elif i == 0 and self.adc_aware:
+                y = self._first_layer_adc(h, budget)
+            else:
+                y = lin(h, budget)
             h = binarize(norm(y))
-        y = self.linears[-1](h, budget)
+        last = self.cfg.num_layers - 1
+        y = self._adc_layer(last, h, budget) if self.adc_quantize \
+            else self.linears[-1](h, budget)
         return y * own.log_out_scale.exp() + own.out_bias
 
     def clip_latent(self) -> None:

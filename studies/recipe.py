@@ -107,6 +107,17 @@ class TrainSettings(Record):
                                             "for one minibatch")
     adc_aware: bool = Field(False, description="model the first layer's per-tile ADC "
                                                "clipping in training")
+    adc_quantize: bool = Field(
+        False, description="model every layer's ADC conversion in training (per row block "
+                           "and plane: the floor, its mean corrected as folding does, with a "
+                           "straight-through gradient, and the clipping) with the config's "
+                           "steps; for designs with few ADC bits")
+    adc_finetune_epochs: int = Field(
+        1, ge=0, le=1000,
+        description="where the ADC steps are chosen from data: epochs of training through "
+                    "every layer's modelled ADC conversion (adc_quantize) with the chosen "
+                    "steps at the end of the run, at a tenth of lr (the parameters and "
+                    "budgets of the run's last stage); 0: none")
     supports_off: bool = Field(
         False, description="case (i) control: stage 2 runs its schedule with every support "
                            "column masked, training only budgets 1..K's norms and outputs "

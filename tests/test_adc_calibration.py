@@ -16,6 +16,7 @@ from sbnn.golden.adc_calibration import (
 from sbnn.golden.fold import fold_model
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.model import SupportedBNN, pixels_to_codes
+from sbnn.golden.qmodel import QuantizedModel
 from sbnn.studies.recipe import TrainSettings
 from sbnn.studies.train import steps_from_data
 
@@ -160,3 +161,71 @@ def test_train_records_its_steps_and_warns_when_a_given_step_clips(tmp_path, cap
     _warn_clipping(tmp_path / "b" / "model.npz", val)
     err = capsys.readouterr().err
     assert "sbnn: warning: adc_steps[0] = 1 clips" in err
+
+
+@pytest.mark.parametrize("fields", [
+    {"adc_bits": 3, "active_rows": 32, "macro_rows": 16384},  # rounds most sums away
+    {"num_supports": 2, "adc_bits": 5, "macro_cols": 96, "macro_rows": 32768},
+    {"adc_bits": 4, "active_rows": 128, "macro_rows": 65536, "adc_steps": (16, 8, 8)},
+])
+def test_adc_quantize_forward_answers_as_the_hardware_does(fields):
+    """A model with ``adc_quantize`` computes each layer as the macro and accumulator do
+    (floor per row block and plane, clipping, the floor's mean that folding adds back):
+    folded, the hardware-exact path gives its answers, at every budget, with a masked
+    support column too; the plain float model does not (the check can fail)."""
+    fields = dict(fields)
+    cfg = SbnnConfig(layers=(784, 48, 24, 10), num_supports=fields.pop("num_supports", 1),
+                     **fields)
+    torch.manual_seed(7)
+    net = SupportedBNN(cfg)
+    with torch.no_grad():
+        for lin in net.linears:
+            lin.base.uniform_(-1, 1)
+            lin.supports.uniform_(-1, 1)
+        net.linears[1].mask[:5, 0] = 0  # masked support columns: no conversion
+    pixels = _pixels(600, 8)
+    codes = pixels_to_codes(torch.from_numpy(pixels), cfg)
+    net.adc_quantize = True
+    net.train()
+    with torch.no_grad():  # batch-norm statistics of the quantized sums
+        for _ in range(3):
+            for b in range(cfg.num_supports + 1):
+                net(codes, b)
+    net.eval()
+    folded = fold_model(net)
+    worse = []
+    for b in range(cfg.num_supports + 1):
+        with torch.no_grad():
+            quantized = net(codes, b).argmax(1).numpy()
+        hw = run_hw(folded, pixels, b).classes
+        assert (quantized == hw).mean() >= 0.995, (b, (quantized == hw).mean())
+        net.adc_quantize = False
+        with torch.no_grad():
+            plain = net(codes, b).argmax(1).numpy()
+        net.adc_quantize = True
+        worse.append((plain == hw).mean())
+    if cfg.adc_bits == 3:
+        assert max(worse) < 0.9  # without it, the float model is far from the hardware
+
+
+def test_adc_finetune_runs_only_where_the_steps_come_from_data(tmp_path):
+    from sbnn.studies.train import train_case_ii
+
+    rng = np.random.default_rng(3)
+    fit = (_pixels(300, 9).reshape(-1, 28, 28), rng.integers(0, 10, 300).astype(np.uint8))
+    val = (_pixels(100, 10).reshape(-1, 28, 28), rng.integers(0, 10, 100).astype(np.uint8))
+    settings = TrainSettings(joint_epochs=1, batch_size=100, threads=1)
+    cfg = SbnnConfig(layers=(784, 16, 10), num_supports=1)
+    summary = train_case_ii(cfg, fit, val, tmp_path / "data", settings, log=lambda m: None)
+    assert [s["stage"] for s in summary["stages"]] == ["joint", "adc"]
+    assert summary["adc_steps_from"].startswith("data")
+    assert summary["stages"][1]["budgets"] == [0, 1]
+    off = train_case_ii(cfg, fit, val, tmp_path / "off", settings.replace(
+        adc_finetune_epochs=0), log=lambda m: None)
+    assert [s["stage"] for s in off["stages"]] == ["joint"]
+    pinned = train_case_ii(cfg.replace(adc_steps=(4, 1)), fit, val, tmp_path / "pinned",
+                           settings, log=lambda m: None)
+    assert [s["stage"] for s in pinned["stages"]] == ["joint"]
+    # the fine-tuned model keeps the steps chosen on its joint stage's model
+    assert summary["adc_steps"] == list(QuantizedModel.load(
+        tmp_path / "data" / "model.npz").config.adc_steps)

@@ -75,8 +75,8 @@ def test_train_small_and_resume(tmp_path):
 RECIPE_OPTIONS = ("--base-epochs", "--support-epochs", "--joint-epochs", "--batch-size", "--lr",
                   "--lr-final", "--support-lr", "--support-init", "--seed", "--threads",
                   "--shift", "--rotate", "--scale", "--elastic", "--support-drop",
-                  "--adc-aware", "--supports-off", "--budget-loss-weights", "--keep-checkpoint",
-                  "--hw-val-every")
+                  "--adc-aware", "--adc-quantize", "--adc-finetune-epochs", "--supports-off",
+                  "--budget-loss-weights", "--keep-checkpoint", "--hw-val-every")
 
 
 def _train_parser():

@@ -86,8 +86,9 @@ def test_case_i_keeps_budget_0_as_the_stage_1_bnn(tmp_path):
     budget0 = [k for k in final if k.startswith("budgets.0.")]
     assert budget0 and all(torch.equal(final[k], stage1[k]) for k in budget0)
     assert summary["val_hw_error_pct_by_budget"][0] == summary["baseline_val_hw_error_pct"]
-    assert [s["stage"] for s in summary["stages"]] == ["base", "supports"]
-    assert summary["stages"][1]["budgets"] == [1]
+    # the steps come from data: an ADC fine-tune of stage 2's parameters and budgets ends it
+    assert [s["stage"] for s in summary["stages"]] == ["base", "supports", "adc"]
+    assert summary["stages"][1]["budgets"] == summary["stages"][2]["budgets"] == [1]
 
 
 def test_supports_off_control_shares_stage_1_and_trains_only_norms(tmp_path):
@@ -146,7 +147,7 @@ def test_two_supports_train_end_to_end(tmp_path, case):
     cfg = SbnnConfig(layers=(784, 24, 10), num_supports=2)
     settings = TrainSettings(base_epochs=1, support_epochs=2, joint_epochs=3, batch_size=50,
                              threads=1, lr=1e-2, budget_loss_weights=(1, 1, 2),
-                             hw_val_every=2)
+                             hw_val_every=2, adc_finetune_epochs=0)  # the stages alone
     train = train_case_i if case == "i" else train_case_ii
     summary = train(cfg, _toy_digits(400, 4), _toy_digits(150, 5), tmp_path, settings,
                     log=lambda m: None)
