@@ -187,6 +187,11 @@ def splice_section(page: str | None, section: str) -> str:
     it after its first paragraph; no page: a page of its own)."""
     if not page:
         return "# Results: Supported-BinaryNet on MNIST, hardware-exact\n\n" + section
+    if (_BEGIN_PREFIX in page) != (END in page):
+        # one marker lost in an edit: a second section would be added beside the stale one
+        have, lost = (END, _BEGIN_PREFIX) if END in page else (_BEGIN_PREFIX, END)
+        raise ValueError(f"the page has {have!r} but no {lost}...: put the marker back "
+                         f"around the generated section, then rerun")
     if _BEGIN_PREFIX in page and END in page:
         head, rest = page.split(_BEGIN_PREFIX, 1)
         return head + section.rstrip("\n") + rest.split(END, 1)[1]

@@ -175,6 +175,28 @@ def test_splice_keeps_the_prose():
         == f"# T\n\n{BEGIN}\nnew\n{END}\nkept\n"  # an older marker's wording is replaced
     fresh = splice_section("# T\n\nintro\n\nrest\n", f"{BEGIN}\nx\n{END}\n")
     assert fresh == f"# T\n\n{BEGIN}\nx\n{END}\n\nintro\n\nrest\n"
+    # a page that lost one marker is refused (a second section would sit beside the stale)
+    for broken in (f"# T\n\nold table\n{END}\nprose\n", f"# T\n\n{BEGIN}\nold table\n"):
+        with pytest.raises(ValueError, match="put the marker back"):
+            splice_section(broken, f"{BEGIN}\nnew\n{END}\n")
+
+
+def test_eval_refuses_a_results_page_without_its_begin_marker(tmp_path, capsys):
+    """Before any evaluation: one line naming the page and the fix, exit status 2, the
+    page untouched."""
+    from sbnn.cli import main
+
+    rows = {"case_i": [(0, 30.0)]}
+    _write_run(tmp_path, "case_i", 0, 30.0)
+    manifest = _manifest(tmp_path, rows)
+    out = tmp_path / "docs"
+    out.mkdir()
+    page = f"# R\n\nold table\n{END}\nprose\n"
+    (out / "results.md").write_text(page)
+    assert main(["eval", "--manifest", manifest, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.md" in err[0] and "put the marker back" in err[0]
+    assert (out / "results.md").read_text() == page
 
 
 def test_pruned_row_on_the_validation_split(tmp_path):
