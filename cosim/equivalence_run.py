@@ -70,13 +70,14 @@ def run_job(job: EquivJob) -> dict:
     from .equivalence import random_config, run_config
     from .fast import build_fast
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), _cpu_seconds()
     if job.kind == "build":
         try:
             build_fast(random_config(job.config_seed), job.build_root)
         except Exception as exc:  # reported by the case jobs
             return {"build_error": " ".join(str(exc).split())[:500] or type(exc).__name__}
-        return {"build_s": round(time.time() - t0, 1)}
+        return {"build_s": round(time.time() - t0, 1),
+                "build_cpu_s": round(_cpu_seconds() - cpu0, 1)}
     try:
         rep = run_config(job.config_seed, Path(job.build_root), job.first, job.count,
                          workers=1)
@@ -87,8 +88,18 @@ def run_job(job: EquivJob) -> dict:
                            f"{first}") from exc
     return {"cases": rep.images, "mismatches": rep.mismatches,
             "transactions": rep.transactions_checked, "sim_cycles": rep.sim_cycles,
-            "wall_s": round(time.time() - t0, 1), "first_mismatch": rep.first_mismatch,
-            "failing_case": rep.failing_case}
+            "wall_s": round(time.time() - t0, 1), "cpu_s": round(_cpu_seconds() - cpu0, 1),
+            "first_mismatch": rep.first_mismatch, "failing_case": rep.failing_case}
+
+
+def _cpu_seconds() -> float:
+    """User + system seconds of this process and its waited-for children (the simulator,
+    Verilator's make and g++): what a job costs, whatever else runs beside it."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def read_ledger(path: Path) -> list[dict]:
@@ -117,6 +128,7 @@ class _Ledger:
     def __init__(self, path: Path, jobs: list[EquivJob], cases: int, total: int, log):
         self.path, self.jobs, self.cases, self.total, self.log = path, jobs, cases, total, log
         self.build_s: dict[int, float | None] = {}
+        self.build_cpu_s: dict[int, float | None] = {}
         self.chunks: list[dict] = []
         self.failed: dict | None = None
 
@@ -124,6 +136,7 @@ class _Ledger:
         job = self.jobs[index]
         if job.kind == "build":
             self.build_s[job.config_seed] = result.get("build_s")
+            self.build_cpu_s[job.config_seed] = result.get("build_cpu_s")
             return False
         self.chunks.append(result)
         if job.first + job.count < self.cases:
@@ -135,7 +148,9 @@ class _Ledger:
                  "transactions": sum(c["transactions"] for c in chunks),
                  "sim_cycles": sum(c["sim_cycles"] for c in chunks),
                  "wall_s": round(sum(c["wall_s"] for c in chunks), 1),
+                 "cpu_s": round(sum(c.get("cpu_s", 0.0) for c in chunks), 1),
                  "build_s": self.build_s.get(job.config_seed),
+                 "build_cpu_s": self.build_cpu_s.get(job.config_seed),
                  "first_mismatch": bad["first_mismatch"] if bad else None,
                  "failing_case": bad["failing_case"] if bad else None}
         self.path.parent.mkdir(parents=True, exist_ok=True)

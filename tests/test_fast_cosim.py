@@ -88,10 +88,10 @@ def test_equivalence_jobs_builds_ahead_and_fixed_chunks(tmp_path):
 def _fake_job(job: EquivJob) -> dict:
     """What run_job returns, without Verilator: config 12 mismatches in case 12:503."""
     if job.kind == "build":
-        return {"build_s": 1.0}
+        return {"build_s": 1.0, "build_cpu_s": 1.5}
     bad = job.config_seed == 12 and job.first <= 503 < job.first + job.count
     return {"cases": job.count, "mismatches": int(bad), "transactions": 3 * job.count,
-            "sim_cycles": 10 * job.count, "wall_s": 0.5,
+            "sim_cycles": 10 * job.count, "wall_s": 0.5, "cpu_s": 0.25,
             "first_mismatch": "image 3, field 'logits'" if bad else None,
             "failing_case": "12:503" if bad else None}
 
@@ -105,8 +105,8 @@ def test_equivalence_ledger_one_line_per_config_stops_at_a_mismatch(tmp_path, mo
     assert [e["config_seed"] for e in entries] == [10, 11, 12]  # stopped at 12, 13 not run
     assert entries[0] == {"config_seed": 10, "cases": cases, "mismatches": 0,
                           "transactions": 3 * cases, "sim_cycles": 10 * cases,
-                          "wall_s": 1.0, "build_s": 1.0, "first_mismatch": None,
-                          "failing_case": None}
+                          "wall_s": 1.0, "cpu_s": 0.5, "build_s": 1.0, "build_cpu_s": 1.5,
+                          "first_mismatch": None, "failing_case": None}
     assert entries[2]["mismatches"] == 1 and entries[2]["failing_case"] == "12:503"
     assert not res["ok"] and res["total_cases"] == 2 * cases
     # resumed: 10 and 11 are skipped, 12 is run again (it failed)
