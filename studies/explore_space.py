@@ -154,14 +154,16 @@ def load_space(path: str | Path) -> Space:
         varied = dict(zip(names, combo))
         point_design = {**design, **{k: v for k, v in varied.items() if k in config_fields}}
         point_recipe = {**recipe, **{k: v for k, v in varied.items() if k in recipe_fields}}
-        invalid = None
+        invalid, effective = None, point_recipe
         try:
             point_design = SbnnConfig.from_dict(_sized(point_design, fixed)).to_dict()
             if "adc_steps" not in fixed:  # left to the data: training calibrates them
                 del point_design["adc_steps"]
-            TrainSettings.from_dict(point_recipe)
+            # the id hashes the recipe with every default filled in: a default that changes
+            # (or a new recipe field) gives new points, never a stale point read back
+            effective = TrainSettings.from_dict(point_recipe).to_dict()
         except (ConfigError, TrainSettingsError) as exc:
             point_design, invalid = None, str(exc)
-        points.append(Point(_point_id(point_design, varied, point_recipe, case), varied,
+        points.append(Point(_point_id(point_design, varied, effective, case), varied,
                             point_design, point_recipe, case, invalid))
     return Space(path, tuple(points), tuple(names), case, confirm)

@@ -55,6 +55,18 @@ def test_points_are_the_product_with_fitted_macros(tmp_path):
     assert [p.id for p in _space(tmp_path).points] == [p.id for p in space.points]  # stable
 
 
+def test_point_ids_hash_the_recipe_with_its_defaults(tmp_path):
+    """A recipe field left out and the same field at its default are one point; another
+    value is another point (so a changed default never reads a stale point back)."""
+    ids = [p.id for p in _space(tmp_path).points]
+    default = TrainSettings().adc_finetune_epochs
+    same = SPACE.replace("joint_epochs = 1", f"joint_epochs = 1\nadc_finetune_epochs = {default}")
+    assert [p.id for p in _space(tmp_path, same).points] == ids
+    other = SPACE.replace("joint_epochs = 1", f"joint_epochs = 1\nadc_finetune_epochs = "
+                                              f"{default + 1}")
+    assert not set(p.id for p in _space(tmp_path, other).points) & set(ids)
+
+
 def test_a_point_the_config_rejects_is_kept_with_its_reason(tmp_path):
     space = _space(tmp_path, SPACE.replace("adc_bits = {from = 4, to = 8, step = 2}",
                                            "adc_bits = [1, 8]"))
