@@ -17,14 +17,12 @@ Batch norm and bias become integer thresholds in ADC-code units, one per neuron 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from sbnn.config import SbnnConfig
 
-from .model import SupportedBNN
+from .model import SupportedBNN, adc_floor_loss
 from .qmodel import QuantizedModel
 
 __all__ = ["FoldError", "floor_loss_by_pass", "fold_arrays", "fold_model"]
@@ -42,7 +40,7 @@ def floor_loss_by_pass(cfg: SbnnConfig, layer: int, mask: np.ndarray) -> np.ndar
     per_plane = np.empty((cfg.planes, mask.shape[0]))
     for k, gain in enumerate(cfg.plane_gains):
         kept = np.ones(mask.shape[0]) if k == 0 else mask[:, k - 1].astype(float)
-        per_plane[k] = (step - math.gcd(gain, step)) / (2 * step) * kept
+        per_plane[k] = adc_floor_loss(gain, step) * kept
     return np.cumsum(per_plane, axis=0) * cfg.row_blocks(layer)
 
 

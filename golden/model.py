@@ -22,8 +22,8 @@ from torch import nn
 
 from sbnn.config import PIXEL_BITS, SbnnConfig
 
-__all__ = ["SignSTE", "binarize", "SupportedLinear", "BudgetNorms", "SupportedBNN",
-           "pixels_to_codes"]
+__all__ = ["SignSTE", "binarize", "adc_floor_loss", "SupportedLinear", "BudgetNorms",
+           "SupportedBNN", "pixels_to_codes"]
 
 
 class SignSTE(torch.autograd.Function):
@@ -42,6 +42,12 @@ class SignSTE(torch.autograd.Function):
 
 def binarize(x: torch.Tensor) -> torch.Tensor:
     return SignSTE.apply(x)
+
+
+def adc_floor_loss(gain: int, step: int) -> float:
+    """Expected loss, in ADC codes, of one conversion's floor: ``floor(gain * S / step)``
+    of an integer sum ``S`` loses ``(step - gcd(gain, step)) / (2 * step)`` on average."""
+    return (step - math.gcd(gain, step)) / (2 * step)
 
 
 def pixels_to_codes(pixels: torch.Tensor, cfg: SbnnConfig) -> torch.Tensor:
@@ -128,7 +134,7 @@ class SupportedBNN(nn.Module):
         self.budgets = nn.ModuleList(BudgetNorms(cfg) for _ in range(cfg.num_supports + 1))
         self.register_load_state_dict_pre_hook(_upgrade_shared_norms)
 
-    #: Model the first layer's per-tile ADC saturation in training (see _first_layer_adc).
+    #: Model the first layer's per-tile ADC saturation in training (see _adc_layer).
     adc_aware: bool = False
     #: Model every layer's ADC conversion in training: floor and clipping (_adc_layer).
     adc_quantize: bool = False
@@ -136,30 +142,18 @@ class SupportedBNN(nn.Module):
     #: on them (golden/fold.py fold_model) instead of taking the config's.
     calibration_codes: torch.Tensor | None = None
 
-    def _first_layer_adc(self, codes: torch.Tensor, budget: int | None) -> torch.Tensor:
-        """First layer as the macro computes it: every (row block, plane) product-sum is
-        clipped to the ADC range separately, then accumulated. Pixel codes reach 15, so a
-        64-row block can exceed the ADC's range; hidden layers (+-1 inputs) cannot, in
-        practice. The floor of the ADC is left out on purpose: fold.py corrects its mean."""
-        cfg, lin = self.cfg, self.linears[0]
-        a, n, nb = cfg.active_rows, cfg.layers[0], cfg.row_blocks(0)
-        x = nn.functional.pad(codes, (0, nb * a - n)).view(len(codes), nb, a).transpose(0, 1)
-        step, g0 = cfg.adc_steps[0], cfg.plane_gains[0]
-        y = 0
-        for w in lin.plane_weights(budget):
-            wk = nn.functional.pad(w, (0, nb * a - n)).view(len(w), nb, a).permute(1, 2, 0)
-            # plane k's column sum is gain_k * x.S_k; w already carries a_k = gain_k / g0
-            s = torch.bmm(x, wk) * (g0 / step)  # (nb, B, m) in ADC codes
-            y = y + s.clamp(cfg.adc_min, cfg.adc_max).sum(0)
-        return y * (step / g0)
-
-    def _adc_layer(self, layer: int, x: torch.Tensor, budget: int | None) -> torch.Tensor:
+    def _adc_layer(self, layer: int, x: torch.Tensor, budget: int | None,
+                   floor: bool = True) -> torch.Tensor:
         """Layer ``layer`` as the macro and the accumulator compute it: every (row block,
-        plane) product-sum floored to the ADC step and clipped to the ADC range, then
-        summed, plus the floor's mean loss that folding adds back (fold.py
-        floor_loss_by_pass), so that the batch norms see what the folded thresholds
-        compare. The floor's gradient is passed straight through. Few ADC bits round a
-        sum away; a network trained through it learns thresholds that tolerate that."""
+        plane) product-sum clipped to the ADC range separately, then accumulated.
+
+        ``floor``: each sum is also floored to the ADC step (straight-through gradient),
+        plus the floor's mean loss that folding adds back (:func:`adc_floor_loss`), so that
+        the batch norms see what the folded thresholds compare (``adc_quantize``: few ADC
+        bits round a sum away; a network trained through it learns thresholds that
+        tolerate that). Without it, the clipping alone (``adc_aware``, the first layer:
+        pixel codes reach 15, so a 64-row block can exceed the ADC's range; hidden layers'
+        +-1 inputs cannot, in practice), the floor left to fold.py's mean correction."""
         cfg, lin = self.cfg, self.linears[layer]
         a, n, nb = cfg.active_rows, cfg.layers[layer], cfg.row_blocks(layer)
         xb = nn.functional.pad(x, (0, nb * a - n)).view(len(x), nb, a).transpose(0, 1)
@@ -167,14 +161,16 @@ class SupportedBNN(nn.Module):
         y = 0
         for k, w in enumerate(lin.plane_weights(budget)):
             wk = nn.functional.pad(w, (0, nb * a - n)).view(len(w), nb, a).permute(1, 2, 0)
-            s = torch.bmm(xb, wk) * (g0 / step)  # (nb, B, m): gain_k * sum / step
-            s = s + (torch.floor(s) - s).detach()
-            q = s.clamp(cfg.adc_min, cfg.adc_max).sum(0)
-            gain = cfg.plane_gains[k]
-            loss = (step - math.gcd(gain, step)) / (2 * step) * nb
-            # a masked (or dropped) support column has an all-zero weight row: no conversion
-            kept = (w != 0).any(1).to(q.dtype) if k else 1.0
-            y = y + q + loss * kept
+            # plane k's column sum is gain_k * x.S_k; w already carries a_k = gain_k / g0
+            s = torch.bmm(xb, wk) * (g0 / step)  # (nb, B, m) in ADC codes
+            if floor:
+                s = s + (torch.floor(s) - s).detach()
+            y = y + s.clamp(cfg.adc_min, cfg.adc_max).sum(0)
+            if floor:
+                # a masked (or dropped) support column has an all-zero weight row: no
+                # conversion, no floor loss
+                kept = (w != 0).any(1).to(y.dtype) if k else 1.0
+                y = y + adc_floor_loss(cfg.plane_gains[k], step) * nb * kept
         return y * (step / g0)
 
     def forward(self, codes: torch.Tensor, budget: int | None = None) -> torch.Tensor:
@@ -187,7 +183,7 @@ class SupportedBNN(nn.Module):
             if self.adc_quantize:
                 y = self._adc_layer(i, h, budget)
             elif i == 0 and self.adc_aware:
-                y = self._first_layer_adc(h, budget)
+                y = self._adc_layer(0, h, budget, floor=False)
             else:
                 y = lin(h, budget)
             h = binarize(norm(y))

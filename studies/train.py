@@ -239,11 +239,18 @@ def _fix_steps_after_stage_1(model: SupportedBNN, settings: TrainSettings) -> No
     same steps from the same stage-1 model."""
     if model.calibration_codes is None:
         return
-    from sbnn.golden.adc_calibration import calibrate_adc_steps
-
     start = copy.deepcopy(model)
     _start_supports(start, settings)
-    model.cfg = model.cfg.replace(adc_steps=calibrate_adc_steps(start, model.calibration_codes))
+    _fix_steps(model, start)
+
+
+def _fix_steps(model: SupportedBNN, chosen_on: SupportedBNN) -> None:
+    """Fix ``model``'s ADC steps to those calibrated on ``chosen_on`` (the model itself or
+    a copy of it) with ``model``'s calibration codes, which it then no longer carries."""
+    from sbnn.golden.adc_calibration import calibrate_adc_steps
+
+    model.cfg = model.cfg.replace(
+        adc_steps=calibrate_adc_steps(chosen_on, model.calibration_codes))
     model.steps_chosen_on = model.calibration_codes
     model.calibration_codes = None
 
@@ -261,12 +268,7 @@ def _adc_finetune(model: SupportedBNN, last: Stage, settings: TrainSettings, fit
             model, "steps_chosen_on", None) is None):
         return None
     if model.calibration_codes is not None:
-        from sbnn.golden.adc_calibration import calibrate_adc_steps
-
-        model.cfg = model.cfg.replace(
-            adc_steps=calibrate_adc_steps(model, model.calibration_codes))
-        model.steps_chosen_on = model.calibration_codes
-        model.calibration_codes = None
+        _fix_steps(model, model)
     model.adc_quantize = True
     stage = Stage("adc", last.params, settings.adc_finetune_epochs, last.budgets,
                   last.weights, last.lr / 10, out / "ckpt_adc.pt")

@@ -255,7 +255,7 @@ def test_adc_aware_first_layer_matches_plain_matmul_when_nothing_clips():
         lin.base.fill_(0.5)
         lin.supports.fill_(0.5)
     full = torch.full((1, 784), 15.0)
-    y = net._first_layer_adc(full, None).detach()
+    y = net._adc_layer(0, full, None, floor=False).detach()
     g0, step = cfg.plane_gains[0], cfg.adc_steps[0]
     most = cfg.row_blocks(0) * cfg.adc_max * step / g0 * cfg.planes
     assert float(y.max()) <= most + 1e-3

@@ -95,7 +95,7 @@ def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
         load_manifest,
         manifest_from_models,
     )
-    from sbnn.studies.results_report import splice_section
+    from sbnn.studies.results_report import check_markers
 
     for path in table.values():
         load_model(path, None)  # clear error for a missing or bad file, before the work
@@ -113,7 +113,7 @@ def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
     page_path = Path(args.out) / "results.md"
     page = page_path.read_text() if page_path.is_file() else None
     try:  # before minutes of evaluation: a page whose generated section lost a marker
-        splice_section(page, "")
+        check_markers(page)
     except ValueError as exc:
         raise CliError(f"{page_path}: {exc}") from None
     with staged_folder(args.out) as stage:  # results.json, .md and plots appear together
