@@ -25,6 +25,20 @@ needs_sta = pytest.mark.skipif(shutil.which("sta") is None,
                                reason="OpenSTA ('sta') not installed: apt-get install opensta")
 
 
+def _have_liberty() -> bool:
+    try:
+        resolve_liberty(None)
+    except LibertyError:
+        return False
+    return True
+
+
+# the flow maps onto the SKY130 library of ../shared/pdk (or $SBNN_LIBERTY)
+needs_liberty = pytest.mark.skipif(not _have_liberty(),
+                                   reason="no Liberty library: set SBNN_LIBERTY or put "
+                                          "the SKY130 one in ../shared/pdk")
+
+
 def test_liberty_option_then_env_then_shared(tmp_path, monkeypatch):
     lib = tmp_path / "a.lib"
     lib.write_text("library (a) { }\n")
@@ -116,6 +130,7 @@ def test_top_two_matches_a_sort(n):
 
 
 @needs_sta
+@needs_liberty
 def test_flow_on_a_small_config(tmp_path):
     """sbnn synth end to end: every silicon.json key, sane numbers, docs written."""
     cfg_file = tmp_path / "small.json"

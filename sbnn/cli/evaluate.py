@@ -107,15 +107,15 @@ def _results_table(args: argparse.Namespace, table: dict[str, Path]) -> int:
         for run in row.runs:
             load_model(run.model, None)
     check_output_path(args.out, "--out", folder=True)
-    images, labels = load_mnist("test", args.data_dir)
-    print(f"results table on {len(labels)} test images, hardware-exact path; writing "
-          f"{args.out}/results.json, results.md and plots", flush=True)
     page_path = Path(args.out) / "results.md"
     page = page_path.read_text() if page_path.is_file() else None
     try:  # before minutes of evaluation: a page whose generated section lost a marker
         check_markers(page)
     except ValueError as exc:
         raise CliError(f"{page_path}: {exc}") from None
+    images, labels = load_mnist("test", args.data_dir)
+    print(f"results table on {len(labels)} test images, hardware-exact path; writing "
+          f"{args.out}/results.json, results.md and plots", flush=True)
     with staged_folder(args.out) as stage:  # results.json, .md and plots appear together
         res = build_seeded_results(manifest, images, labels, stage,
                                    eval_command=portable_command(args.argv), page=page,
