@@ -160,8 +160,7 @@ def _train_epoch(model: SupportedBNN, stage: Stage, opt: torch.optim.Optimizer,
         idx = order[step * batch_size:(step + 1) * batch_size].to(codes.device)
         x, y = codes[idx], labels[idx]
         loss = 0
-        for budget, weight in zip(stage.budgets, stage.weights):
-            out = model(x, budget)
+        for out, weight in zip(model.forward_budgets(x, stage.budgets), stage.weights):
             loss = loss + weight * loss_fn(out, y)
         opt.zero_grad()
         loss.backward()
@@ -191,7 +190,9 @@ def run_stage(model: SupportedBNN, stage: Stage, fit: Split, val: Split,
     epoch's model in ``model``. Returns ``{"stage", "kept_epoch", "epochs"}``, ``epochs``
     holding each epoch's loss, learning rate and validation errors."""
     device = device or torch.device("cpu")
-    opt = torch.optim.Adam(stage.params, lr=stage.lr)
+    # foreach: the multi-tensor Adam (what CUDA picks by default) on the CPU too; its
+    # updates equal the per-tensor loop's bit for bit, in less time
+    opt = torch.optim.Adam(stage.params, lr=stage.lr, foreach=True)
     decay = (settings.lr_final / stage.lr) ** (1 / max(1, stage.epochs - 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
     state: dict[str, Any] = {"epoch": 0, "history": [], "kept": None}
