@@ -33,8 +33,8 @@ from sbnn.golden.qmodel import QuantizedModel
 
 from .recipe import CheckpointRule, TrainSettings
 
-__all__ = ["Stage", "resolve_device", "device_name", "evaluate_float", "evaluate_hw",
-           "hw_errors_by_budget", "validate", "run_stage", "cpu_state"]
+__all__ = ["Stage", "resolve_device", "device_name", "machine_record", "evaluate_float",
+           "evaluate_hw", "hw_errors_by_budget", "validate", "run_stage", "cpu_state"]
 
 Split = tuple[np.ndarray, np.ndarray]
 Log = Callable[[str], Any]
@@ -57,6 +57,26 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return "cpu"
+
+
+def machine_record() -> dict:
+    """What a summary records of the machine a run trained on: the CPU model, its core
+    count, the torch build and the load average at the end (other work on the machine
+    stretches ``train_minutes``; runs on different CPUs or torch builds need not agree bit
+    for bit)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f
+                        if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "load_avg_1_5_15_min_at_end": load}
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -44,6 +44,10 @@ def test_case_ii_trains_jointly_on_a_tiny_config(tmp_path):
     init = SupportedBNN(cfg).linears[0].supports.detach().clone()
     summary = train_case_ii(cfg, fit, val, tmp_path, settings, log=lambda m: None)
     assert summary["case"] == "ii" and summary["device"] == "cpu"
+    # the machine it trained on: runs on another CPU or torch build need not agree bitwise
+    machine = summary["machine"]
+    assert machine["torch"] == torch.__version__ and machine["cores"] >= 1
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
     assert summary["validation_images"] == 200 and summary["fit_images"] == 600
     assert summary["val_hw_error_pct"] < 30  # chance is 90 %
     assert len(summary["val_hw_error_pct_by_budget"]) == 2
