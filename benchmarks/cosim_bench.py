@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_name
+
+from sbnn.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIV_CONFIGS = 20

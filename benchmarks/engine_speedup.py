@@ -49,7 +49,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from machine import cpu_name
+from sbnn.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.8

@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from machine import cpu_name
 from torch import nn
+
+from sbnn.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ from sbnn.golden.fold import fold_model
 from sbnn.golden.hwpath import run_hw
 from sbnn.golden.model import SupportedBNN, pixels_to_codes
 from sbnn.golden.qmodel import QuantizedModel
+from sbnn.machine import cpu_name
 
 from .recipe import CheckpointRule, TrainSettings
 
@@ -65,17 +66,9 @@ def machine_record() -> dict:
     stretches ``train_minutes``; runs on different CPUs or torch builds need not agree bit
     for bit)."""
     import os
-    import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
             "load_avg_1_5_15_min_at_end": load}
 
 

@@ -1,5 +1,4 @@
-"""What the benchmarks record of the machine they ran on (imported by the scripts beside it,
-which run as ``python benchmarks/NAME.py``, so this folder is on sys.path)."""
+"""What a benchmark or a training summary records of the machine it ran on."""
 
 from __future__ import annotations
 
