@@ -6,8 +6,19 @@ exits early often (few cycles, more errors); the register's all-ones value never
 
 :func:`exit_curve` gives the error and mean cycles of every candidate margin from one run
 of the hardware-exact path (every pass's logits are kept, so each margin is a selection,
-not a rerun). :func:`choose_exit_margin` picks, for a target error, the margin with the
-fewest mean cycles whose validation error is within ``tolerance_pp`` of the full budget's.
+not a rerun). :func:`choose_exit_margin` picks the margin with the fewest mean cycles that
+passes one of two rules (:class:`ExitCriterion`), ``tolerance_pp`` its allowance:
+
+* ``agreement`` (the default): the exit changes at most ``tolerance_pp`` % of the validation
+  answers of the full budget. An exit's error can exceed the full budget's by no more than
+  the share of answers it changes, so this bounds the error cost on the validation images
+  themselves, and the count of changed answers is measured directly instead of as the
+  difference of two noisy error rates.
+* ``error``: the validation error is within ``tolerance_pp`` of the full budget's. On the
+  large models the validation split barely tells budget 0 from budget 1 (case (i) seed 0:
+  1.15 % against 1.13 %), so this rule exits after the base pass almost always and the
+  test set pays up to +0.13 pp (docs/results.md, "Anytime").
+
 The choice reads the validation split only; ``sbnn eval``/``nox -s results`` then measure
 the chosen margin once on the test set.
 """
@@ -15,13 +26,30 @@ the chosen margin once on the test set.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 import numpy as np
 
 from sbnn.golden.hwpath import margins, run_hw, schedule
 from sbnn.golden.qmodel import QuantizedModel
 
-__all__ = ["ExitPoint", "exit_curve", "choose_exit_margin", "exit_outcome", "MAX_CANDIDATES"]
+__all__ = ["ExitCriterion", "ExitPoint", "exit_curve", "choose_exit_margin", "exit_outcome",
+           "MAX_CANDIDATES", "DEFAULT_TOLERANCE_PP"]
+
+
+class ExitCriterion(str, Enum):
+    """What ``tolerance_pp`` bounds when a margin is chosen (see the module docstring)."""
+
+    #: share of the full budget's answers the exit changes
+    AGREEMENT = "agreement"
+    #: the exit's error above the full budget's
+    ERROR = "error"
+
+
+#: Per criterion, the default allowance in percentage points: the agreement rule keeps every
+#: validation answer (its cheapest zero-change margin still saves 54 to 58 % of the cycles
+#: on the large models); the error rule allows the issue's +0.05 pp.
+DEFAULT_TOLERANCE_PP = {ExitCriterion.AGREEMENT: 0.0, ExitCriterion.ERROR: 0.05}
 
 #: At most this many candidate margins are scored (quantiles of the observed margins when
 #: there are more distinct values): the curve is smooth at that resolution.
@@ -38,6 +66,8 @@ class ExitPoint:
     mean_cycles: float
     #: share of the images that stopped before the budget's last pass
     exit_early_pct: float
+    #: share of the images whose answer differs from the full budget's (no exit)
+    changed_pct: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +116,7 @@ def exit_curve(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
     pass_margins = [margins(res.pass_logits[p]) for p in passes[:-1]]
     stacked = np.stack([res.pass_logits[p].argmax(axis=1) for p in passes])
     n = len(labels)
-    points = [ExitPoint(None, _pct(stacked[-1] != labels), float(cycles[-1]), 0.0)]
+    points = [ExitPoint(None, _pct(stacked[-1] != labels), float(cycles[-1]), 0.0, 0.0)]
     for margin in (candidates if candidates is not None else _candidates(pass_margins, top)):
         exit_pass = _exit_passes(pass_margins, passes, margin) if pass_margins else \
             np.full(n, passes[-1])
@@ -94,7 +124,7 @@ def exit_curve(model: QuantizedModel, pixels: np.ndarray, labels: np.ndarray,
         classes = stacked[idx, np.arange(n)]
         points.append(ExitPoint(int(margin), _pct(classes != labels),
                                 round(float(cycles[idx].mean()), 2),
-                                _pct(exit_pass < passes[-1])))
+                                _pct(exit_pass < passes[-1]), _pct(classes != stacked[-1])))
     return points
 
 
@@ -102,12 +132,17 @@ def _pct(flags: np.ndarray) -> float:
     return round(float(np.mean(flags) * 100), 4)
 
 
-def choose_exit_margin(curve: list[ExitPoint], tolerance_pp: float) -> ExitPoint:
-    """The point with the fewest mean cycles whose error is at most the no-exit error plus
-    ``tolerance_pp`` (ties: the larger margin, the safer one). The no-exit point qualifies
-    always, so there is an answer."""
+def choose_exit_margin(curve: list[ExitPoint], tolerance_pp: float,
+                       criterion: ExitCriterion = ExitCriterion.AGREEMENT) -> ExitPoint:
+    """The point with the fewest mean cycles that passes ``criterion`` with allowance
+    ``tolerance_pp``: at most that share of the answers changed (agreement), or an error at
+    most the no-exit error plus it (error). Ties: the larger margin, the safer one. The
+    no-exit point qualifies always, so there is an answer."""
     full = next(p for p in curve if p.exit_margin is None)
-    fits = [p for p in curve if p.error_pct <= full.error_pct + tolerance_pp + 1e-9]
+    if ExitCriterion(criterion) is ExitCriterion.AGREEMENT:
+        fits = [p for p in curve if p.changed_pct <= tolerance_pp + 1e-9]
+    else:
+        fits = [p for p in curve if p.error_pct <= full.error_pct + tolerance_pp + 1e-9]
     return min(fits, key=lambda p: (p.mean_cycles,
                                     -(p.exit_margin if p.exit_margin is not None else 1 << 62)))
 

@@ -200,8 +200,9 @@ def build_seeded_results(manifest: Manifest, pixels: np.ndarray, labels: np.ndar
     results["paper"] = {**PAPER, "relative_reduction_from_rates_pct": {
         "case_i": _rel(PAPER["baseline_error_pct"], PAPER["case_i_error_pct"]),
         "case_ii": _rel(PAPER["baseline_error_pct"], PAPER["case_ii_error_pct"])}}
-    results["anytime"] = [e for name in ANYTIME_ROWS for r in runs[name]
-                          for e in r.pop("anytime")]
+    anytime = [e for name in ANYTIME_ROWS for r in runs[name] for e in r.pop("anytime")]
+    results["anytime"] = [e for e in anytime if not e.get("exit_variant")]
+    results["anytime_exit_variants"] = [e for e in anytime if e.get("exit_variant")]
     results["anytime_exit"] = exit_targets(results["anytime"])
     results["targets"] = TARGETS if manifest.targets else None
     results.update(check_targets(results, runs))  # and the derived figures they use

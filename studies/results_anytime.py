@@ -3,7 +3,9 @@
 For every seed of the rows in :data:`ANYTIME_ROWS`: test error and mean cycles at each
 budget without exit, and at the full budget with the exit margin ``sbnn exit-margin``
 calibrated on the validation split (the manifest's ``exit``), each with what the RTL agreed
-on where a committed ``sbnn sim --report`` covers it (the manifest's ``rtl``).
+on where a committed ``sbnn sim --report`` covers it (the manifest's ``rtl``). Every other
+calibration tried (the manifest's ``exit_variants``) gives an entry of its own marked
+``exit_variant``: results.json lists those apart (``anytime_exit_variants``).
 """
 
 from __future__ import annotations
@@ -54,15 +56,21 @@ def anytime_records(row: str, run: RunEntry, qm: QuantizedModel, seed: int | Non
                 "rtl_images": images, "rtl_mismatches": bad, **(extra or {})}
 
     out = [entry(b["budget"], None, b["hw_error_pct"], b["cycles"]) for b in budgets]
-    if run.exit is not None:
-        calib = json.loads(Path(run.exit).read_text())
+    calibrations = [] if run.exit is None else [run.exit, *run.exit_variants]
+    for i, path in enumerate(calibrations):
+        calib = json.loads(Path(path).read_text())
         margin, budget = calib["exit_margin"], calib["budget"]
         point = exit_outcome(qm, pixels, labels, margin, budget)
         out.append(entry(budget, margin, point.error_pct, point.mean_cycles, {
-            "exit_early_pct": point.exit_early_pct,
-            "calibration": {"split": calib["split"], "tolerance_pp": calib["tolerance_pp"],
+            "exit_early_pct": point.exit_early_pct, "changed_pct": point.changed_pct,
+            "calibration": {"file": Path(path).name, "split": calib["split"],
+                            # files written before the agreement rule bound the error
+                            "criterion": calib.get("criterion", "error"),
+                            "tolerance_pp": calib["tolerance_pp"],
                             "val_error_pct": calib["chosen"]["error_pct"],
-                            "val_no_exit_error_pct": calib["no_exit"]["error_pct"]}}))
+                            "val_changed_pct": calib["chosen"].get("changed_pct"),
+                            "val_no_exit_error_pct": calib["no_exit"]["error_pct"]},
+            **({"exit_variant": True} if i else {})}))
     return out
 
 

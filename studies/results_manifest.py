@@ -50,7 +50,7 @@ __all__ = ["ROWS", "ManifestError", "Manifest", "RowRuns", "RunEntry", "Variant"
 #: The rows of the results table, in table order.
 ROWS = ("baseline", "case_i", "case_i_control", "case_ii", "case_ii_control", "pruned")
 _RUN_KEYS = {"seed", "model", "summary", "minutes", "prune_summary", "source_model", "exit",
-             "rtl"}
+             "exit_variants", "rtl"}
 _ROW_KEYS = {"description", "base_plane_only", "runs"}
 _VARIANT_KEYS = {"name", "row", "description", "selected_on", "recorded_hw_error_pct",
                  "recorded_train_minutes"} | _RUN_KEYS
@@ -72,6 +72,9 @@ class RunEntry:
     source_model: Path | None = None  # the model it was pruned from
     exit: Path | None = None  # sbnn exit-margin's calibration (validation split)
     rtl: tuple[Path, ...] = ()  # sbnn sim --report files of this model
+    #: other calibrations of the exit tried (another rule or allowance): measured and
+    #: reported beside the chosen one (``exit``), never used for a target
+    exit_variants: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,21 @@ def _run(where: str, base: Path, table: dict, model_required: bool = True) -> Ru
     rtl = table.get("rtl", [])
     if not isinstance(rtl, list):
         raise ManifestError(f"{where}: rtl lists sbnn sim --report files, got {rtl!r}")
+    tried = table.get("exit_variants", [])
+    if not isinstance(tried, list):
+        raise ManifestError(f"{where}: exit_variants lists sbnn exit-margin files, got "
+                            f"{tried!r}")
+    if tried and "exit" not in table:
+        raise ManifestError(f"{where}: exit_variants needs the chosen calibration too "
+                            f"(exit = \"FILE.exit.json\")")
     return RunEntry(seed, _path(f"{where} model", base, table.get("model")),
                     _path(f"{where} summary", base, table.get("summary")), minutes,
                     _path(f"{where} prune_summary", base, table.get("prune_summary")),
                     _path(f"{where} source_model", base, table.get("source_model")),
                     _path(f"{where} exit", base, table.get("exit")),
-                    tuple(_path(f"{where} rtl[{i}]", base, v) for i, v in enumerate(rtl)))
+                    tuple(_path(f"{where} rtl[{i}]", base, v) for i, v in enumerate(rtl)),
+                    tuple(_path(f"{where} exit_variants[{i}]", base, v)
+                          for i, v in enumerate(tried)))
 
 
 def _row(name: str, base: Path, table: dict) -> RowRuns:

@@ -134,11 +134,13 @@ def _anytime_lines(results: dict) -> list[str]:
     groups = _anytime_groups(results)
     if not groups:
         return ["No anytime row has a committed run."]
+    rules = sorted({_rule(e["calibration"]) for e in results.get("anytime", [])
+                    if e["exit_margin"] is not None})
     lines = ["Test error and mean cycles per inference at each latency budget, and at the "
              "full budget with the confidence exit (EXIT_MARGIN calibrated per seed on the "
-             "validation split, `sbnn exit-margin --tolerance-pp 0.05`); means over seeds. "
-             "RTL: images the cosim ran at that point (all seeds) and those with any "
-             "mismatch.", "",
+             f"validation split by `sbnn exit-margin`: {'; '.join(rules) or 'none'}); means "
+             "over seeds. RTL: images the cosim ran at that point (all seeds) and those with "
+             "any mismatch.", "",
              "| row | budget | exit margin (per seed) | test error | mean cycles | early exits "
              "| RTL images | RTL mismatches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (row, budget, has_exit), es in groups.items():
@@ -156,6 +158,51 @@ def _anytime_lines(results: dict) -> list[str]:
         if v.get("met") is not None:
             lines += ["", f"* {row}: the exit errs {v['error_above_full_pp']:+.2f} pp against "
                       f"the full budget at {v['cycles_saved_pct']:.1f} % fewer mean cycles."]
+    return lines + _exit_variant_lines(results)
+
+
+def _rule(calib: dict) -> str:
+    """A calibration rule in words (studies/exit_calibration.py)."""
+    if calib.get("criterion") == "agreement":
+        bound = ("none" if calib["tolerance_pp"] == 0
+                 else f"at most {calib['tolerance_pp']:g} %")
+        return (f"`--criterion agreement --tolerance-pp {calib['tolerance_pp']:g}`, {bound} "
+                f"of the full budget's validation answers changed")
+    return (f"`--criterion error --tolerance-pp {calib['tolerance_pp']:g}`, validation error "
+            f"within +{calib['tolerance_pp']:g} pp of the full budget's")
+
+
+def _exit_variant_lines(results: dict) -> list[str]:
+    """Every other exit calibration tried, against the chosen one, per row (means over
+    the seeds it was tried on)."""
+    tried = results.get("anytime_exit_variants") or []
+    if not tried:
+        return []
+    chosen = {(e["model"], e["seed"]): e for e in results.get("anytime", [])
+              if e["exit_margin"] is not None}
+    full = {(e["model"], e["seed"]): e for e in results.get("anytime", [])
+            if e["exit_margin"] is None and e["budget"] == max(
+                x["budget"] for x in results["anytime"] if x["model"] == e["model"])}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for e in [*chosen.values(), *tried]:
+        groups.setdefault((e["model"], _rule(e["calibration"])), []).append(e)
+    lines = ["", "Exit calibrations tried (the chosen one and every variant, test set; "
+             "changed: test answers that differ from the full budget's):", "",
+             "| row | rule | chosen | exit margin (per seed) | test error above the full "
+             "budget | changed answers | fewer mean cycles | RTL images | RTL mismatches |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (row, rule), es in sorted(groups.items(), key=lambda kv: kv[0]):
+        ref = [full[(e["model"], e["seed"])] for e in es]
+        d_err = np.mean([e["error_pct"] - f["error_pct"] for e, f in zip(es, ref)])
+        saved = np.mean([100 * (1 - e["mean_cycles"] / f["mean_cycles"])
+                         for e, f in zip(es, ref)])
+        changed = np.mean([e.get("changed_pct", float("nan")) for e in es])
+        imgs = [e["rtl_images"] for e in es]
+        rtl = "not run" if all(i is None for i in imgs) else str(sum(i or 0 for i in imgs))
+        mis = "-" if rtl == "not run" else str(sum(e["rtl_mismatches"] or 0 for e in es))
+        lines.append(f"| {row} | {rule} | {'no' if es[0].get('exit_variant') else 'yes'} | "
+                     f"{', '.join(str(e['exit_margin']) for e in es)} | {d_err:+.2f} pp | "
+                     f"{changed:.2f} % | {saved:.1f} % | {rtl} | {mis} |")
     return lines
 
 

@@ -12,7 +12,12 @@ from sbnn.cli import main
 from sbnn.config import SbnnConfig
 from sbnn.golden.hwpath import run_hw, schedule
 from sbnn.golden.qmodel import QuantizedModel
-from sbnn.studies.exit_calibration import ExitPoint, choose_exit_margin, exit_curve
+from sbnn.studies.exit_calibration import (
+    ExitCriterion,
+    ExitPoint,
+    choose_exit_margin,
+    exit_curve,
+)
 
 CFG = SbnnConfig(layers=(30, 16, 5), num_supports=2, active_rows=8, macro_cols=12,
                  macro_rows=1024, adc_bits=6, gain_bits=3)
@@ -39,6 +44,11 @@ def test_every_point_equals_a_rerun_with_that_margin(setup, budget):
         assert point.mean_cycles == pytest.approx(cycles.mean(), abs=0.01)
         assert point.exit_early_pct == pytest.approx((res.exit_pass < budget).mean() * 100,
                                                      abs=1e-3)
+        full = run_hw(model, pixels, budget, None).classes
+        assert point.changed_pct == pytest.approx((res.classes != full).mean() * 100,
+                                                  abs=1e-3)
+        # an exit cannot cost more error than the share of answers it changes
+        assert point.error_pct - curve[0].error_pct <= point.changed_pct + 1e-9
     # margin 0 exits every image after pass 0; the no-exit point exits none
     zero = next(p for p in curve if p.exit_margin == 0)
     assert zero.exit_early_pct == 100 and curve[0].exit_early_pct == 0
@@ -49,11 +59,25 @@ def test_choice_is_the_cheapest_point_within_tolerance():
     curve = [ExitPoint(None, 1.00, 100.0, 0.0), ExitPoint(5, 1.20, 55.0, 90.0),
              ExitPoint(9, 1.04, 60.0, 80.0), ExitPoint(12, 1.05, 60.0, 80.0),
              ExitPoint(20, 1.00, 80.0, 40.0)]
-    assert choose_exit_margin(curve, 0.05).exit_margin == 12  # tie on cycles: safer margin
-    assert choose_exit_margin(curve, 0.03).exit_margin == 20
-    assert choose_exit_margin(curve, 0.0).exit_margin == 20
-    assert choose_exit_margin(curve, 0.5).exit_margin == 5
-    assert choose_exit_margin(curve[:1], 0.05).exit_margin is None
+    err = ExitCriterion.ERROR
+    assert choose_exit_margin(curve, 0.05, err).exit_margin == 12  # tie: the safer margin
+    assert choose_exit_margin(curve, 0.03, err).exit_margin == 20
+    assert choose_exit_margin(curve, 0.0, err).exit_margin == 20
+    assert choose_exit_margin(curve, 0.5, err).exit_margin == 5
+    assert choose_exit_margin(curve[:1], 0.05, err).exit_margin is None
+
+
+def test_agreement_bounds_the_changed_answers_not_the_error():
+    # margin 9 trades two errors for two others (same error, 0.4 % of answers changed):
+    # the error rule takes it, the agreement rule does not
+    curve = [ExitPoint(None, 1.00, 100.0, 0.0, 0.0), ExitPoint(5, 1.20, 55.0, 90.0, 0.6),
+             ExitPoint(9, 1.00, 60.0, 80.0, 0.4), ExitPoint(14, 1.01, 70.0, 70.0, 0.05),
+             ExitPoint(30, 1.00, 85.0, 30.0, 0.0)]
+    assert choose_exit_margin(curve, 0.0).exit_margin == 30  # agreement is the default
+    assert choose_exit_margin(curve, 0.05, "agreement").exit_margin == 14
+    assert choose_exit_margin(curve, 0.5).exit_margin == 9
+    assert choose_exit_margin(curve, 1.0).exit_margin == 5
+    assert choose_exit_margin(curve, 0.0, ExitCriterion.ERROR).exit_margin == 9
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -68,6 +92,14 @@ def test_bad_options_are_one_line(tmp_path, capsys, extra, words):
     assert not (tmp_path / "e.json").exists()
 
 
+def test_unknown_criterion_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["exit-margin", "--out", str(tmp_path / "e.json"), "--criterion", "errors"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and "--criterion" in err and "'agreement'" in err
+    assert not (tmp_path / "e.json").exists()
+
+
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
 def test_command_calibrates_on_the_validation_split(tmp_path, monkeypatch, capsys):
     import sbnn.studies.mnist as mnist
@@ -78,10 +110,11 @@ def test_command_calibrates_on_the_validation_split(tmp_path, monkeypatch, capsy
                         lambda split, *a, **k: read.append(split) or real(split, *a, **k))
     out = tmp_path / "e.json"
     assert main(["exit-margin", "--data-dir", str(SHARED_MNIST), "--out", str(out),
-                 "--tolerance-pp", "0.1"]) == 0
+                 "--criterion", "error", "--tolerance-pp", "0.1"]) == 0
     assert read[0] == "val" and "test" not in read  # never the test set
     record = json.loads(out.read_text())
     assert record["split"] == "val" and record["validation_images"] == 10000
+    assert (record["criterion"], record["tolerance_pp"]) == ("error", 0.1)
     chosen, full = record["chosen"], record["no_exit"]
     assert chosen["error_pct"] <= full["error_pct"] + 0.1 + 1e-9
     assert chosen["mean_cycles"] <= full["mean_cycles"]
@@ -95,3 +128,24 @@ def test_command_calibrates_on_the_validation_split(tmp_path, monkeypatch, capsy
     assert chosen["error_pct"] == pytest.approx((res.classes != labels).mean() * 100,
                                                 abs=1e-3)
     assert "--data-dir" not in record["command"]
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no shared MNIST folder")
+def test_default_rule_keeps_every_validation_answer(tmp_path):
+    out = tmp_path / "e.json"
+    assert main(["exit-margin", "--data-dir", str(SHARED_MNIST), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert (record["criterion"], record["tolerance_pp"]) == ("agreement", 0.0)
+    from sbnn.cli.loaders import default_model_path
+    from sbnn.studies.mnist import load_mnist
+
+    model = QuantizedModel.load(default_model_path())
+    images, _ = load_mnist("val", SHARED_MNIST)
+    pixels = images.reshape(len(images), -1)
+    full = run_hw(model, pixels, None, None).classes
+    res = run_hw(model, pixels, None, record["exit_margin"])
+    assert (res.classes == full).all()  # not one validation answer changed
+    # and the margin is the cheapest such: one below it changes some answer or saves nothing
+    if record["exit_margin"] is not None and record["exit_margin"] > 0:
+        below = run_hw(model, pixels, None, record["exit_margin"] - 1)
+        assert (below.classes != full).any() or (below.exit_pass == res.exit_pass).all()

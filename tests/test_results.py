@@ -350,3 +350,57 @@ def test_anytime_entries_per_budget_and_calibrated_exit(tmp_path):
     assert met["anytime_exit"] is None  # case (ii) has no calibrated exit
     assert res["anytime_exit"]["case_i"]["seeds"] == [0]
     assert met["anytime_budgets"] is not True  # random models: 90 % error
+
+
+def test_exit_variants_are_measured_and_listed_apart(tmp_path):
+    """A run's ``exit_variants``: each calibration measured on the test set like the chosen
+    one, listed in ``anytime_exit_variants`` and the report, never in a target."""
+    from sbnn.golden.hwpath import run_hw
+
+    model = _write_run(tmp_path, "case_i", 0, 30.0)["model"]
+    _write_run(tmp_path, "baseline", 0, 20.0)
+    for name, margin, rule in (("exit.json", 7, "agreement"), ("old.exit.json", 2, None)):
+        record = {"exit_margin": margin, "budget": 1, "split": "val", "tolerance_pp": 0.0,
+                  "chosen": {"error_pct": 50.0}, "no_exit": {"error_pct": 49.0}}
+        if rule:
+            record["criterion"] = rule
+        (tmp_path / name).write_text(json.dumps(record))
+    (tmp_path / "old.sim.json").write_text(json.dumps({"exit_margin": 2, "runs": [
+        {"run": "budget", "budget": 1, "images": 1000, "agree": 1000}]}))
+    text = ('[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\nmodel = "case_i_0.npz"\n'
+            'summary = "case_i_0.train_summary.json"\nexit = "exit.json"\n'
+            'exit_variants = ["old.exit.json"]\nrtl = ["old.sim.json"]\n'
+            '[rows.baseline]\n[[rows.baseline.runs]]\nseed = 0\nmodel = "baseline_0.npz"\n'
+            'summary = "baseline_0.train_summary.json"\n')
+    (tmp_path / "results.toml").write_text(text)
+    pixels, labels = _data()
+    res = build_seeded_results(load_manifest(tmp_path / "results.toml"), pixels, labels,
+                               tmp_path / "docs", random_fractions=(), log=lambda m: None)
+    flat = pixels.reshape(IMAGES, -1)
+    chosen = [e for e in res["anytime"] if e["exit_margin"] is not None]
+    assert [e["exit_margin"] for e in chosen] == [7]
+    assert chosen[0]["calibration"]["criterion"] == "agreement"
+    (tried,) = res["anytime_exit_variants"]
+    assert (tried["exit_margin"], tried["exit_variant"]) == (2, True)
+    assert tried["calibration"]["criterion"] == "error"  # a file from before the rule
+    assert (tried["rtl_images"], tried["rtl_mismatches"]) == (1000, 0)
+    full = run_hw(model, flat, 1, None).classes
+    hw = run_hw(model, flat, 1, 2)
+    assert tried["error_pct"] == pytest.approx((hw.classes != labels).mean() * 100, abs=1e-3)
+    assert tried["changed_pct"] == pytest.approx((hw.classes != full).mean() * 100, abs=1e-3)
+    assert res["anytime_exit"]["case_i"]["seeds"] == [0]  # the target reads the chosen one
+    from sbnn.studies.results_report import results_section
+
+    section = results_section(res)
+    assert "Exit calibrations tried" in section and "--criterion error" in section
+    assert "| case_i | `--criterion agreement --tolerance-pp 0`" in section
+
+
+def test_exit_variants_need_the_chosen_exit(tmp_path):
+    (tmp_path / "m.npz").write_bytes(b"")
+    (tmp_path / "v.json").write_text("{}")
+    (tmp_path / "results.toml").write_text(
+        '[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\nmodel = "m.npz"\n'
+        'exit_variants = ["v.json"]\n')
+    with pytest.raises(ManifestError, match="exit_variants needs the chosen calibration"):
+        load_manifest(tmp_path / "results.toml")
