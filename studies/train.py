@@ -196,10 +196,20 @@ BASE_RECIPE_FIELDS = ("base_epochs", "batch_size", "lr", "lr_final", "seed", "sh
                       "scale", "elastic", "adc_aware", "adc_quantize", "keep_checkpoint")
 
 
+def _stage_1_design(config: dict) -> dict:
+    """The design as stage 1 sees it: every field but the support planes' gains, which only
+    budgets >= 1 read (stage 1 trains the base plane alone at budget 0, and stage 2 starts
+    every support from the base's latents). Two designs that differ in those gains alone
+    (a_1 = 1/2 against a_1 = 1, say) share one stage 1, so a stage-2 variant of another
+    support scale is paired with the run it adopts."""
+    return {**config, "plane_gains": list(config["plane_gains"])[:1]}
+
+
 def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
                settings: TrainSettings) -> None:
     """Start case (i) run ``out_dir`` from the finished stage 1 of run ``source`` (same
-    design, same stage-1 recipe): its checkpoint and stage-1 time are copied, so the new run
+    design but perhaps the support gains, same stage-1 recipe): its checkpoint and stage-1
+    time are copied, so the new run
     trains only stage 2 and its ``train_minutes`` still counts stage 1. A paired control
     (``supports_off``) then differs from its case (i) run in stage 2 alone. Raises
     :class:`TrainSettingsError` naming what does not match."""
@@ -214,9 +224,11 @@ def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
     if missing:
         raise TrainSettingsError("base_from", f"{src} has not finished a case (i) stage 1 "
                                  f"(missing {', '.join(missing)})")
-    if json.loads((src / "config.json").read_text()) != cfg.to_dict():
+    theirs_cfg = json.loads((src / "config.json").read_text())
+    if _stage_1_design(theirs_cfg) != _stage_1_design(cfg.to_dict()):
         raise TrainSettingsError("base_from", f"{src} was trained for another design "
-                                 f"(its config.json differs from this run's)")
+                                 f"(its config.json differs from this run's in more than "
+                                 f"the support planes' gains)")
     theirs = TrainSettings.from_dict(json.loads((src / "recipe.json").read_text()))
     differ = [f for f in BASE_RECIPE_FIELDS if getattr(theirs, f) != getattr(settings, f)]
     if differ:

@@ -135,9 +135,33 @@ def test_adopt_base_refuses_another_stage_1_recipe(tmp_path, change, words):
     with pytest.raises(TrainSettingsError, match="another design"):
         adopt_base(tmp_path / "a", tmp_path / "c",
                    SbnnConfig(layers=(784, 8, 10), num_supports=2), settings)
+    with pytest.raises(TrainSettingsError, match="another design"):  # the base plane's gain
+        adopt_base(tmp_path / "a", tmp_path / "e", cfg.replace(plane_gains=(4, 1)), settings)
     with pytest.raises(TrainSettingsError, match="has not finished"):
         adopt_base(tmp_path / "nothing", tmp_path / "d", cfg, settings)
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_a_support_gain_variant_shares_stage_1(tmp_path):
+    """Designs that differ only in the support gains share one stage 1: a run at a_1 = 1
+    adopts an a_1 = 1/2 run's stage 1, and its baseline (budget 0) is that run's exactly."""
+    half = SbnnConfig(layers=(784, 16, 10), num_supports=1, plane_gains=(2, 1))
+    one = half.replace(plane_gains=(2, 2))
+    fit, val = _toy_digits(300, 4), _toy_digits(100, 5)
+    settings = TrainSettings(base_epochs=1, support_epochs=1, batch_size=100, threads=1)
+    train_case_i(half, fit, val, tmp_path / "a", settings, log=lambda m: None)
+    adopt_base(tmp_path / "a", tmp_path / "b", one, settings)
+    logs = []
+    summary = train_case_i(one, fit, val, tmp_path / "b", settings, log=logs.append)
+    assert any("base: resumed" in m for m in logs)  # stage 1 not trained again
+    assert summary["config"]["plane_gains"] == [2, 2]
+    a = QuantizedModel.load(tmp_path / "a" / "baseline.npz")
+    b = QuantizedModel.load(tmp_path / "b" / "baseline.npz")
+    for layer in range(half.num_layers):
+        np.testing.assert_array_equal(a.planes[layer][0], b.planes[layer][0])
+        np.testing.assert_array_equal(a.thresholds[layer][0], b.thresholds[layer][0])
+    assert summary["baseline_val_hw_error_pct"] == json.loads(
+        (tmp_path / "a" / "train_summary.json").read_text())["baseline_val_hw_error_pct"]
 
 
 def _best_epoch(history: list[dict]) -> int:
