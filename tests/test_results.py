@@ -307,6 +307,20 @@ def test_eval_manifest_reads_only_the_test_set(tmp_path, monkeypatch, capsys):
     assert "drop --manifest" in capsys.readouterr().err
 
 
+def _anytime_results(folder, extra: str):
+    """results of a manifest with case (i) seed 0 (its exit ``exit.json`` and ``extra``
+    manifest lines) and its baseline, on the toy test images."""
+    text = ('[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\nmodel = "case_i_0.npz"\n'
+            'summary = "case_i_0.train_summary.json"\nexit = "exit.json"\n' + extra +
+            '[rows.baseline]\n[[rows.baseline.runs]]\nseed = 0\nmodel = "baseline_0.npz"\n'
+            'summary = "baseline_0.train_summary.json"\n')
+    (folder / "results.toml").write_text(text)
+    pixels, labels = _data()
+    res = build_seeded_results(load_manifest(folder / "results.toml"), pixels, labels,
+                               folder / "docs", random_fractions=(), log=lambda m: None)
+    return res, pixels, labels
+
+
 def test_anytime_entries_per_budget_and_calibrated_exit(tmp_path):
     """results.json ``anytime``: every budget without exit and the calibrated exit, each
     equal to a rerun of the hardware-exact path, with the RTL runs the manifest names."""
@@ -323,15 +337,7 @@ def test_anytime_entries_per_budget_and_calibrated_exit(tmp_path):
     (tmp_path / "sim_exit.json").write_text(json.dumps({"exit_margin": 3, "runs": [
         {"run": "budget", "budget": 1, "images": 1000, "agree": 1000},
         {"run": "random", "budget": None, "images": 50, "agree": 0}]}))
-    text = ('[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\nmodel = "case_i_0.npz"\n'
-            'summary = "case_i_0.train_summary.json"\nexit = "exit.json"\n'
-            'rtl = ["sim.json", "sim_exit.json"]\n'
-            '[rows.baseline]\n[[rows.baseline.runs]]\nseed = 0\nmodel = "baseline_0.npz"\n'
-            'summary = "baseline_0.train_summary.json"\n')
-    (tmp_path / "results.toml").write_text(text)
-    pixels, labels = _data()
-    res = build_seeded_results(load_manifest(tmp_path / "results.toml"), pixels, labels,
-                               tmp_path / "docs", random_fractions=(), log=lambda m: None)
+    res, pixels, labels = _anytime_results(tmp_path, 'rtl = ["sim.json", "sim_exit.json"]\n')
     flat = pixels.reshape(IMAGES, -1)
     entries = res["anytime"]
     assert [(e["model"], e["budget"], e["exit_margin"]) for e in entries] == [
@@ -367,15 +373,8 @@ def test_exit_variants_are_measured_and_listed_apart(tmp_path):
         (tmp_path / name).write_text(json.dumps(record))
     (tmp_path / "old.sim.json").write_text(json.dumps({"exit_margin": 2, "runs": [
         {"run": "budget", "budget": 1, "images": 1000, "agree": 1000}]}))
-    text = ('[rows.case_i]\n[[rows.case_i.runs]]\nseed = 0\nmodel = "case_i_0.npz"\n'
-            'summary = "case_i_0.train_summary.json"\nexit = "exit.json"\n'
-            'exit_variants = ["old.exit.json"]\nrtl = ["old.sim.json"]\n'
-            '[rows.baseline]\n[[rows.baseline.runs]]\nseed = 0\nmodel = "baseline_0.npz"\n'
-            'summary = "baseline_0.train_summary.json"\n')
-    (tmp_path / "results.toml").write_text(text)
-    pixels, labels = _data()
-    res = build_seeded_results(load_manifest(tmp_path / "results.toml"), pixels, labels,
-                               tmp_path / "docs", random_fractions=(), log=lambda m: None)
+    res, pixels, labels = _anytime_results(
+        tmp_path, 'exit_variants = ["old.exit.json"]\nrtl = ["old.sim.json"]\n')
     flat = pixels.reshape(IMAGES, -1)
     chosen = [e for e in res["anytime"] if e["exit_margin"] is not None]
     assert [e["exit_margin"] for e in chosen] == [7]
