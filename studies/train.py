@@ -242,8 +242,16 @@ def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
     shutil.copyfile(src / "base_seconds.json", out / "base_seconds.json")
     shutil.copyfile(src / "base_seconds.json", out / "train_seconds.json")
     atomic_write_text(out / "base_from.json", json.dumps({"base_from": str(src)}) + "\n")
+    # The checkpoint's model carries the support scales a_k of its own design as buffers:
+    # give it this design's, or stage 2 would train with the source run's a_k while the
+    # hardware computes with this design's.
+    g0 = cfg.plane_gains[0]
+    scales = torch.tensor([g / g0 for g in cfg.plane_gains[1:]], dtype=torch.float32)
+    for weights in (state["model"], state.get("kept", {}).get("model") or {}):
+        for key in [k for k in weights if k.endswith(".scales")]:
+            weights[key] = scales.clone()
     with atomic_file(out / "ckpt_base.pt") as tmp:
-        shutil.copyfile(src / "ckpt_base.pt", tmp)
+        torch.save(state, tmp)
 
 
 def _fix_steps_after_stage_1(model: SupportedBNN, settings: TrainSettings) -> None:

@@ -162,6 +162,12 @@ def test_a_support_gain_variant_shares_stage_1(tmp_path):
         np.testing.assert_array_equal(a.thresholds[layer][0], b.thresholds[layer][0])
     assert summary["baseline_val_hw_error_pct"] == json.loads(
         (tmp_path / "a" / "train_summary.json").read_text())["baseline_val_hw_error_pct"]
+    # stage 2 trained at this design's a_1 = 1, not the adopted run's 1/2
+    state = torch.load(tmp_path / "b" / "model_float.pt", map_location="cpu")
+    assert all(state[f"linears.{i}.scales"].tolist() == [1.0] for i in range(half.num_layers))
+    start = torch.load(tmp_path / "b" / "ckpt_base.pt", map_location="cpu", weights_only=False)
+    assert start["model"]["linears.0.scales"].tolist() == [1.0]
+    assert start["kept"]["model"]["linears.0.scales"].tolist() == [1.0]
 
 
 def _best_epoch(history: list[dict]) -> int:
