@@ -209,8 +209,8 @@ def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
                settings: TrainSettings) -> None:
     """Start case (i) run ``out_dir`` from the finished stage 1 of run ``source`` (same
     design but perhaps the support gains, same stage-1 recipe): its checkpoint and stage-1
-    time are copied, so the new run
-    trains only stage 2 and its ``train_minutes`` still counts stage 1. A paired control
+    time are copied, so the new run trains only stage 2 and its ``train_minutes`` still
+    counts stage 1. A paired control
     (``supports_off``) then differs from its case (i) run in stage 2 alone. Raises
     :class:`TrainSettingsError` naming what does not match."""
     import shutil
