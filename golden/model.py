@@ -23,8 +23,8 @@ from torch import nn
 
 from sbnn.config import PIXEL_BITS, SbnnConfig
 
-__all__ = ["SignSTE", "binarize", "adc_floor_loss", "SupportedLinear", "BudgetNorms",
-           "SupportedBNN", "pixels_to_codes"]
+__all__ = ["SignSTE", "binarize", "adc_floor_loss", "support_scales", "SupportedLinear",
+           "BudgetNorms", "SupportedBNN", "pixels_to_codes"]
 
 
 #: The float32 just above 1: ``hardtanh_backward`` passes the gradient where
@@ -68,6 +68,12 @@ def adc_floor_loss(gain: int, step: int) -> float:
 def pixels_to_codes(pixels: torch.Tensor, cfg: SbnnConfig) -> torch.Tensor:
     """First-layer row codes, exactly as the hardware forms them: pixel >> (8 - dac_bits)."""
     return (pixels.to(torch.int64) >> (PIXEL_BITS - cfg.dac_bits)).to(torch.float32)
+
+
+def support_scales(cfg: SbnnConfig) -> list[float]:
+    """The support planes' scales a_k = gain_k / gain_0 of a design (fixed by the array)."""
+    g0 = cfg.plane_gains[0]
+    return [g / g0 for g in cfg.plane_gains[1:]]
 
 
 class SupportedLinear(nn.Module):
@@ -155,8 +161,7 @@ class SupportedBNN(nn.Module):
     def __init__(self, cfg: SbnnConfig):
         super().__init__()
         self.cfg = cfg
-        g0 = cfg.plane_gains[0]
-        scales = [g / g0 for g in cfg.plane_gains[1:]]
+        scales = support_scales(cfg)
         self.linears = nn.ModuleList(
             SupportedLinear(cfg.layers[i], cfg.layers[i + 1], scales)
             for i in range(cfg.num_layers))

@@ -148,10 +148,7 @@ def _anytime_lines(results: dict) -> list[str]:
         err = float(np.mean([e["error_pct"] for e in es]))
         cyc = float(np.mean([e["mean_cycles"] for e in es]))
         early = (f"{np.mean([e['exit_early_pct'] for e in es]):.1f} %" if has_exit else "-")
-        imgs = [e["rtl_images"] for e in es]
-        bad = [e["rtl_mismatches"] for e in es]
-        rtl = "not run" if all(i is None for i in imgs) else str(sum(i or 0 for i in imgs))
-        mis = "-" if rtl == "not run" else str(sum(b or 0 for b in bad))
+        rtl, mis = _rtl_cells(es)
         lines.append(f"| {row} | {budget} | {margins} | {err:.2f} % | {cyc:.0f} | {early} "
                      f"| {rtl} | {mis} |")
     for row, v in results.get("anytime_exit", {}).items():
@@ -159,6 +156,15 @@ def _anytime_lines(results: dict) -> list[str]:
             lines += ["", f"* {row}: the exit errs {v['error_above_full_pp']:+.2f} pp against "
                       f"the full budget at {v['cycles_saved_pct']:.1f} % fewer mean cycles."]
     return lines + _exit_variant_lines(results)
+
+
+def _rtl_cells(entries: list[dict]) -> tuple[str, str]:
+    """The table's RTL images and mismatches cells, summed over ``entries``."""
+    imgs = [e["rtl_images"] for e in entries]
+    if all(i is None for i in imgs):
+        return "not run", "-"
+    return (str(sum(i or 0 for i in imgs)),
+            str(sum(e["rtl_mismatches"] or 0 for e in entries)))
 
 
 def _rule(calib: dict) -> str:
@@ -180,9 +186,11 @@ def _exit_variant_lines(results: dict) -> list[str]:
         return []
     chosen = {(e["model"], e["seed"]): e for e in results.get("anytime", [])
               if e["exit_margin"] is not None}
+    top: dict[str, int] = {}
+    for e in results.get("anytime", []):
+        top[e["model"]] = max(top.get(e["model"], 0), e["budget"])
     full = {(e["model"], e["seed"]): e for e in results.get("anytime", [])
-            if e["exit_margin"] is None and e["budget"] == max(
-                x["budget"] for x in results["anytime"] if x["model"] == e["model"])}
+            if e["exit_margin"] is None and e["budget"] == top[e["model"]]}
     groups: dict[tuple[str, str], list[dict]] = {}
     for e in [*chosen.values(), *tried]:
         groups.setdefault((e["model"], _rule(e["calibration"])), []).append(e)
@@ -197,9 +205,7 @@ def _exit_variant_lines(results: dict) -> list[str]:
         saved = np.mean([100 * (1 - e["mean_cycles"] / f["mean_cycles"])
                          for e, f in zip(es, ref)])
         changed = np.mean([e.get("changed_pct", float("nan")) for e in es])
-        imgs = [e["rtl_images"] for e in es]
-        rtl = "not run" if all(i is None for i in imgs) else str(sum(i or 0 for i in imgs))
-        mis = "-" if rtl == "not run" else str(sum(e["rtl_mismatches"] or 0 for e in es))
+        rtl, mis = _rtl_cells(es)
         lines.append(f"| {row} | {rule} | {'no' if es[0].get('exit_variant') else 'yes'} | "
                      f"{', '.join(str(e['exit_margin']) for e in es)} | {d_err:+.2f} pp | "
                      f"{changed:.2f} % | {saved:.1f} % | {rtl} | {mis} |")

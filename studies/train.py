@@ -35,7 +35,7 @@ from torch import nn
 from sbnn.config import SbnnConfig
 from sbnn.fileio import atomic_file, atomic_write_text
 from sbnn.golden.fold import fold_model
-from sbnn.golden.model import SupportedBNN, pixels_to_codes
+from sbnn.golden.model import SupportedBNN, pixels_to_codes, support_scales
 from sbnn.golden.qmodel import QuantizedModel
 
 from .augment import shift_images
@@ -245,9 +245,9 @@ def adopt_base(source: str | Path, out_dir: str | Path, cfg: SbnnConfig,
     # The checkpoint's model carries the support scales a_k of its own design as buffers:
     # give it this design's, or stage 2 would train with the source run's a_k while the
     # hardware computes with this design's.
-    g0 = cfg.plane_gains[0]
-    scales = torch.tensor([g / g0 for g in cfg.plane_gains[1:]], dtype=torch.float32)
-    for weights in (state["model"], state.get("kept", {}).get("model") or {}):
+    scales = torch.tensor(support_scales(cfg), dtype=torch.float32)
+    # "kept" is None for a stage of 0 epochs
+    for weights in (state["model"], (state.get("kept") or {}).get("model") or {}):
         for key in [k for k in weights if k.endswith(".scales")]:
             weights[key] = scales.clone()
     with atomic_file(out / "ckpt_base.pt") as tmp:

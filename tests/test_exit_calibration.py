@@ -37,6 +37,7 @@ def test_every_point_equals_a_rerun_with_that_margin(setup, budget):
     curve = exit_curve(model, pixels, labels, budget)
     assert curve[0].exit_margin is None and len(curve) > 5
     sched = schedule(model, budget)
+    full = run_hw(model, pixels, budget, None).classes
     for point in curve:
         res = run_hw(model, pixels, budget, point.exit_margin)
         cycles = np.array([sched.total_cycles(p) for p in res.exit_pass])
@@ -44,7 +45,6 @@ def test_every_point_equals_a_rerun_with_that_margin(setup, budget):
         assert point.mean_cycles == pytest.approx(cycles.mean(), abs=0.01)
         assert point.exit_early_pct == pytest.approx((res.exit_pass < budget).mean() * 100,
                                                      abs=1e-3)
-        full = run_hw(model, pixels, budget, None).classes
         assert point.changed_pct == pytest.approx((res.classes != full).mean() * 100,
                                                   abs=1e-3)
         # an exit cannot cost more error than the share of answers it changes
